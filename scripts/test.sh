@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: builds the local environment (cached after
+# the first run), checks formatting and lints, then runs every unit and integration test
+# against the real kube-apiserver, moto's SWF and the SSM Automation emulator.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash tests/env/setup.sh
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo test"
+# Integration tests share one environment per test binary; two threads keep a 2-core
+# machine responsive while the API server, moto and the operator processes run.
+cargo test --workspace --no-fail-fast -- --test-threads="${SIGNALMAN_TEST_THREADS:-4}"

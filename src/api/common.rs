@@ -1,0 +1,154 @@
+//! Types shared by both signal kinds: the retry policy and the status.
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::KubeSchema;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Default of `spec.retry.maxAttempts`.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
+/// Default of `spec.retry.initialBackoffSeconds`.
+pub const DEFAULT_INITIAL_BACKOFF_SECONDS: u32 = 1;
+/// Default of `spec.retry.maxBackoffSeconds`.
+pub const DEFAULT_MAX_BACKOFF_SECONDS: u32 = 300;
+
+/// `spec.retry`: every field optional; defaults from DESIGN §4.
+///
+/// The bounds are in the CRD schema (and so enforced by the API server); the cross-field rule
+/// is a CEL rule that also runs client-side.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[x_kube(
+    cel,
+    validation = Rule::new(
+        "(has(self.maxBackoffSeconds) ? self.maxBackoffSeconds : 300) >= (has(self.initialBackoffSeconds) ? self.initialBackoffSeconds : 1)"
+    ).message("retry.maxBackoffSeconds (default 300) must be at least retry.initialBackoffSeconds (default 1)")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryPolicy {
+    /// Attempts before giving up with reason RetriesExhausted (default 8, 1..100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_attempts: Option<u32>,
+    /// First backoff in seconds (default 1, 1..3600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub initial_backoff_seconds: Option<u32>,
+    /// Upper bound of the backoff in seconds (default 300, 1..86400).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub max_backoff_seconds: Option<u32>,
+    /// Retry "execution not found" until attempts run out instead of failing at once (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_not_found: Option<bool>,
+}
+
+/// A [`RetryPolicy`] with the defaults applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResolvedRetry {
+    /// At least 1.
+    pub max_attempts: u32,
+    /// At least one second.
+    pub initial_backoff: Duration,
+    /// Never below `initial_backoff`.
+    pub max_backoff: Duration,
+    pub retry_not_found: bool,
+}
+
+impl Default for ResolvedRetry {
+    fn default() -> Self {
+        RetryPolicy::default().resolved()
+    }
+}
+
+impl RetryPolicy {
+    /// The policy with DESIGN §4's defaults filled in (maxAttempts 8, initial 1s, max 300s,
+    /// retryNotFound false).
+    ///
+    /// The schema already bounds every field; this is still total for an object that slipped
+    /// past it: attempts and the initial backoff are at least 1, and the maximum backoff is
+    /// never below the initial one.
+    pub fn resolved(&self) -> ResolvedRetry {
+        let max_attempts = self.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS).max(1);
+        let initial = self
+            .initial_backoff_seconds
+            .unwrap_or(DEFAULT_INITIAL_BACKOFF_SECONDS)
+            .max(1);
+        let max = self
+            .max_backoff_seconds
+            .unwrap_or(DEFAULT_MAX_BACKOFF_SECONDS)
+            .max(initial);
+        ResolvedRetry {
+            max_attempts,
+            initial_backoff: Duration::from_secs(u64::from(initial)),
+            max_backoff: Duration::from_secs(u64::from(max)),
+            retry_not_found: self.retry_not_found.unwrap_or(false),
+        }
+    }
+}
+
+/// Where a signal is in its life (DESIGN §2).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Phase {
+    Pending,
+    Sending,
+    Verifying,
+    Succeeded,
+    Failed,
+}
+
+/// The claim written before an AWS call (DESIGN §3): who is sending, and until when the claim is live.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Claim {
+    pub holder: String,
+    pub deadline: Time,
+}
+
+/// Status shared by WorkflowSignal and AutomationSignal.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SignalStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// Attempts spent (a throttled attempt is given back).
+    #[serde(default)]
+    pub attempts: u32,
+    /// Retries that did not spend an attempt (throttling); they still grow the backoff.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub throttled_retries: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_attempt_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<Claim>,
+    /// Claim time of the earliest attempt that may have reached AWS without a confirmed answer;
+    /// verification looks for the signal from here on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_since: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_time: Option<Time>,
+    /// SWF: the run that was signalled (resolved at claim time when spec.runId is empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// The AWS request id of the accepted call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// The AWS error code of the last failed call, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error_code: Option<String>,
+    /// Last outcome in words; never the input or payload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// kstatus conditions (Ready, Reconciling, Stalled), one per type.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}

@@ -1,0 +1,327 @@
+//! `WorkflowSignal`: one Amazon SWF `SignalWorkflowExecution` call (DESIGN §1).
+use std::sync::OnceLock;
+
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{
+    common::{ResolvedRetry, RetryPolicy, SignalStatus},
+    region_or, spec_schema, validation, REGION_MAX_LENGTH, REGION_MESSAGE, REGION_RULE,
+};
+
+/// Message of the rule that makes a WorkflowSignal's spec immutable.
+pub const WORKFLOW_SIGNAL_IMMUTABLE_MESSAGE: &str =
+    "spec is immutable: create a new WorkflowSignal to send another signal";
+
+/// Sends one signal to a running Amazon SWF workflow execution, exactly once.
+///
+/// The spec describes the event, not a desired state: it cannot be edited after creation.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[kube(
+    group = "signalman.dev",
+    version = "v1alpha1",
+    kind = "WorkflowSignal",
+    namespaced,
+    status = "SignalStatus",
+    derive = "PartialEq",
+    category = "signals",
+    shortname = "wfsig",
+    cel,
+    doc = "WorkflowSignal sends one signal to a running Amazon SWF workflow execution (SignalWorkflowExecution), exactly once, and records the outcome in its status.",
+    printcolumn(name = "Domain", type_ = "string", json_path = ".spec.domain", description = "SWF domain"),
+    printcolumn(name = "Workflow", type_ = "string", json_path = ".spec.workflowId", description = "Workflow id of the execution signalled"),
+    printcolumn(name = "Signal", type_ = "string", json_path = ".spec.signalName", description = "Signal name"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Pending, Sending, Verifying, Succeeded or Failed"),
+    printcolumn(name = "Attempts", type_ = "integer", json_path = ".status.attempts", description = "Attempts spent"),
+    printcolumn(name = "Run", type_ = "string", json_path = ".status.runId", description = "Run that was signalled", priority = 1),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", description = "Reason of the Ready condition", priority = 1),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    selectable = ".spec.domain",
+    selectable = ".spec.workflowId",
+    selectable = ".spec.signalName"
+)]
+#[x_kube(validation = Rule::new("self == oldSelf").message(WORKFLOW_SIGNAL_IMMUTABLE_MESSAGE))]
+#[serde(rename_all = "camelCase")]
+pub struct WorkflowSignalSpec {
+    /// SWF domain of the workflow execution (1..256 characters).
+    #[schemars(length(min = 1, max = 256))]
+    pub domain: String,
+
+    /// Workflow id of the execution to signal (1..256 characters).
+    #[schemars(length(min = 1, max = 256))]
+    pub workflow_id: String,
+
+    /// Run id of the execution (at most 64 characters). Empty or absent: the workflow's
+    /// current open run, resolved once when the signal is first claimed and recorded in
+    /// status.runId.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub run_id: Option<String>,
+
+    /// Name of the signal (1..256 characters).
+    #[schemars(length(min = 1, max = 256))]
+    pub signal_name: String,
+
+    /// Input delivered with the signal (at most 32768 characters). Never logged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32768))]
+    pub input: Option<String>,
+
+    /// AWS region of the workflow, e.g. eu-west-1. Empty or absent: the operator's default
+    /// region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = REGION_MAX_LENGTH))]
+    #[x_kube(validation = Rule::new(REGION_RULE).message(REGION_MESSAGE))]
+    pub region: Option<String>,
+
+    /// Retry policy; every field optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
+}
+
+impl WorkflowSignalSpec {
+    /// The run to signal, or `None` (also for an empty string): the current open run.
+    pub fn run_id(&self) -> Option<&str> {
+        self.run_id.as_deref().filter(|r| !r.is_empty())
+    }
+
+    /// The input to send; `None` when absent. An empty input is sent as given (SWF accepts it).
+    pub fn input(&self) -> Option<&str> {
+        self.input.as_deref()
+    }
+
+    /// The region the spec names, or `None` (also for an empty string).
+    pub fn region(&self) -> Option<&str> {
+        region_or(self.region.as_deref(), None)
+    }
+
+    /// The region to use: the spec's, else `default` (the operator's `--region`).
+    pub fn effective_region<'a>(&'a self, default: Option<&'a str>) -> Option<&'a str> {
+        region_or(self.region.as_deref(), default)
+    }
+
+    /// The retry policy with defaults applied.
+    pub fn retry(&self) -> ResolvedRetry {
+        self.retry.clone().unwrap_or_default().resolved()
+    }
+}
+
+impl WorkflowSignal {
+    /// The schema of `spec` as the CRD carries it.
+    fn spec_schema() -> &'static Value {
+        static SCHEMA: OnceLock<Value> = OnceLock::new();
+        SCHEMA.get_or_init(spec_schema::<Self>)
+    }
+
+    /// Everything the API server checks on create (schema and CEL rules), again, client-side:
+    /// the controller's defence in depth. The error lists each problem by field and rule and
+    /// never quotes a value (the input may be secret).
+    pub fn validate(&self) -> Result<(), String> {
+        let mut problems = match serde_json::to_value(&self.spec) {
+            Ok(spec) => validation::check_schema(Self::spec_schema(), &spec, "spec"),
+            Err(_) => vec!["spec: cannot be serialized".to_owned()],
+        };
+        if let Err(errors) = self.validate_cel() {
+            problems.extend(validation::describe_cel_errors(&errors));
+        }
+        validation::into_result(problems)
+    }
+}
+
+impl super::Signal for WorkflowSignal {
+    fn region(&self) -> Option<&str> {
+        self.spec.region()
+    }
+
+    fn retry(&self) -> ResolvedRetry {
+        self.spec.retry()
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        WorkflowSignal::validate(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Signal;
+    use std::time::Duration;
+
+    fn spec() -> WorkflowSignalSpec {
+        WorkflowSignalSpec {
+            domain: "orders".into(),
+            workflow_id: "order-42".into(),
+            run_id: None,
+            signal_name: "approve".into(),
+            input: Some(r#"{"ok": true}"#.into()),
+            region: None,
+            retry: None,
+        }
+    }
+
+    fn obj(spec: WorkflowSignalSpec) -> WorkflowSignal {
+        WorkflowSignal::new("approve-order-42", spec)
+    }
+
+    fn err(spec: WorkflowSignalSpec) -> String {
+        obj(spec).validate().expect_err("should be invalid")
+    }
+
+    #[test]
+    fn valid_objects_pass() {
+        let full = WorkflowSignalSpec {
+            run_id: Some("a".repeat(64)),
+            input: Some("x".repeat(32768)),
+            region: Some("eu-west-1".into()),
+            retry: Some(RetryPolicy {
+                max_attempts: Some(100),
+                initial_backoff_seconds: Some(3600),
+                max_backoff_seconds: Some(86400),
+                retry_not_found: Some(true),
+            }),
+            domain: "d".repeat(256),
+            workflow_id: "w".repeat(256),
+            signal_name: "s".repeat(256),
+        };
+        for s in [spec(), full] {
+            let o = obj(s);
+            o.validate_cel().unwrap();
+            o.validate().unwrap();
+        }
+        for region in ["", "us-east-1", "us-gov-west-1", "ap-southeast-2", "eusc-de-east-1", "cn-north-1"] {
+            let s = WorkflowSignalSpec { region: Some(region.into()), ..spec() };
+            obj(s).validate().unwrap_or_else(|e| panic!("{region}: {e}"));
+        }
+    }
+
+    #[test]
+    fn each_length_limit_is_enforced() {
+        let cases: [(&str, WorkflowSignalSpec); 8] = [
+            ("spec.domain: must not be empty", WorkflowSignalSpec { domain: String::new(), ..spec() }),
+            ("spec.domain: must be at most 256", WorkflowSignalSpec { domain: "d".repeat(257), ..spec() }),
+            ("spec.workflowId: must not be empty", WorkflowSignalSpec { workflow_id: String::new(), ..spec() }),
+            ("spec.workflowId: must be at most 256", WorkflowSignalSpec { workflow_id: "w".repeat(257), ..spec() }),
+            ("spec.signalName: must not be empty", WorkflowSignalSpec { signal_name: String::new(), ..spec() }),
+            ("spec.signalName: must be at most 256", WorkflowSignalSpec { signal_name: "s".repeat(257), ..spec() }),
+            ("spec.runId: must be at most 64", WorkflowSignalSpec { run_id: Some("r".repeat(65)), ..spec() }),
+            ("spec.input: must be at most 32768", WorkflowSignalSpec { input: Some("i".repeat(32769)), ..spec() }),
+        ];
+        for (want, s) in cases {
+            let e = err(s);
+            assert!(e.contains(want), "want {want:?}, got {e:?}");
+        }
+    }
+
+    #[test]
+    fn bad_region_is_refused_by_cel() {
+        for region in ["EU-WEST-1", "eu-west", "eu_west_1", "westeurope", " eu-west-1", &"a-".repeat(20)] {
+            let o = obj(WorkflowSignalSpec { region: Some(region.to_owned()), ..spec() });
+            let e = o.validate().expect_err(region);
+            assert!(e.contains(REGION_MESSAGE) || e.contains("at most 32"), "{region}: {e}");
+        }
+        let o = obj(WorkflowSignalSpec { region: Some("moon-1".into()), ..spec() });
+        assert!(o.validate_cel().is_err(), "CEL alone catches it");
+    }
+
+    #[test]
+    fn retry_bounds_and_cross_field_rule() {
+        let bad = [
+            RetryPolicy { max_attempts: Some(0), ..Default::default() },
+            RetryPolicy { max_attempts: Some(101), ..Default::default() },
+            RetryPolicy { initial_backoff_seconds: Some(0), ..Default::default() },
+            RetryPolicy { initial_backoff_seconds: Some(3601), ..Default::default() },
+            RetryPolicy { max_backoff_seconds: Some(0), ..Default::default() },
+            RetryPolicy { max_backoff_seconds: Some(86401), ..Default::default() },
+        ];
+        for r in bad {
+            let e = err(WorkflowSignalSpec { retry: Some(r.clone()), ..spec() });
+            assert!(e.starts_with("spec.retry."), "{r:?}: {e}");
+        }
+        // max below initial, explicitly or through the default max of 300.
+        for r in [
+            RetryPolicy { initial_backoff_seconds: Some(10), max_backoff_seconds: Some(5), ..Default::default() },
+            RetryPolicy { initial_backoff_seconds: Some(301), ..Default::default() },
+        ] {
+            let o = obj(WorkflowSignalSpec { retry: Some(r), ..spec() });
+            let e = o.validate_cel().expect_err("CEL rule");
+            assert!(e.to_string().contains("must be at least retry.initialBackoffSeconds"), "{e}");
+        }
+        let ok = RetryPolicy { initial_backoff_seconds: Some(300), ..Default::default() };
+        obj(WorkflowSignalSpec { retry: Some(ok), ..spec() }).validate().unwrap();
+    }
+
+    #[test]
+    fn spec_is_immutable() {
+        let old = obj(spec());
+        old.validate_cel_update(&old).unwrap();
+        let edits = [
+            WorkflowSignalSpec { input: Some("other".into()), ..spec() },
+            WorkflowSignalSpec { input: None, ..spec() },
+            WorkflowSignalSpec { run_id: Some("r1".into()), ..spec() },
+            WorkflowSignalSpec { retry: Some(RetryPolicy { max_attempts: Some(2), ..Default::default() }), ..spec() },
+        ];
+        for edited in edits {
+            let e = obj(edited).validate_cel_update(&old).expect_err("edit refused");
+            assert!(e.to_string().contains(WORKFLOW_SIGNAL_IMMUTABLE_MESSAGE), "{e}");
+        }
+        // Status changes are not spec edits.
+        let mut with_status = old.clone();
+        with_status.status = Some(SignalStatus { attempts: 3, ..Default::default() });
+        with_status.validate_cel_update(&old).unwrap();
+    }
+
+    #[test]
+    fn errors_never_quote_the_input() {
+        let secret = "TOP-SECRET-".repeat(3000);
+        let e = err(WorkflowSignalSpec {
+            input: Some(secret),
+            domain: String::new(),
+            region: Some("TOP-SECRET".into()),
+            ..spec()
+        });
+        assert!(!e.contains("TOP-SECRET"), "{e}");
+    }
+
+    #[test]
+    fn accessors() {
+        let s = spec();
+        assert_eq!(s.run_id(), None);
+        assert_eq!(s.region(), None);
+        assert_eq!(s.effective_region(Some("us-east-1")), Some("us-east-1"));
+        assert_eq!(s.retry(), ResolvedRetry::default());
+        let s = WorkflowSignalSpec {
+            run_id: Some(String::new()),
+            region: Some(String::new()),
+            ..spec()
+        };
+        assert_eq!(s.run_id(), None);
+        assert_eq!(s.effective_region(Some("us-east-1")), Some("us-east-1"));
+        let s = WorkflowSignalSpec {
+            run_id: Some("r1".into()),
+            region: Some("eu-west-1".into()),
+            retry: Some(RetryPolicy { max_backoff_seconds: Some(60), ..Default::default() }),
+            ..spec()
+        };
+        assert_eq!(s.run_id(), Some("r1"));
+        assert_eq!(s.effective_region(Some("us-east-1")), Some("eu-west-1"));
+        assert_eq!(s.retry().max_backoff, Duration::from_secs(60));
+        let o = obj(s);
+        assert_eq!(Signal::region(&o), Some("eu-west-1"));
+        assert_eq!(Signal::retry(&o).max_attempts, 8);
+    }
+
+    #[test]
+    fn missing_required_fields_fail_to_parse_and_fail_the_schema() {
+        let manifest = serde_json::json!({
+            "apiVersion": "signalman.dev/v1alpha1",
+            "kind": "WorkflowSignal",
+            "metadata": {"name": "x"},
+            "spec": {"domain": "orders", "workflowId": "w"},
+        });
+        assert!(serde_json::from_value::<WorkflowSignal>(manifest.clone()).is_err());
+        let problems = validation::check_schema(WorkflowSignal::spec_schema(), &manifest["spec"], "spec");
+        assert_eq!(problems, vec!["spec.signalName: is required"]);
+    }
+}

@@ -1,0 +1,143 @@
+//! SDK clients per region, each service with two configurations: a *send* client whose SDK
+//! retries are off (a resent signal could be applied twice, DESIGN §3) and whose operation
+//! has a hard timeout well inside the claim's deadline, and a *read* client that keeps the
+//! SDK's standard retries for the idempotent look-ups. Plus one client-side token bucket per
+//! service and region so the operator stays inside the AWS quotas instead of bouncing off them.
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+
+/// A token bucket: `burst` tokens, refilled at `per_second`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+impl RateLimit {
+    fn limiter(self) -> DefaultDirectRateLimiter {
+        let burst = NonZeroU32::new(self.burst.max(1)).expect("burst is at least 1");
+        // governor counts in whole cells; a fractional rate becomes one cell per period.
+        let period = Duration::from_secs_f64(1.0 / self.per_second.max(0.001));
+        let quota = Quota::with_period(period)
+            .expect("a positive period")
+            .allow_burst(burst);
+        RateLimiter::direct(quota)
+    }
+}
+
+/// Settings shared by every client the operator builds.
+#[derive(Clone, Debug)]
+pub struct AwsSettings {
+    /// Hard timeout of one send call, well inside the claim's time to live.
+    pub send_timeout: Duration,
+    pub swf_rate: RateLimit,
+    pub ssm_rate: RateLimit,
+}
+
+/// The clients of one region.
+pub struct RegionClients {
+    pub swf_send: aws_sdk_swf::Client,
+    pub swf_read: aws_sdk_swf::Client,
+    pub ssm_send: aws_sdk_ssm::Client,
+    pub ssm_read: aws_sdk_ssm::Client,
+    pub sts: aws_sdk_sts::Client,
+    pub swf_limiter: DefaultDirectRateLimiter,
+    pub ssm_limiter: DefaultDirectRateLimiter,
+}
+
+/// Lazily built clients keyed by region (spec.region, else the default region).
+pub struct AwsClients {
+    base: SdkConfig,
+    settings: AwsSettings,
+    regions: Mutex<HashMap<String, Arc<RegionClients>>>,
+}
+
+impl AwsClients {
+    /// Loads the SDK's default chain (environment, IRSA web identity, EKS Pod Identity,
+    /// profiles, IMDS) and endpoint overrides (`AWS_ENDPOINT_URL[_SWF|_SSM|_STS]`).
+    pub async fn from_env(default_region: Option<String>, settings: AwsSettings) -> Self {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if let Some(region) = default_region {
+            loader = loader.region(Region::new(region));
+        }
+        Self::new(loader.load().await, settings)
+    }
+
+    pub fn new(base: SdkConfig, settings: AwsSettings) -> Self {
+        Self {
+            base,
+            settings,
+            regions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The region used when a signal names none.
+    pub fn default_region(&self) -> Option<String> {
+        self.base.region().map(|r| r.to_string())
+    }
+
+    /// The clients for `region` (or the default region).
+    pub fn for_region(&self, region: Option<&str>) -> Result<Arc<RegionClients>, String> {
+        let region = match region.map(str::to_string).or_else(|| self.default_region()) {
+            Some(r) => r,
+            None => return Err("no region: set spec.region or the operator's --region".into()),
+        };
+        let mut regions = self.regions.lock().expect("region map lock");
+        if let Some(clients) = regions.get(&region) {
+            return Ok(clients.clone());
+        }
+        let clients = Arc::new(self.build(&region));
+        regions.insert(region, clients.clone());
+        Ok(clients)
+    }
+
+    fn build(&self, region: &str) -> RegionClients {
+        let region = Region::new(region.to_string());
+        let send_timeouts = TimeoutConfig::builder()
+            .operation_timeout(self.settings.send_timeout)
+            .operation_attempt_timeout(self.settings.send_timeout)
+            .connect_timeout(Duration::from_secs(5).min(self.settings.send_timeout))
+            .build();
+        let read_timeouts = TimeoutConfig::builder()
+            .operation_timeout(Duration::from_secs(60))
+            .operation_attempt_timeout(Duration::from_secs(20))
+            .connect_timeout(Duration::from_secs(5))
+            .build();
+        let swf = |retry: RetryConfig, timeouts: TimeoutConfig| {
+            let conf = aws_sdk_swf::config::Builder::from(&self.base)
+                .region(region.clone())
+                .retry_config(retry)
+                .timeout_config(timeouts)
+                .build();
+            aws_sdk_swf::Client::from_conf(conf)
+        };
+        let ssm = |retry: RetryConfig, timeouts: TimeoutConfig| {
+            let conf = aws_sdk_ssm::config::Builder::from(&self.base)
+                .region(region.clone())
+                .retry_config(retry)
+                .timeout_config(timeouts)
+                .build();
+            aws_sdk_ssm::Client::from_conf(conf)
+        };
+        let sts_conf = aws_sdk_sts::config::Builder::from(&self.base)
+            .region(region.clone())
+            .timeout_config(read_timeouts.clone())
+            .build();
+        RegionClients {
+            swf_send: swf(RetryConfig::disabled(), send_timeouts.clone()),
+            swf_read: swf(RetryConfig::standard(), read_timeouts.clone()),
+            ssm_send: ssm(RetryConfig::disabled(), send_timeouts),
+            ssm_read: ssm(RetryConfig::standard(), read_timeouts),
+            sts: aws_sdk_sts::Client::from_conf(sts_conf),
+            swf_limiter: self.settings.swf_rate.limiter(),
+            ssm_limiter: self.settings.ssm_rate.limiter(),
+        }
+    }
+}

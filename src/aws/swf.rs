@@ -1,0 +1,282 @@
+//! Amazon SWF: resolve the open run, send `SignalWorkflowExecution`, and verify delivery by
+//! reading the run's history for the matching `WorkflowExecutionSignaled` event.
+use std::time::Duration;
+
+use aws_sdk_swf::operation::RequestId;
+use aws_sdk_swf::types::{
+    EventType, ExecutionTimeFilter, WorkflowExecution, WorkflowExecutionFilter,
+};
+use aws_smithy_types::DateTime;
+use k8s_openapi::jiff::Timestamp;
+
+use super::classify::ErrorClass;
+use super::sdk_error::failure_from_sdk;
+use crate::delivery::{AwsFailure, SendOutcome, VerifyOutcome};
+
+/// What to signal, borrowed from a WorkflowSignal's spec (plus the pinned run).
+#[derive(Clone, Copy, Debug)]
+pub struct SwfSignal<'a> {
+    pub domain: &'a str,
+    pub workflow_id: &'a str,
+    pub run_id: &'a str,
+    pub signal_name: &'a str,
+    pub input: Option<&'a str>,
+}
+
+/// Clocks of this process and of AWS differ; events this much older than the claim still count.
+pub const CLOCK_SKEW: Duration = Duration::from_secs(60);
+
+/// Finds the current open run of `workflow_id` (the run a signal without runId goes to), so the
+/// claim can pin it and a later verification reads the right history.
+pub async fn resolve_open_run(
+    client: &aws_sdk_swf::Client,
+    domain: &str,
+    workflow_id: &str,
+) -> Result<String, AwsFailure> {
+    // SWF executions last at most a year, so a year back finds every open run.
+    let oldest = DateTime::from_secs(Timestamp::now().as_second() - 366 * 24 * 3600);
+    let out = client
+        .list_open_workflow_executions()
+        .domain(domain)
+        .start_time_filter(
+            ExecutionTimeFilter::builder()
+                .oldest_date(oldest)
+                .build()
+                .map_err(build_failure)?,
+        )
+        .execution_filter(
+            WorkflowExecutionFilter::builder()
+                .workflow_id(workflow_id)
+                .build()
+                .map_err(build_failure)?,
+        )
+        .maximum_page_size(10)
+        .send()
+        .await
+        .map_err(|e| failure_from_sdk(&e))?;
+    out.execution_infos()
+        .iter()
+        .filter_map(|info| info.execution())
+        .map(|exec| exec.run_id().to_string())
+        .next()
+        .ok_or_else(|| AwsFailure {
+            class: ErrorClass::NotFound,
+            code: Some("UnknownResourceFault".into()),
+            message: "no open run of the workflow".into(),
+        })
+}
+
+/// One `SignalWorkflowExecution` call on the send client (no SDK retries).
+pub async fn send(client: &aws_sdk_swf::Client, signal: SwfSignal<'_>) -> SendOutcome {
+    let result = client
+        .signal_workflow_execution()
+        .domain(signal.domain)
+        .workflow_id(signal.workflow_id)
+        .run_id(signal.run_id)
+        .signal_name(signal.signal_name)
+        .set_input(signal.input.map(str::to_string))
+        .send()
+        .await;
+    match result {
+        Ok(out) => SendOutcome::Accepted {
+            request_id: out.request_id().map(str::to_string),
+            run_id: Some(signal.run_id.to_string()),
+        },
+        Err(e) => SendOutcome::Failed(failure_from_sdk(&e)),
+    }
+}
+
+/// A `WorkflowExecutionSignaled` event reduced to what verification compares.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SignaledEvent {
+    pub at: Timestamp,
+    pub signal_name: String,
+    pub input: Option<String>,
+    /// Sent by another workflow (SignalExternalWorkflowExecution), so not by us.
+    pub external: bool,
+}
+
+/// Whether `events` hold our signal: same name and input, not from another workflow, recorded
+/// at or after `since` less the clock skew. An absent input and an empty one are the same on
+/// the wire only if AWS recorded them the same, so they are compared as given.
+pub fn holds_signal(
+    events: &[SignaledEvent],
+    signal: &SwfSignal<'_>,
+    since: Timestamp,
+) -> Option<Timestamp> {
+    let earliest = since - CLOCK_SKEW;
+    events
+        .iter()
+        .find(|e| {
+            !e.external
+                && e.at >= earliest
+                && e.signal_name == signal.signal_name
+                && e.input.as_deref().filter(|s| !s.is_empty())
+                    == signal.input.filter(|s| !s.is_empty())
+        })
+        .map(|e| e.at)
+}
+
+/// Reads the run's history newest first until it reaches events older than `since` (less the
+/// skew) and says whether our signal is there. Pages are scanned whole, so a server that ignores
+/// `reverseOrder` is still read correctly.
+pub async fn verify(
+    client: &aws_sdk_swf::Client,
+    signal: SwfSignal<'_>,
+    since: Timestamp,
+) -> VerifyOutcome {
+    let earliest = since - CLOCK_SKEW;
+    let execution = match WorkflowExecution::builder()
+        .workflow_id(signal.workflow_id)
+        .run_id(signal.run_id)
+        .build()
+    {
+        Ok(e) => e,
+        Err(e) => return VerifyOutcome::Failed(build_failure(e)),
+    };
+    let mut token: Option<String> = None;
+    loop {
+        let result = client
+            .get_workflow_execution_history()
+            .domain(signal.domain)
+            .execution(execution.clone())
+            .reverse_order(true)
+            .maximum_page_size(1000)
+            .set_next_page_token(token.take())
+            .send()
+            .await;
+        let page = match result {
+            Ok(page) => page,
+            Err(e) => {
+                let failure = failure_from_sdk(&e);
+                return match failure.class {
+                    ErrorClass::NotFound => VerifyOutcome::NotFound,
+                    _ => VerifyOutcome::Failed(failure),
+                };
+            }
+        };
+        let events: Vec<SignaledEvent> = page
+            .events()
+            .iter()
+            .filter(|e| e.event_type() == &EventType::WorkflowExecutionSignaled)
+            .filter_map(|e| {
+                let attrs = e.workflow_execution_signaled_event_attributes()?;
+                Some(SignaledEvent {
+                    at: to_timestamp(e.event_timestamp()),
+                    signal_name: attrs.signal_name().to_string(),
+                    input: attrs.input().map(str::to_string),
+                    external: attrs.external_workflow_execution().is_some(),
+                })
+            })
+            .collect();
+        if let Some(at) = holds_signal(&events, &signal, since) {
+            return VerifyOutcome::DeliveredAt(at);
+        }
+        let page_all_older = page
+            .events()
+            .iter()
+            .all(|e| to_timestamp(e.event_timestamp()) < earliest);
+        match page.next_page_token() {
+            Some(next) if !page_all_older && !next.is_empty() => token = Some(next.to_string()),
+            _ => return VerifyOutcome::Absent,
+        }
+    }
+}
+
+fn to_timestamp(t: &DateTime) -> Timestamp {
+    Timestamp::new(t.secs(), t.subsec_nanos() as i32).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+fn build_failure(e: aws_sdk_swf::error::BuildError) -> AwsFailure {
+    AwsFailure {
+        class: ErrorClass::Invalid,
+        code: Some("ClientValidation".into()),
+        message: format!("request not built: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signal<'a>(input: Option<&'a str>) -> SwfSignal<'a> {
+        SwfSignal {
+            domain: "d",
+            workflow_id: "w",
+            run_id: "r",
+            signal_name: "approve",
+            input,
+        }
+    }
+
+    fn event(at: Timestamp, name: &str, input: Option<&str>, external: bool) -> SignaledEvent {
+        SignaledEvent {
+            at,
+            signal_name: name.into(),
+            input: input.map(Into::into),
+            external,
+        }
+    }
+
+    #[test]
+    fn finds_the_same_signal_after_the_claim() {
+        let claim: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let at = claim + Duration::from_secs(1);
+        assert!(holds_signal(
+            &[event(at, "approve", Some("x"), false)],
+            &signal(Some("x")),
+            claim
+        )
+        .is_some());
+        assert!(holds_signal(&[event(at, "approve", None, false)], &signal(None), claim).is_some());
+    }
+
+    #[test]
+    fn ignores_other_names_inputs_senders_and_old_events() {
+        let claim: Timestamp = "2026-01-01T00:10:00Z".parse().unwrap();
+        let at = claim + Duration::from_secs(1);
+        assert!(holds_signal(
+            &[event(at, "reject", Some("x"), false)],
+            &signal(Some("x")),
+            claim
+        )
+        .is_none());
+        assert!(holds_signal(
+            &[event(at, "approve", Some("y"), false)],
+            &signal(Some("x")),
+            claim
+        )
+        .is_none());
+        assert!(holds_signal(
+            &[event(at, "approve", None, false)],
+            &signal(Some("x")),
+            claim
+        )
+        .is_none());
+        assert!(holds_signal(
+            &[event(at, "approve", Some("x"), true)],
+            &signal(Some("x")),
+            claim
+        )
+        .is_none());
+        let old = claim - CLOCK_SKEW - Duration::from_secs(1);
+        assert!(holds_signal(
+            &[event(old, "approve", Some("x"), false)],
+            &signal(Some("x")),
+            claim
+        )
+        .is_none());
+    }
+
+    #[test]
+    fn allows_for_clock_skew() {
+        let claim: Timestamp = "2026-01-01T00:10:00Z".parse().unwrap();
+        let slightly_before = claim - Duration::from_secs(30);
+        assert!(holds_signal(
+            &[event(slightly_before, "approve", None, false)],
+            &signal(None),
+            claim
+        )
+        .is_some());
+    }
+}

@@ -1,0 +1,4 @@
+pub mod api;
+pub mod aws;
+pub mod delivery;
+pub mod controller;

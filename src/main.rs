@@ -1,0 +1,160 @@
+//! `signalman`: the controller (`run`), the CRD YAML (`crds`) and the version (`version`).
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use signalman::aws::clients::{AwsClients, AwsSettings, RateLimit};
+use signalman::controller::{self, Context, Leadership, Settings};
+
+#[derive(Parser)]
+#[command(name = "signalman", version, about = "Sends AWS SWF and SSM Automation signals declared as Kubernetes resources, exactly once")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the controller.
+    Run(RunArgs),
+    /// Print both CustomResourceDefinitions as YAML.
+    Crds,
+    /// Print the version.
+    Version,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Kubeconfig file; in-cluster configuration when absent (KUBECONFIG also works).
+    #[arg(long, env = "SIGNALMAN_KUBECONFIG")]
+    kubeconfig: Option<std::path::PathBuf>,
+    /// Default AWS region for signals without spec.region (else AWS_REGION / the SDK chain).
+    #[arg(long, env = "SIGNALMAN_REGION")]
+    region: Option<String>,
+    /// Namespaces to watch, comma separated; all when empty.
+    #[arg(long = "namespaces", env = "SIGNALMAN_NAMESPACES", value_delimiter = ',')]
+    namespaces: Vec<String>,
+    /// Objects reconciled at once, per kind and namespace.
+    #[arg(long, env = "SIGNALMAN_CONCURRENCY", default_value_t = 16)]
+    concurrency: u16,
+    /// SWF calls per second (token refill); below the 30/s SignalWorkflowExecution quota.
+    #[arg(long, env = "SIGNALMAN_SWF_RATE", default_value_t = 25.0)]
+    swf_rate: f64,
+    /// SWF token bucket size; below the 2000 bucket of the quota.
+    #[arg(long, env = "SIGNALMAN_SWF_BURST", default_value_t = 1000)]
+    swf_burst: u32,
+    /// SSM calls per second; below the 3 TPS of SendAutomationSignal and GetAutomationExecution.
+    #[arg(long, env = "SIGNALMAN_SSM_RATE", default_value_t = 2.5)]
+    ssm_rate: f64,
+    #[arg(long, env = "SIGNALMAN_SSM_BURST", default_value_t = 3)]
+    ssm_burst: u32,
+    /// This replica's name in claims and events (the pod name in a cluster).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Seconds a claim stays live; a send's hard timeout is well inside it.
+    #[arg(long, env = "SIGNALMAN_CLAIM_TTL_SECONDS", default_value_t = 60)]
+    claim_ttl_seconds: u64,
+    /// Hard timeout of one send, in seconds.
+    #[arg(long, env = "SIGNALMAN_SEND_TIMEOUT_SECONDS", default_value_t = 20)]
+    send_timeout_seconds: u64,
+    /// Milliseconds to wait after an attempt before reading AWS to verify it.
+    #[arg(long, env = "SIGNALMAN_VERIFY_SETTLE_MS", default_value_t = 2000)]
+    verify_settle_ms: u64,
+    /// Log filter (tracing syntax), e.g. info or signalman=debug.
+    #[arg(long, env = "SIGNALMAN_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+    #[arg(long, env = "SIGNALMAN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crds => {
+            print!("{}", signalman::api::crd_yaml());
+            Ok(())
+        }
+        Command::Version => {
+            println!("signalman {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Command::Run(args) => {
+            init_logging(&args.log_level, args.log_format)?;
+            tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run(args))
+        }
+    }
+}
+
+fn init_logging(level: &str, format: LogFormat) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(level).context("--log-level")?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+    Ok(())
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    if args.send_timeout_seconds * 2 >= args.claim_ttl_seconds {
+        anyhow::bail!("--send-timeout-seconds must be well inside --claim-ttl-seconds (less than half)");
+    }
+    let client = kube_client(args.kubeconfig.as_deref()).await?;
+    let identity = args.identity.clone().unwrap_or_else(default_identity);
+    let aws = AwsClients::from_env(
+        args.region.clone(),
+        AwsSettings {
+            send_timeout: Duration::from_secs(args.send_timeout_seconds),
+            swf_rate: RateLimit { per_second: args.swf_rate, burst: args.swf_burst },
+            ssm_rate: RateLimit { per_second: args.ssm_rate, burst: args.ssm_burst },
+        },
+    )
+    .await;
+    let settings = Settings {
+        identity: identity.clone(),
+        claim_ttl: Duration::from_secs(args.claim_ttl_seconds),
+        send_timeout: Duration::from_secs(args.send_timeout_seconds),
+        verify_settle: Duration::from_millis(args.verify_settle_ms),
+        namespaces: args.namespaces.iter().filter(|n| !n.is_empty()).cloned().collect(),
+        concurrency: args.concurrency,
+    };
+    tracing::info!(%identity, namespaces = ?settings.namespaces, region = ?aws.default_region(), "signalman starting");
+    let ctx = Arc::new(Context::new(client, aws, settings, Leadership::new(true)));
+    controller::run(ctx, shutdown_signal()).await;
+    tracing::info!("signalman stopped");
+    Ok(())
+}
+
+async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path).context("reading --kubeconfig")?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
+        }
+        None => kube::Config::infer().await?,
+    };
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// The host name, which is the pod name in a cluster; a process id suffix keeps two local
+/// processes apart.
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "signalman".into());
+    format!("{host}-{}", std::process::id())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutdown requested; finishing in-flight signals");
+}

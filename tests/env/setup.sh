@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# Builds and installs the local test environment of signalman. Idempotent: a
+# re-run with nothing changed takes seconds.
+#
+#   $SIGNALMAN_ENV_HOME (default <repo>/.env-cache)
+#     bin/signalman-apiserver   etcd + kube-apiserver in one process (tests/env/apiserver)
+#     bin/kubectl               same Kubernetes version, built from the same module
+#     bin/helm                  helm v3
+#     venv/                     Python venv with tests/env/moto/requirements.txt
+#     stamps/                   hashes of the inputs each of the above was built from
+#
+# Go's default module and build caches are used (keep them between CI runs:
+# `go env GOMODCACHE GOCACHE`). A cold build takes many minutes on two cores.
+set -Eeuo pipefail
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_ROOT=$(cd "$SCRIPT_DIR/../.." && pwd)
+ENV_HOME=${SIGNALMAN_ENV_HOME:-$REPO_ROOT/.env-cache}
+APISERVER_SRC=$SCRIPT_DIR/apiserver
+REQUIREMENTS=$SCRIPT_DIR/moto/requirements.txt
+HELM_VERSION=v3.22.0
+MIN_GO_MINOR=26 # go.mod of tests/env/apiserver and of helm say go 1.26.0
+
+export GOTOOLCHAIN=local
+export CGO_ENABLED=0 # static binaries; no C compiler needed
+GO_BUILD_FLAGS=(-trimpath -buildvcs=false -ldflags=-s\ -w)
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1fs", b - a }'; }
+on_error() { printf '[setup] FAILED (line %s, exit %s) after %s\n' "$1" "$2" "$(since "$T0")" >&2; }
+T0=$(now)
+trap 'on_error $LINENO $?' ERR
+
+is_root() { [ "$(id -u)" = 0 ]; }
+APT_UPDATED=
+apt_install() {
+  is_root && command -v apt-get >/dev/null || return 1
+  log "apt-get install $*"
+  if [ -z "$APT_UPDATED" ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+    APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >&2
+}
+
+# ---------------------------------------------------------------- prerequisites
+command -v go >/dev/null || die "go is not on PATH (Go 1.$MIN_GO_MINOR or newer is needed)"
+GO_VERSION=$(go env GOVERSION)
+go_minor=$(sed -E 's/^go1\.([0-9]+).*/\1/' <<<"$GO_VERSION")
+[[ $go_minor =~ ^[0-9]+$ && $go_minor -ge $MIN_GO_MINOR ]] ||
+  die "Go 1.$MIN_GO_MINOR or newer is needed, found $GO_VERSION (GOTOOLCHAIN=local: no toolchain download)"
+command -v python3 >/dev/null || apt_install python3 python3-venv || die "python3 is not on PATH"
+if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+  # Debian ships ensurepip in a separate package.
+  pyver=$(python3 -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+  apt_install python3-venv "python$pyver-venv" ||
+    die "python3 lacks the venv/ensurepip modules: install python3-venv (apt-get install python3-venv)"
+  python3 -c 'import ensurepip, venv' || die "python3 still lacks ensurepip after installing python3-venv"
+fi
+for tool in sha256sum flock; do
+  command -v $tool >/dev/null || apt_install coreutils util-linux || die "$tool is missing"
+done
+
+mkdir -p "$ENV_HOME/bin" "$ENV_HOME/stamps"
+# Two setups at once (two test binaries, say) take turns.
+exec 9>"$ENV_HOME/.setup.lock"
+flock 9
+
+# stamp NAME HASH: is NAME built from inputs HASH, and is its output still there?
+stamp_ok() { [ -e "$3" ] && [ "$(cat "$ENV_HOME/stamps/$1" 2>/dev/null)" = "$2" ]; }
+stamp_write() { printf '%s\n' "$2" >"$ENV_HOME/stamps/$1.tmp" && mv -f "$ENV_HOME/stamps/$1.tmp" "$ENV_HOME/stamps/$1"; }
+hash_of() { sha256sum | cut -d' ' -f1; }
+
+GO_ENV_KEY="$GO_VERSION $(go env GOOS GOARCH | tr '\n' ' ') CGO_ENABLED=$CGO_ENABLED ${GO_BUILD_FLAGS[*]}"
+
+# go_build NAME PACKAGE INPUT_HASH: build PACKAGE in tests/env/apiserver into bin/NAME.
+go_build() {
+  local name=$1 pkg=$2 hash=$3 out=$ENV_HOME/bin/$1 t
+  if stamp_ok "$name" "$hash" "$out"; then
+    log "$name: up to date"
+    return
+  fi
+  log "$name: building $pkg (a cold build takes minutes) ..."
+  t=$(now)
+  (cd "$APISERVER_SRC" && go build "${GO_BUILD_FLAGS[@]}" -o "$out.tmp" "$pkg")
+  mv -f "$out.tmp" "$out"
+  stamp_write "$name" "$hash"
+  log "$name: built in $(since "$t")"
+}
+
+# ---------------------------------------------------------------- Go binaries
+mod_hash=$(cd "$APISERVER_SRC" && cat go.mod go.sum | hash_of)
+src_hash=$(cd "$APISERVER_SRC" && { echo "$GO_ENV_KEY"; for f in go.mod go.sum *.go; do echo "== $f"; cat "$f"; done; } | hash_of)
+kubectl_hash=$({ echo "$GO_ENV_KEY"; echo "$mod_hash"; } | hash_of)
+
+go_build signalman-apiserver . "$src_hash"
+go_build kubectl k8s.io/kubernetes/cmd/kubectl "$kubectl_hash"
+
+helm_hash=$({ echo "$GO_ENV_KEY"; echo "helm $HELM_VERSION"; } | hash_of)
+if stamp_ok helm "$helm_hash" "$ENV_HOME/bin/helm"; then
+  log "helm: up to date"
+else
+  log "helm: go install helm.sh/helm/v3/cmd/helm@$HELM_VERSION ..."
+  t=$(now)
+  rm -rf "$ENV_HOME/helm.tmp"
+  mkdir -p "$ENV_HOME/helm.tmp"
+  # Outside any module: helm's own go.mod decides its dependencies.
+  (cd "$ENV_HOME/helm.tmp" && GOBIN="$ENV_HOME/helm.tmp" GOFLAGS= go install "${GO_BUILD_FLAGS[@]}" \
+    "helm.sh/helm/v3/cmd/helm@$HELM_VERSION")
+  mv -f "$ENV_HOME/helm.tmp/helm" "$ENV_HOME/bin/helm"
+  rm -rf "$ENV_HOME/helm.tmp"
+  stamp_write helm "$helm_hash"
+  log "helm: built in $(since "$t")"
+fi
+
+# ---------------------------------------------------------------- Python venv
+if [ ! -f "$REQUIREMENTS" ]; then
+  log "$REQUIREMENTS is missing: writing a placeholder"
+  mkdir -p "$(dirname "$REQUIREMENTS")"
+  echo 'moto[server]==5.2.5' >"$REQUIREMENTS"
+fi
+VENV=$ENV_HOME/venv
+venv_hash=$({ command -v python3; python3 --version; cat "$REQUIREMENTS"; } 2>&1 | hash_of)
+if stamp_ok venv "$venv_hash" "$VENV/bin/python"; then
+  log "venv: up to date"
+else
+  log "venv: python3 -m venv + pip install -r ${REQUIREMENTS#"$REPO_ROOT"/} ..."
+  t=$(now)
+  rm -rf "$VENV" "$ENV_HOME/stamps/venv"
+  python3 -m venv "$VENV"
+  "$VENV/bin/python" -m pip install --disable-pip-version-check --no-input -q -r "$REQUIREMENTS" >&2
+  stamp_write venv "$venv_hash"
+  log "venv: installed in $(since "$t")"
+fi
+
+log "done in $(since "$T0"): $ENV_HOME/{bin/signalman-apiserver,bin/kubectl,bin/helm,venv}"

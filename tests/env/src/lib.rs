@@ -1,0 +1,394 @@
+//! The local environment every integration test, the demo and the benchmarks run on:
+//! a real kube-apiserver (with embedded etcd, built from the Kubernetes Go modules),
+//! moto's SWF server behind the project's AWS emulator, and the emulator's own SSM
+//! Automation service, all on 127.0.0.1.
+//!
+//! [`shared`] starts it once per process (a test binary) and hands out what a test needs:
+//! a kube client (admin or impersonating), a fresh namespace, AWS SDK clients pointed at
+//! the emulator, and the emulator's fault and counter handle. The child processes are tied
+//! to the thread that owns them with `PR_SET_PDEATHSIG`, and that thread lives as long as
+//! the process, so they die with the test binary however it ends (even SIGKILL).
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, ObjectMeta, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+pub use aws_emulator;
+pub use aws_emulator::EmulatorHandle;
+
+/// The admin token the API server accepts (user `admin`, group `system:masters`).
+pub const ADMIN_TOKEN: &str = "signalman-admin-token";
+/// The emulated AWS account and region.
+pub const ACCOUNT_ID: &str = "123456789012";
+pub const REGION: &str = "us-east-1";
+/// The access key the operator signs with; the emulator maps it to the IAM user of the same
+/// name, which is what SSM approver lists name.
+pub const OPERATOR_ACCESS_KEY: &str = "signalman-operator";
+/// Any secret works: the emulators read the principal from the access key, not the signature.
+pub const SECRET_KEY: &str = "not-a-secret";
+
+/// How long a start-up step may take before the environment gives up.
+const READY_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// The running environment. Cheap to share: everything in it is a path, a URL or a handle.
+pub struct Env {
+    pub kubeconfig: PathBuf,
+    pub api_server: String,
+    /// The emulator's URL: SSM and STS natively, SWF proxied to moto, with faults on both.
+    pub aws_endpoint: String,
+    /// moto itself, bypassing the emulator's faults (for test set-up that must not be faulted).
+    pub moto_endpoint: String,
+    pub emulator: EmulatorHandle,
+    pub state_dir: PathBuf,
+    pub bin_dir: PathBuf,
+}
+
+static SHARED: OnceLock<Env> = OnceLock::new();
+
+/// The environment of this process, started on first use.
+pub fn shared() -> &'static Env {
+    SHARED.get_or_init(|| match Env::start() {
+        Ok(env) => env,
+        Err(e) => panic!("could not start the local environment: {e:#}"),
+    })
+}
+
+/// The repository root (this crate lives in `tests/env`).
+pub fn repo_root() -> PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.join("../..").canonicalize().unwrap_or_else(|_| here.join("../.."))
+}
+
+/// Where `tests/env/setup.sh` puts the built API server, kubectl, helm and moto's venv.
+pub fn env_home() -> PathBuf {
+    std::env::var_os("SIGNALMAN_ENV_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".env-cache"))
+}
+
+impl Env {
+    /// Starts everything and returns once all of it answers. Blocking; call outside async code
+    /// or through [`shared`].
+    pub fn start() -> anyhow::Result<Env> {
+        let home = env_home();
+        let bin_dir = home.join("bin");
+        ensure_built(&home)?;
+        let state_dir = fresh_state_dir(&home)?;
+
+        let (tx, rx) = mpsc::channel();
+        let owner_state_dir = state_dir.clone();
+        let owner_bin_dir = bin_dir.clone();
+        let owner_home = home.clone();
+        std::thread::Builder::new()
+            .name("testenv-owner".into())
+            .spawn(move || {
+                owner_thread(owner_home, owner_bin_dir, owner_state_dir, tx);
+            })
+            .context("spawning the environment's owner thread")?;
+        let started = rx
+            .recv_timeout(READY_TIMEOUT * 3)
+            .map_err(|_| anyhow!("the environment did not start in time"))??;
+        Ok(Env {
+            kubeconfig: state_dir.join("kubeconfig"),
+            api_server: started.api_server,
+            aws_endpoint: started.aws_endpoint,
+            moto_endpoint: started.moto_endpoint,
+            emulator: started.emulator,
+            state_dir,
+            bin_dir,
+        })
+    }
+
+    /// An admin client, bound to the calling tokio runtime.
+    pub async fn client(&self) -> kube::Client {
+        self.client_with(None).await
+    }
+
+    /// A client that impersonates `user` (e.g. `system:serviceaccount:ns:name`), so RBAC applies.
+    pub async fn client_as(&self, user: &str) -> kube::Client {
+        self.client_with(Some(user.to_string())).await
+    }
+
+    async fn client_with(&self, impersonate: Option<String>) -> kube::Client {
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).expect("reading the kubeconfig");
+        let mut config =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                .await
+                .expect("loading the kubeconfig");
+        config.auth_info.impersonate = impersonate;
+        kube::Client::try_from(config).expect("building a kube client")
+    }
+
+    /// Creates a namespace with a random suffix, for one test's objects.
+    pub async fn namespace(&self, client: &kube::Client, prefix: &str) -> String {
+        let prefix: String = prefix
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+            .take(40)
+            .collect();
+        let name = format!("{prefix}-{:08x}", rand::random::<u32>());
+        let ns = Namespace {
+            metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() },
+            ..Default::default()
+        };
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("creating the test namespace");
+        name
+    }
+
+    /// `kubectl` against this API server.
+    pub fn kubectl(&self) -> Command {
+        let mut cmd = Command::new(self.bin_dir.join("kubectl"));
+        cmd.env("KUBECONFIG", &self.kubeconfig);
+        cmd
+    }
+
+    /// `helm` against this API server, with its state kept inside the run's directory.
+    pub fn helm(&self) -> Command {
+        let mut cmd = Command::new(self.bin_dir.join("helm"));
+        cmd.env("KUBECONFIG", &self.kubeconfig)
+            .env("HELM_CACHE_HOME", self.state_dir.join("helm/cache"))
+            .env("HELM_CONFIG_HOME", self.state_dir.join("helm/config"))
+            .env("HELM_DATA_HOME", self.state_dir.join("helm/data"));
+        cmd
+    }
+
+    /// Environment variables that point an AWS SDK (the operator, the aws CLI) at the emulator.
+    pub fn aws_env(&self, access_key: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.aws_endpoint.clone()),
+            ("AWS_ACCESS_KEY_ID", access_key.to_string()),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.to_string()),
+            ("AWS_REGION", REGION.to_string()),
+            ("AWS_EC2_METADATA_DISABLED", "true".to_string()),
+        ]
+    }
+
+    /// An SSM client signing as `access_key`, through the emulator (faults apply).
+    pub fn ssm_client(&self, access_key: &str) -> aws_sdk_ssm::Client {
+        let config = aws_sdk_ssm::Config::builder()
+            .behavior_version(aws_sdk_ssm::config::BehaviorVersion::latest())
+            .region(aws_sdk_ssm::config::Region::new(REGION))
+            .endpoint_url(&self.aws_endpoint)
+            .credentials_provider(aws_sdk_ssm::config::Credentials::new(
+                access_key, SECRET_KEY, None, None, "testenv",
+            ))
+            .build();
+        aws_sdk_ssm::Client::from_conf(config)
+    }
+
+    /// An SWF client. `through_emulator` false talks to moto directly, past every fault.
+    pub fn swf_client(&self, through_emulator: bool) -> aws_sdk_swf::Client {
+        let endpoint = if through_emulator { &self.aws_endpoint } else { &self.moto_endpoint };
+        let config = aws_sdk_swf::Config::builder()
+            .behavior_version(aws_sdk_swf::config::BehaviorVersion::latest())
+            .region(aws_sdk_swf::config::Region::new(REGION))
+            .endpoint_url(endpoint)
+            .credentials_provider(aws_sdk_swf::config::Credentials::new(
+                OPERATOR_ACCESS_KEY,
+                SECRET_KEY,
+                None,
+                None,
+                "testenv",
+            ))
+            .build();
+        aws_sdk_swf::Client::from_conf(config)
+    }
+
+    /// Shell `export` lines for a person or a script (`signalman-env up --env-file`).
+    pub fn shell_exports(&self) -> String {
+        let mut out = format!(
+            "export KUBECONFIG='{}'\nexport SIGNALMAN_EMULATOR_URL='{}'\nexport SIGNALMAN_MOTO_URL='{}'\nexport PATH='{}':\"$PATH\"\n",
+            self.kubeconfig.display(),
+            self.aws_endpoint,
+            self.moto_endpoint,
+            self.bin_dir.display()
+        );
+        for (k, v) in self.aws_env(OPERATOR_ACCESS_KEY) {
+            out.push_str(&format!("export {k}='{v}'\n"));
+        }
+        out
+    }
+}
+
+struct Started {
+    api_server: String,
+    aws_endpoint: String,
+    moto_endpoint: String,
+    emulator: EmulatorHandle,
+}
+
+/// Owns the child processes and the emulator's runtime for the life of the process.
+fn owner_thread(
+    home: PathBuf,
+    bin_dir: PathBuf,
+    state_dir: PathBuf,
+    tx: mpsc::Sender<anyhow::Result<Started>>,
+) {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("testenv-emulator")
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = tx.send(Err(e.into()));
+            return;
+        }
+    };
+    let result = (|| -> anyhow::Result<(Started, Vec<Child>)> {
+        let begin = Instant::now();
+        let mut children = Vec::new();
+        let (apiserver, api_server) = spawn_until_ready(
+            Command::new(bin_dir.join("signalman-apiserver"))
+                .arg("--data-dir")
+                .arg(state_dir.join("apiserver"))
+                .arg("--kubeconfig")
+                .arg(state_dir.join("kubeconfig"))
+                .arg("--token")
+                .arg(ADMIN_TOKEN),
+            &state_dir.join("apiserver.stderr.log"),
+        )
+        .context("starting the kube-apiserver")?;
+        children.push(apiserver);
+        let (moto, moto_endpoint) = spawn_until_ready(
+            Command::new(home.join("venv/bin/python"))
+                .arg(repo_root().join("tests/env/moto/launch.py"))
+                .arg("--host")
+                .arg("127.0.0.1")
+                .arg("--port")
+                .arg(free_port()?.to_string()),
+            &state_dir.join("moto.log"),
+        )
+        .context("starting moto")?;
+        children.push(moto);
+        let emulator = runtime
+            .block_on(aws_emulator::start(aws_emulator::EmulatorConfig {
+                listen: "127.0.0.1:0".parse().expect("a socket address"),
+                swf_upstream: Some(moto_endpoint.clone()),
+                account_id: ACCOUNT_ID.to_string(),
+                region: REGION.to_string(),
+            }))
+            .context("starting the AWS emulator")?;
+        eprintln!(
+            "testenv: kube-apiserver {api_server}, moto {moto_endpoint}, emulator {} ready in {:.1}s (state in {})",
+            emulator.endpoint,
+            begin.elapsed().as_secs_f64(),
+            state_dir.display()
+        );
+        Ok((
+            Started {
+                api_server,
+                aws_endpoint: emulator.endpoint.clone(),
+                moto_endpoint,
+                emulator: emulator.handle.clone(),
+            },
+            children,
+        ))
+    })();
+    match result {
+        Ok((started, children)) => {
+            let _ = tx.send(Ok(started));
+            // Keep the children and the emulator alive until the process ends; the children's
+            // PDEATHSIG fires when this thread goes away with it.
+            let _children = children;
+            runtime.block_on(std::future::pending::<()>());
+        }
+        Err(e) => {
+            let _ = tx.send(Err(e));
+        }
+    }
+}
+
+/// Spawns a child tied to this thread's life, waits for its `ready <url>` line on stdout,
+/// and keeps draining its stdout afterwards. Its stderr goes to `log`.
+fn spawn_until_ready(cmd: &mut Command, log: &Path) -> anyhow::Result<(Child, String)> {
+    let log_file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    cmd.stdout(Stdio::piped()).stderr(Stdio::from(log_file)).stdin(Stdio::null());
+    // SAFETY: the closure only calls prctl, which is async-signal-safe.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().with_context(|| format!("spawning {cmd:?}"))?;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if !sent {
+                if let Some(url) = line.strip_prefix("ready ") {
+                    let _ = tx.send(url.trim().to_string());
+                    sent = true;
+                }
+            }
+        }
+    });
+    match rx.recv_timeout(READY_TIMEOUT) {
+        Ok(url) => Ok((child, url)),
+        Err(_) => {
+            let _ = child.kill();
+            let tail = std::fs::read_to_string(log).unwrap_or_default();
+            let tail: String =
+                tail.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+            bail!("no ready line within {READY_TIMEOUT:?}; last lines of {}:\n{tail}", log.display())
+        }
+    }
+}
+
+/// Runs the setup script when something it builds is missing (CI runs it up front).
+fn ensure_built(home: &Path) -> anyhow::Result<()> {
+    let needed = ["bin/signalman-apiserver", "bin/kubectl", "bin/helm", "venv/bin/python"];
+    if needed.iter().all(|p| home.join(p).exists()) {
+        return Ok(());
+    }
+    eprintln!("testenv: building the local environment (tests/env/setup.sh); the first time takes minutes");
+    let status = Command::new("bash")
+        .arg(repo_root().join("tests/env/setup.sh"))
+        .status()
+        .context("running tests/env/setup.sh")?;
+    if !status.success() {
+        bail!("tests/env/setup.sh failed with {status}");
+    }
+    Ok(())
+}
+
+/// A state directory for this process, after removing those of processes that are gone.
+fn fresh_state_dir(home: &Path) -> anyhow::Result<PathBuf> {
+    let runs = home.join("runs");
+    std::fs::create_dir_all(&runs)?;
+    for entry in std::fs::read_dir(&runs)?.flatten() {
+        let alive = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+            .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+        if !alive {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    let dir = runs.join(std::process::id().to_string());
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// A port that was free a moment ago (for children that need one on their command line).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}

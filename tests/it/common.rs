@@ -1,0 +1,294 @@
+//! What the operator's integration tests share: the environment (started once for this test
+//! binary), the CRDs (installed once), operator processes, and AWS-side set-up and evidence.
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use aws_sdk_swf::types::{EventType, TaskList, WorkflowExecution, WorkflowType};
+use k8s_openapi::api::core::v1::Event as CoreEvent;
+use kube::api::{Api, ListParams, PostParams};
+use kube::Client;
+use serde::de::DeserializeOwned;
+use signalman::api::{Phase, SignalStatus};
+use signalman_testenv::{Env, OPERATOR_ACCESS_KEY};
+
+/// The environment, with the CRDs installed and established.
+pub fn env() -> &'static Env {
+    static CRDS: OnceLock<()> = OnceLock::new();
+    let env = signalman_testenv::shared();
+    CRDS.get_or_init(|| {
+        let crds = signalman_testenv::repo_root().join("crds");
+        let out = env.kubectl().args(["apply", "--server-side", "-f"]).arg(&crds).output().expect("kubectl");
+        assert!(out.status.success(), "installing CRDs: {}", String::from_utf8_lossy(&out.stderr));
+        let out = env
+            .kubectl()
+            .args(["wait", "--for=condition=Established", "--timeout=60s"])
+            .args(["crd/workflowsignals.signalman.dev", "crd/automationsignals.signalman.dev"])
+            .output()
+            .expect("kubectl");
+        assert!(out.status.success(), "waiting for CRDs: {}", String::from_utf8_lossy(&out.stderr));
+    });
+    env
+}
+
+/// One test's world: a namespace, an admin client, and the operator processes it started.
+pub struct World {
+    pub env: &'static Env,
+    pub client: Client,
+    pub ns: String,
+}
+
+impl World {
+    pub async fn new(prefix: &str) -> World {
+        let env = env();
+        let client = env.client().await;
+        let ns = env.namespace(&client, prefix).await;
+        World { env, client, ns }
+    }
+
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    /// Starts an operator process that watches this test's namespace.
+    pub fn operator(&self, identity: &str, extra: &[(&str, &str)]) -> Operator {
+        Operator::start(self.env, &self.ns, identity, extra)
+    }
+
+    pub async fn create<K>(&self, obj: &K) -> K
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + serde::Serialize
+            + std::fmt::Debug,
+    {
+        self.api::<K>().create(&PostParams::default(), obj).await.expect("creating the object")
+    }
+
+    /// Waits until the object's status reaches a terminal phase and returns it.
+    pub async fn wait_done<K>(&self, name: &str, timeout: Duration) -> SignalStatus
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug
+            + HasStatus,
+    {
+        let api = self.api::<K>();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let obj = api.get(name).await.expect("reading the object");
+            if let Some(status) = obj.status() {
+                if matches!(status.phase, Some(Phase::Succeeded | Phase::Failed)) {
+                    return status.clone();
+                }
+            }
+            assert!(Instant::now() < deadline, "{name} not done after {timeout:?}: {:?}", obj.status());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Reasons of the Events recorded on the named object.
+    pub async fn event_reasons(&self, name: &str) -> Vec<String> {
+        let events: Api<CoreEvent> = Api::namespaced(self.client.clone(), &self.ns);
+        let list = events.list(&ListParams::default()).await.expect("listing events");
+        list.items
+            .into_iter()
+            .filter(|e| e.involved_object.name.as_deref() == Some(name))
+            .filter_map(|e| e.reason)
+            .collect()
+    }
+}
+
+/// Access to the status of both kinds in generic helpers.
+pub trait HasStatus {
+    fn status(&self) -> Option<&SignalStatus>;
+}
+impl HasStatus for signalman::api::WorkflowSignal {
+    fn status(&self) -> Option<&SignalStatus> {
+        self.status.as_ref()
+    }
+}
+impl HasStatus for signalman::api::AutomationSignal {
+    fn status(&self) -> Option<&SignalStatus> {
+        self.status.as_ref()
+    }
+}
+
+/// The condition `type_`'s status ("True"/"False"), if present.
+pub fn condition(status: &SignalStatus, type_: &str) -> Option<String> {
+    status.conditions.iter().find(|c| c.type_ == type_).map(|c| c.status.clone())
+}
+
+/// An operator process (the real binary), killed when dropped.
+pub struct Operator {
+    child: Option<Child>,
+    ns: String,
+    identity: String,
+    extra: Vec<(String, String)>,
+    pub log: PathBuf,
+    env: &'static Env,
+}
+
+impl Operator {
+    fn start(env: &'static Env, ns: &str, identity: &str, extra: &[(&str, &str)]) -> Operator {
+        let mut op = Operator {
+            child: None,
+            ns: ns.to_string(),
+            identity: identity.to_string(),
+            extra: extra.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            log: env.state_dir.join(format!("operator-{ns}-{identity}.log")),
+            env,
+        };
+        op.spawn();
+        op
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("operator log");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_signalman"));
+        cmd.arg("run")
+            .env("SIGNALMAN_KUBECONFIG", &self.env.kubeconfig)
+            .env("SIGNALMAN_NAMESPACES", &self.ns)
+            .env("POD_NAME", &self.identity)
+            .env("SIGNALMAN_VERIFY_SETTLE_MS", "300")
+            .env("SIGNALMAN_LOG_LEVEL", "info,signalman=debug")
+            .env_remove("AWS_PROFILE")
+            .envs(self.env.aws_env(OPERATOR_ACCESS_KEY))
+            .envs(self.extra.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        self.child = Some(cmd.spawn().expect("starting the operator"));
+    }
+
+    /// SIGKILL, as a crash or an OOM kill would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Waits for the process to exit by itself (e.g. at a failpoint), up to `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut() {
+                if child.try_wait().ok().flatten().is_some() {
+                    self.child = None;
+                    return true;
+                }
+            } else {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// Starts the same operator again (same identity, same settings), with `env` changes.
+    pub fn restart_with(&mut self, set: &[(&str, &str)], unset: &[&str]) {
+        self.kill();
+        self.extra.retain(|(k, _)| !unset.contains(&k.as_str()) && !set.iter().any(|(s, _)| s == k));
+        self.extra.extend(set.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        self.spawn();
+    }
+
+    pub fn restart(&mut self) {
+        self.restart_with(&[], &[]);
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// An SWF domain with a registered workflow type, made through moto directly (no faults).
+pub struct SwfWorld {
+    pub client: aws_sdk_swf::Client,
+    pub domain: String,
+}
+
+impl SwfWorld {
+    pub async fn new(env: &Env, domain: &str) -> SwfWorld {
+        let client = env.swf_client(false);
+        client
+            .register_domain()
+            .name(domain)
+            .workflow_execution_retention_period_in_days("1")
+            .send()
+            .await
+            .expect("RegisterDomain");
+        client
+            .register_workflow_type()
+            .domain(domain)
+            .name("change")
+            .version("1")
+            .default_task_list(TaskList::builder().name("main").build().expect("task list"))
+            .default_child_policy(aws_sdk_swf::types::ChildPolicy::Terminate)
+            .default_execution_start_to_close_timeout("3600")
+            .default_task_start_to_close_timeout("300")
+            .send()
+            .await
+            .expect("RegisterWorkflowType");
+        SwfWorld { client, domain: domain.to_string() }
+    }
+
+    /// Starts a workflow execution and returns its runId.
+    pub async fn start(&self, workflow_id: &str) -> String {
+        let out = self
+            .client
+            .start_workflow_execution()
+            .domain(&self.domain)
+            .workflow_id(workflow_id)
+            .workflow_type(WorkflowType::builder().name("change").version("1").build().expect("type"))
+            .send()
+            .await
+            .expect("StartWorkflowExecution");
+        out.run_id().expect("runId").to_string()
+    }
+
+    /// The (signalName, input) of every WorkflowExecutionSignaled event of the run.
+    pub async fn signals(&self, workflow_id: &str, run_id: &str) -> Vec<(String, Option<String>)> {
+        let mut found = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .client
+                .get_workflow_execution_history()
+                .domain(&self.domain)
+                .execution(WorkflowExecution::builder().workflow_id(workflow_id).run_id(run_id).build().expect("execution"))
+                .set_next_page_token(token)
+                .send()
+                .await
+                .expect("GetWorkflowExecutionHistory");
+            for e in page.events() {
+                if e.event_type() == &EventType::WorkflowExecutionSignaled {
+                    let a = e.workflow_execution_signaled_event_attributes().expect("attributes");
+                    found.push((a.signal_name().to_string(), a.input().map(str::to_string)));
+                }
+            }
+            match page.next_page_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                _ => return found,
+            }
+        }
+    }
+}
+
+/// A random suffix for names that must not collide between tests.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{:08x}", rand::random::<u32>())
+}
