@@ -90,10 +90,25 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(client: kube::Client, aws: AwsClients, settings: Settings, leadership: Leadership) -> Self {
-        let reporter = Reporter { controller: "signalman".into(), instance: Some(settings.identity.clone()) };
+    pub fn new(
+        client: kube::Client,
+        aws: AwsClients,
+        settings: Settings,
+        leadership: Leadership,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: "signalman".into(),
+            instance: Some(settings.identity.clone()),
+        };
         let recorder = Recorder::new(client.clone(), reporter);
-        Self { client, aws, settings, leadership, recorder, caller_arn: OnceCell::new() }
+        Self {
+            client,
+            aws,
+            settings,
+            leadership,
+            recorder,
+            caller_arn: OnceCell::new(),
+        }
     }
 }
 
@@ -107,7 +122,10 @@ pub enum Error {
 
 /// Runs one controller per kind and watched namespace until `shutdown` resolves. In-flight
 /// reconciles finish (send and record) before this returns.
-pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
+pub async fn run(
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
     let mut controllers = Vec::new();
     let namespaces: Vec<Option<String>> = if ctx.settings.namespaces.is_empty() {
@@ -179,9 +197,17 @@ impl Parsed {
 /// Parses the object as its kind. The error names the field, never its value.
 fn parse(kind: Kind, obj: &DynamicObject) -> Result<Parsed, String> {
     let value = serde_json::to_value(obj).map_err(|_| "object could not be read".to_string())?;
-    fn typed<T: serde::de::DeserializeOwned>(value: serde_json::Value, kind: Kind) -> Result<T, String> {
+    fn typed<T: serde::de::DeserializeOwned>(
+        value: serde_json::Value,
+        kind: Kind,
+    ) -> Result<T, String> {
         serde_path_to_error::deserialize(value).map_err(|e| {
-            format!("{} does not match the {} schema at {}", "object", kind.name(), e.path())
+            format!(
+                "{} does not match the {} schema at {}",
+                "object",
+                kind.name(),
+                e.path()
+            )
         })
     }
     Ok(match kind {
@@ -204,7 +230,11 @@ fn jitter() -> f64 {
     rand::random::<f64>()
 }
 
-async fn reconcile(kind: Kind, obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action, Error> {
+async fn reconcile(
+    kind: Kind,
+    obj: Arc<DynamicObject>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
     if obj.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
@@ -218,7 +248,10 @@ async fn reconcile(kind: Kind, obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Re
     };
     let now = Timestamp::now();
     let parsed = parse(kind, &obj).and_then(|p| p.validate().map(|_| p));
-    let retry = parsed.as_ref().map(Parsed::retry).unwrap_or_else(|_| crate::api::RetryPolicy::default().resolved());
+    let retry = parsed
+        .as_ref()
+        .map(Parsed::retry)
+        .unwrap_or_else(|_| crate::api::RetryPolicy::default().resolved());
     let dctx = delivery::Ctx {
         now,
         holder: &ctx.settings.identity,
@@ -257,7 +290,14 @@ async fn reconcile(kind: Kind, obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Re
                 Ok(clients) => verify(&signal, &status, &clients, &ctx).await,
                 Err(why) => VerifyOutcome::Failed(no_region(why)),
             };
-            let tr = delivery::after_verify(&status, &outcome, &delivery::Ctx { now: Timestamp::now(), ..dctx });
+            let tr = delivery::after_verify(
+                &status,
+                &outcome,
+                &delivery::Ctx {
+                    now: Timestamp::now(),
+                    ..dctx
+                },
+            );
             write_and_tell(kind, &obj, tr, &ctx).await?;
             Ok(Action::await_change())
         }
@@ -277,7 +317,8 @@ async fn claim_send_record(
     let clients = match ctx.aws.for_region(signal.region()) {
         Ok(c) => c,
         Err(why) => {
-            let tr = delivery::after_send(&claim.status, &SendOutcome::Failed(no_region(why)), &dctx);
+            let tr =
+                delivery::after_send(&claim.status, &SendOutcome::Failed(no_region(why)), &dctx);
             write_and_tell(kind, obj, tr, ctx).await?;
             return Ok(Action::await_change());
         }
@@ -289,14 +330,26 @@ async fn claim_send_record(
     }
     // SWF: pin the run before the claim, so verification reads the run that was signalled.
     if let Parsed::Workflow(ws) = signal {
-        let pinned = ws.spec.run_id.clone().filter(|r| !r.is_empty()).or_else(|| claim.status.run_id.clone());
+        let pinned = ws
+            .spec
+            .run_id
+            .clone()
+            .filter(|r| !r.is_empty())
+            .or_else(|| claim.status.run_id.clone());
         match pinned {
             Some(run) => claim.status.run_id = Some(run),
-            None => match swf::resolve_open_run(&clients.swf_read, &ws.spec.domain, &ws.spec.workflow_id).await {
+            None => match swf::resolve_open_run(
+                &clients.swf_read,
+                &ws.spec.domain,
+                &ws.spec.workflow_id,
+            )
+            .await
+            {
                 Ok(run) => claim.status.run_id = Some(run),
                 Err(failure) => {
                     // Nothing was sent: record the lookup's failure as this attempt's outcome.
-                    let tr = delivery::after_send(&claim.status, &SendOutcome::Failed(failure), &dctx);
+                    let tr =
+                        delivery::after_send(&claim.status, &SendOutcome::Failed(failure), &dctx);
                     write_and_tell(kind, obj, tr, ctx).await?;
                     return Ok(Action::await_change());
                 }
@@ -314,7 +367,12 @@ async fn claim_send_record(
     };
     tell(kind, obj, claim.event.as_ref(), ctx).await;
 
-    let outcome = match tokio::time::timeout(ctx.settings.send_timeout + Duration::from_secs(2), send(signal, &claimed_status, &clients)).await {
+    let outcome = match tokio::time::timeout(
+        ctx.settings.send_timeout + Duration::from_secs(2),
+        send(signal, &claimed_status, &clients),
+    )
+    .await
+    {
         Ok(outcome) => outcome,
         Err(_) => SendOutcome::Failed(AwsFailure {
             class: crate::aws::classify::ErrorClass::Ambiguous,
@@ -322,7 +380,14 @@ async fn claim_send_record(
             message: "the AWS call did not finish in time".into(),
         }),
     };
-    let record = delivery::after_send(&claimed_status, &outcome, &delivery::Ctx { now: Timestamp::now(), ..dctx });
+    let record = delivery::after_send(
+        &claimed_status,
+        &outcome,
+        &delivery::Ctx {
+            now: Timestamp::now(),
+            ..dctx
+        },
+    );
     // Conditional on the claim's resourceVersion: if this write fails, the claim stays and the
     // next reconcile verifies instead of sending again.
     write_and_tell(kind, &claimed_obj, record, ctx).await?;
@@ -339,7 +404,12 @@ async fn send(signal: &Parsed, status: &SignalStatus, clients: &RegionClients) -
     }
 }
 
-async fn verify(signal: &Parsed, status: &SignalStatus, clients: &RegionClients, ctx: &Context) -> VerifyOutcome {
+async fn verify(
+    signal: &Parsed,
+    status: &SignalStatus,
+    clients: &RegionClients,
+    ctx: &Context,
+) -> VerifyOutcome {
     let since = status
         .verify_since
         .as_ref()
@@ -356,7 +426,10 @@ async fn verify(signal: &Parsed, status: &SignalStatus, clients: &RegionClients,
             swf::verify(&clients.swf_read, swf_view(ws, run_id), since).await
         }
         Parsed::Automation(asig) => {
-            let me = ctx.caller_arn.get_or_init(|| ssm::caller_arn(&clients.sts)).await;
+            let me = ctx
+                .caller_arn
+                .get_or_init(|| ssm::caller_arn(&clients.sts))
+                .await;
             clients.ssm_limiter.until_ready().await;
             ssm::verify(&clients.ssm_read, &ssm_view(asig), me.as_deref()).await
         }
@@ -382,7 +455,11 @@ fn ssm_view(asig: &AutomationSignal) -> ssm::SsmSignal<'_> {
 }
 
 fn no_region(why: String) -> AwsFailure {
-    AwsFailure { class: crate::aws::classify::ErrorClass::Invalid, code: None, message: why }
+    AwsFailure {
+        class: crate::aws::classify::ErrorClass::Invalid,
+        code: None,
+        message: why,
+    }
 }
 
 fn until(now: Timestamp, t: Timestamp) -> Duration {
@@ -390,22 +467,36 @@ fn until(now: Timestamp, t: Timestamp) -> Duration {
     if d.is_negative() {
         Duration::from_millis(0)
     } else {
-        Duration::try_from(d).unwrap_or(Duration::from_secs(1)).max(Duration::from_millis(10))
+        Duration::try_from(d)
+            .unwrap_or(Duration::from_secs(1))
+            .max(Duration::from_millis(10))
     }
 }
 
 /// Writes `status` with a PUT to the status subresource carrying the object's resourceVersion,
 /// so the write fails with 409 if anyone wrote since this object was read.
-async fn write_status(kind: Kind, obj: &DynamicObject, status: &SignalStatus, ctx: &Context) -> Result<DynamicObject, Error> {
+async fn write_status(
+    kind: Kind,
+    obj: &DynamicObject,
+    status: &SignalStatus,
+    ctx: &Context,
+) -> Result<DynamicObject, Error> {
     let ar = kind.api_resource();
     let ns = obj.namespace().unwrap_or_default();
     let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &ns, &ar);
     let mut next = obj.clone();
     next.data["status"] = serde_json::to_value(status)?;
-    Ok(api.replace_status(&obj.name_any(), &PostParams::default(), &next).await?)
+    Ok(api
+        .replace_status(&obj.name_any(), &PostParams::default(), &next)
+        .await?)
 }
 
-async fn write_and_tell(kind: Kind, obj: &DynamicObject, tr: Transition, ctx: &Context) -> Result<DynamicObject, Error> {
+async fn write_and_tell(
+    kind: Kind,
+    obj: &DynamicObject,
+    tr: Transition,
+    ctx: &Context,
+) -> Result<DynamicObject, Error> {
     let written = write_status(kind, obj, &tr.status, ctx).await?;
     info!(
         kind = kind.name(),
@@ -425,7 +516,11 @@ async fn tell(kind: Kind, obj: &DynamicObject, note: Option<&delivery::EventNote
     let mut reference = obj.object_ref(&kind.api_resource());
     reference.api_version = Some(kind.api_resource().api_version);
     let event = Event {
-        type_: if note.warning { EventType::Warning } else { EventType::Normal },
+        type_: if note.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
         reason: note.reason.to_string(),
         note: Some(note.note.clone()),
         action: "Signal".into(),

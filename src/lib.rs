@@ -1,4 +1,4 @@
 pub mod api;
 pub mod aws;
-pub mod delivery;
 pub mod controller;
+pub mod delivery;

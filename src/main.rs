@@ -8,7 +8,11 @@ use signalman::aws::clients::{AwsClients, AwsSettings, RateLimit};
 use signalman::controller::{self, Context, Leadership, Settings};
 
 #[derive(Parser)]
-#[command(name = "signalman", version, about = "Sends AWS SWF and SSM Automation signals declared as Kubernetes resources, exactly once")]
+#[command(
+    name = "signalman",
+    version,
+    about = "Sends AWS SWF and SSM Automation signals declared as Kubernetes resources, exactly once"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -39,7 +43,11 @@ struct RunArgs {
     #[arg(long, env = "SIGNALMAN_REGION")]
     region: Option<String>,
     /// Namespaces to watch, comma separated; all when empty.
-    #[arg(long = "namespaces", env = "SIGNALMAN_NAMESPACES", value_delimiter = ',')]
+    #[arg(
+        long = "namespaces",
+        env = "SIGNALMAN_NAMESPACES",
+        value_delimiter = ','
+    )]
     namespaces: Vec<String>,
     /// Objects reconciled at once, per kind and namespace.
     #[arg(long, env = "SIGNALMAN_CONCURRENCY", default_value_t = 16)]
@@ -87,14 +95,19 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Run(args) => {
             init_logging(&args.log_level, args.log_format)?;
-            tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run(args))
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(run(args))
         }
     }
 }
 
 fn init_logging(level: &str, format: LogFormat) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(level).context("--log-level")?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -104,7 +117,9 @@ fn init_logging(level: &str, format: LogFormat) -> anyhow::Result<()> {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     if args.send_timeout_seconds * 2 >= args.claim_ttl_seconds {
-        anyhow::bail!("--send-timeout-seconds must be well inside --claim-ttl-seconds (less than half)");
+        anyhow::bail!(
+            "--send-timeout-seconds must be well inside --claim-ttl-seconds (less than half)"
+        );
     }
     let client = kube_client(args.kubeconfig.as_deref()).await?;
     let identity = args.identity.clone().unwrap_or_else(default_identity);
@@ -112,8 +127,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         args.region.clone(),
         AwsSettings {
             send_timeout: Duration::from_secs(args.send_timeout_seconds),
-            swf_rate: RateLimit { per_second: args.swf_rate, burst: args.swf_burst },
-            ssm_rate: RateLimit { per_second: args.ssm_rate, burst: args.ssm_burst },
+            swf_rate: RateLimit {
+                per_second: args.swf_rate,
+                burst: args.swf_burst,
+            },
+            ssm_rate: RateLimit {
+                per_second: args.ssm_rate,
+                burst: args.ssm_burst,
+            },
         },
     )
     .await;
@@ -122,7 +143,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         claim_ttl: Duration::from_secs(args.claim_ttl_seconds),
         send_timeout: Duration::from_secs(args.send_timeout_seconds),
         verify_settle: Duration::from_millis(args.verify_settle_ms),
-        namespaces: args.namespaces.iter().filter(|n| !n.is_empty()).cloned().collect(),
+        namespaces: args
+            .namespaces
+            .iter()
+            .filter(|n| !n.is_empty())
+            .cloned()
+            .collect(),
         concurrency: args.concurrency,
     };
     tracing::info!(%identity, namespaces = ?settings.namespaces, region = ?aws.default_region(), "signalman starting");
@@ -146,12 +172,15 @@ async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kub
 /// The host name, which is the pod name in a cluster; a process id suffix keeps two local
 /// processes apart.
 fn default_identity() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "signalman".into());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "signalman".into());
     format!("{host}-{}", std::process::id())
 }
 
 async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}

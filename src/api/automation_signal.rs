@@ -103,12 +103,12 @@ impl fmt::Display for SignalType {
     shortname = "amsig",
     cel,
     doc = "AutomationSignal sends one signal (Approve, Reject, StartStep, StopStep, Resume, Revoke) to a running AWS Systems Manager Automation execution (SendAutomationSignal), exactly once, and records the outcome in its status.",
-    printcolumn(name = "Execution", type_ = "string", json_path = ".spec.automationExecutionId", description = "Automation execution id"),
-    printcolumn(name = "Signal", type_ = "string", json_path = ".spec.signalType", description = "Signal type"),
-    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Pending, Sending, Verifying, Succeeded or Failed"),
-    printcolumn(name = "Attempts", type_ = "integer", json_path = ".status.attempts", description = "Attempts spent"),
-    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", description = "Reason of the Ready condition", priority = 1),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn = r#"{"name": "Execution", "type": "string", "jsonPath": ".spec.automationExecutionId", "description": "Automation execution id"}"#,
+    printcolumn = r#"{"name": "Signal", "type": "string", "jsonPath": ".spec.signalType", "description": "Signal type"}"#,
+    printcolumn = r#"{"name": "Phase", "type": "string", "jsonPath": ".status.phase", "description": "Pending, Sending, Verifying, Succeeded or Failed"}"#,
+    printcolumn = r#"{"name": "Attempts", "type": "integer", "jsonPath": ".status.attempts", "description": "Attempts spent"}"#,
+    printcolumn = r#"{"name": "Reason", "type": "string", "priority": 1, "jsonPath": ".status.conditions[?(@.type==\"Ready\")].reason", "description": "Reason of the Ready condition"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#,
     selectable = ".spec.automationExecutionId",
     selectable = ".spec.signalType"
 )]
@@ -136,16 +136,13 @@ pub struct AutomationSignalSpec {
     /// Approve, Reject, StartStep, StopStep, Resume or Revoke.
     pub signal_type: SignalType,
 
-    /// Data for the signal: Approve and Reject take an optional Comment; StartStep and Resume
-    /// need StepName; StopStep needs StepExecutionId. 1..200 keys of 1..50 characters, each a
-    /// list of 0..50 values of 1..512 characters. Never logged.
+    /// Data for the signal: Approve and Reject take an optional Comment; StartStep and Resume need StepName; StopStep needs StepExecutionId. 1..200 keys of 1..50 characters, each a list of 0..50 values of 1..512 characters. Never logged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "payload_schema")]
     #[x_kube(validation = Rule::new("self.all(k, size(k) >= 1 && size(k) <= 50)").message(PAYLOAD_KEY_MESSAGE))]
     pub payload: Option<BTreeMap<String, Vec<String>>>,
 
-    /// AWS region of the execution, e.g. eu-west-1. Empty or absent: the operator's default
-    /// region.
+    /// AWS region of the execution, e.g. eu-west-1. Empty or absent: the operator's default region.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = REGION_MAX_LENGTH))]
     #[x_kube(validation = Rule::new(REGION_RULE).message(REGION_MESSAGE))]
@@ -176,8 +173,8 @@ fn payload_schema(_: &mut SchemaGenerator) -> Schema {
 }
 
 impl AutomationSignalSpec {
-    /// The payload as `SendAutomationSignal` takes it; `None` when absent or empty, so an
-    /// empty payload is never sent as `{}`.
+    /// The payload as `SendAutomationSignal` takes it; `None` when absent or empty, so an empty
+    /// payload is never sent as `{}`.
     pub fn payload_for_wire(&self) -> Option<HashMap<String, Vec<String>>> {
         self.payload
             .as_ref()
@@ -215,9 +212,9 @@ impl AutomationSignal {
         SCHEMA.get_or_init(spec_schema::<Self>)
     }
 
-    /// Everything the API server checks on create (schema and CEL rules), again, client-side:
-    /// the controller's defence in depth. The error lists each problem by field and rule and
-    /// never quotes a value (the payload may carry names or secrets).
+    /// Everything the API server checks on create (schema and CEL rules), again, client-side: the
+    /// controller's defence in depth. The error lists each problem by field and rule and never
+    /// quotes a value (the payload may carry names or secrets).
     pub fn validate(&self) -> Result<(), String> {
         let mut problems = match serde_json::to_value(&self.spec) {
             Ok(spec) => validation::check_schema(Self::spec_schema(), &spec, "spec"),
@@ -259,7 +256,10 @@ mod tests {
         )
     }
 
-    fn spec(signal_type: SignalType, payload: Option<BTreeMap<String, Vec<String>>>) -> AutomationSignalSpec {
+    fn spec(
+        signal_type: SignalType,
+        payload: Option<BTreeMap<String, Vec<String>>>,
+    ) -> AutomationSignalSpec {
         AutomationSignalSpec {
             automation_execution_id: ID.into(),
             signal_type,
@@ -281,33 +281,56 @@ mod tests {
     fn valid_objects_pass() {
         let ok = [
             spec(SignalType::Approve, None),
-            spec(SignalType::Approve, payload(&[("Comment", &["Looks good"])])),
+            spec(
+                SignalType::Approve,
+                payload(&[("Comment", &["Looks good"])]),
+            ),
             spec(SignalType::Reject, payload(&[("Comment", &[])])),
             spec(SignalType::StartStep, payload(&[("StepName", &["deploy"])])),
             spec(SignalType::Resume, payload(&[("StepName", &["pause1"])])),
-            spec(SignalType::StopStep, payload(&[("StepExecutionId", &["0d5c6f8b-1a2b-4c3d-9e8f-0123456789ab"])])),
+            spec(
+                SignalType::StopStep,
+                payload(&[("StepExecutionId", &["0d5c6f8b-1a2b-4c3d-9e8f-0123456789ab"])]),
+            ),
             spec(SignalType::Revoke, None),
             AutomationSignalSpec {
                 region: Some("eu-west-1".into()),
-                retry: Some(RetryPolicy { retry_not_found: Some(true), ..Default::default() }),
-                ..spec(SignalType::Approve, payload(&[(&"k".repeat(50), &[&"v".repeat(512)])]))
+                retry: Some(RetryPolicy {
+                    retry_not_found: Some(true),
+                    ..Default::default()
+                }),
+                ..spec(
+                    SignalType::Approve,
+                    payload(&[(&"k".repeat(50), &[&"v".repeat(512)])]),
+                )
             },
         ];
         for s in ok {
             let o = obj(s);
-            o.validate_cel().unwrap_or_else(|e| panic!("{:?}: {e}", o.spec));
+            o.validate_cel()
+                .unwrap_or_else(|e| panic!("{:?}: {e}", o.spec));
             o.validate().unwrap_or_else(|e| panic!("{:?}: {e}", o.spec));
         }
-        let most: BTreeMap<String, Vec<String>> =
-            (0..200).map(|i| (format!("k{i}"), vec!["v".to_owned(); 50])).collect();
-        obj(spec(SignalType::Approve, Some(most))).validate().unwrap();
+        let most: BTreeMap<String, Vec<String>> = (0..200)
+            .map(|i| (format!("k{i}"), vec!["v".to_owned(); 50]))
+            .collect();
+        obj(spec(SignalType::Approve, Some(most)))
+            .validate()
+            .unwrap();
     }
 
     #[test]
     fn execution_id_must_be_36_characters() {
         for id in [String::new(), "a".repeat(35), "a".repeat(37)] {
-            let e = err(AutomationSignalSpec { automation_execution_id: id.clone(), ..spec(SignalType::Approve, None) });
-            assert!(e.starts_with("spec.automationExecutionId: must be"), "{}: {e}", id.len());
+            let e = err(AutomationSignalSpec {
+                automation_execution_id: id.clone(),
+                ..spec(SignalType::Approve, None)
+            });
+            assert!(
+                e.starts_with("spec.automationExecutionId: must be"),
+                "{}: {e}",
+                id.len()
+            );
         }
     }
 
@@ -320,7 +343,8 @@ mod tests {
             "spec": {"automationExecutionId": ID, "signalType": "Approved"},
         });
         assert!(serde_json::from_value::<AutomationSignal>(manifest.clone()).is_err());
-        let problems = validation::check_schema(AutomationSignal::spec_schema(), &manifest["spec"], "spec");
+        let problems =
+            validation::check_schema(AutomationSignal::spec_schema(), &manifest["spec"], "spec");
         assert_eq!(
             problems,
             vec!["spec.signalType: must be one of Approve, Reject, StartStep, StopStep, Resume, Revoke"]
@@ -329,22 +353,56 @@ mod tests {
 
     #[test]
     fn missing_required_fields_are_refused() {
-        let problems = validation::check_schema(AutomationSignal::spec_schema(), &serde_json::json!({}), "spec");
-        assert_eq!(problems, vec!["spec.automationExecutionId: is required", "spec.signalType: is required"]);
+        let problems = validation::check_schema(
+            AutomationSignal::spec_schema(),
+            &serde_json::json!({}),
+            "spec",
+        );
+        assert_eq!(
+            problems,
+            vec![
+                "spec.automationExecutionId: is required",
+                "spec.signalType: is required"
+            ]
+        );
     }
 
     #[test]
     fn step_signals_need_their_payload_key() {
         let cases = [
             (SignalType::StartStep, None, START_STEP_MESSAGE),
-            (SignalType::StartStep, payload(&[("Comment", &["x"])]), START_STEP_MESSAGE),
-            (SignalType::StartStep, payload(&[("StepName", &[])]), START_STEP_MESSAGE),
-            (SignalType::StartStep, payload(&[("StepName", &["a", "b"])]), START_STEP_MESSAGE),
+            (
+                SignalType::StartStep,
+                payload(&[("Comment", &["x"])]),
+                START_STEP_MESSAGE,
+            ),
+            (
+                SignalType::StartStep,
+                payload(&[("StepName", &[])]),
+                START_STEP_MESSAGE,
+            ),
+            (
+                SignalType::StartStep,
+                payload(&[("StepName", &["a", "b"])]),
+                START_STEP_MESSAGE,
+            ),
             (SignalType::Resume, None, RESUME_MESSAGE),
-            (SignalType::Resume, payload(&[("StepExecutionId", &["x"])]), RESUME_MESSAGE),
+            (
+                SignalType::Resume,
+                payload(&[("StepExecutionId", &["x"])]),
+                RESUME_MESSAGE,
+            ),
             (SignalType::StopStep, None, STOP_STEP_MESSAGE),
-            (SignalType::StopStep, payload(&[("StepName", &["x"])]), STOP_STEP_MESSAGE),
-            (SignalType::StopStep, payload(&[("StepExecutionId", &["a", "b"])]), STOP_STEP_MESSAGE),
+            (
+                SignalType::StopStep,
+                payload(&[("StepName", &["x"])]),
+                STOP_STEP_MESSAGE,
+            ),
+            (
+                SignalType::StopStep,
+                payload(&[("StepExecutionId", &["a", "b"])]),
+                STOP_STEP_MESSAGE,
+            ),
         ];
         for (t, p, msg) in cases {
             let o = obj(spec(t, p));
@@ -357,32 +415,59 @@ mod tests {
 
     #[test]
     fn payload_limits() {
-        let too_many: BTreeMap<String, Vec<String>> = (0..201).map(|i| (format!("k{i}"), vec![])).collect();
+        let too_many: BTreeMap<String, Vec<String>> =
+            (0..201).map(|i| (format!("k{i}"), vec![])).collect();
         let e = err(spec(SignalType::Approve, Some(too_many)));
-        assert!(e.contains("spec.payload: must have at most 200 entries"), "{e}");
+        assert!(
+            e.contains("spec.payload: must have at most 200 entries"),
+            "{e}"
+        );
 
         let e = err(spec(SignalType::Approve, Some(BTreeMap::new())));
-        assert!(e.contains("spec.payload: must have at least 1 entries"), "{e}");
+        assert!(
+            e.contains("spec.payload: must have at least 1 entries"),
+            "{e}"
+        );
 
         let long_key = "k".repeat(51);
         let o = obj(spec(SignalType::Approve, payload(&[(&long_key, &["v"])])));
-        assert!(o.validate_cel().unwrap_err().to_string().contains(PAYLOAD_KEY_MESSAGE));
+        assert!(o
+            .validate_cel()
+            .unwrap_err()
+            .to_string()
+            .contains(PAYLOAD_KEY_MESSAGE));
         assert!(o.validate().unwrap_err().contains(PAYLOAD_KEY_MESSAGE));
 
         let o = obj(spec(SignalType::Approve, payload(&[("", &["v"])])));
-        assert!(o.validate_cel().unwrap_err().to_string().contains(PAYLOAD_KEY_MESSAGE));
+        assert!(o
+            .validate_cel()
+            .unwrap_err()
+            .to_string()
+            .contains(PAYLOAD_KEY_MESSAGE));
 
         let long_value = "SECRET".repeat(86); // 516 characters
-        let e = err(spec(SignalType::Approve, payload(&[("Comment", &[&long_value])])));
-        assert!(e.contains("spec.payload[\"Comment\"][0]: must be at most 512 characters long"), "{e}");
+        let e = err(spec(
+            SignalType::Approve,
+            payload(&[("Comment", &[&long_value])]),
+        ));
+        assert!(
+            e.contains("spec.payload[\"Comment\"][0]: must be at most 512 characters long"),
+            "{e}"
+        );
         assert!(!e.contains("SECRET"), "{e}");
 
         let e = err(spec(SignalType::Approve, payload(&[("Comment", &[""])])));
-        assert!(e.contains("spec.payload[\"Comment\"][0]: must not be empty"), "{e}");
+        assert!(
+            e.contains("spec.payload[\"Comment\"][0]: must not be empty"),
+            "{e}"
+        );
 
         let many = vec!["v"; 51];
         let e = err(spec(SignalType::Approve, payload(&[("Comment", &many)])));
-        assert!(e.contains("spec.payload[\"Comment\"]: must have at most 50 items"), "{e}");
+        assert!(
+            e.contains("spec.payload[\"Comment\"]: must have at most 50 items"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -393,9 +478,15 @@ mod tests {
             spec(SignalType::Reject, payload(&[("Comment", &["ok"])])),
             spec(SignalType::Approve, payload(&[("Comment", &["changed"])])),
             spec(SignalType::Approve, None),
-            AutomationSignalSpec { region: Some("us-east-1".into()), ..old.spec.clone() },
+            AutomationSignalSpec {
+                region: Some("us-east-1".into()),
+                ..old.spec.clone()
+            },
         ] {
-            let e = obj(edited).validate_cel_update(&old).unwrap_err().to_string();
+            let e = obj(edited)
+                .validate_cel_update(&old)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(AUTOMATION_SIGNAL_IMMUTABLE_MESSAGE), "{e}");
         }
     }
@@ -403,25 +494,39 @@ mod tests {
     #[test]
     fn payload_for_wire_omits_empty_payloads() {
         assert_eq!(spec(SignalType::Approve, None).payload_for_wire(), None);
-        assert_eq!(spec(SignalType::Approve, Some(BTreeMap::new())).payload_for_wire(), None);
+        assert_eq!(
+            spec(SignalType::Approve, Some(BTreeMap::new())).payload_for_wire(),
+            None
+        );
         let wire = spec(SignalType::StartStep, payload(&[("StepName", &["deploy"])]))
             .payload_for_wire()
             .unwrap();
-        assert_eq!(wire, HashMap::from([("StepName".to_owned(), vec!["deploy".to_owned()])]));
+        assert_eq!(
+            wire,
+            HashMap::from([("StepName".to_owned(), vec!["deploy".to_owned()])])
+        );
         // A key with an empty list is kept: AWS accepts 0..50 values.
-        let wire = spec(SignalType::Approve, payload(&[("Comment", &[])])).payload_for_wire().unwrap();
+        let wire = spec(SignalType::Approve, payload(&[("Comment", &[])]))
+            .payload_for_wire()
+            .unwrap();
         assert_eq!(wire.get("Comment"), Some(&vec![]));
     }
 
     #[test]
     fn accessors() {
-        let s = spec(SignalType::StopStep, payload(&[("StepExecutionId", &["abc"]), ("Two", &["a", "b"])]));
+        let s = spec(
+            SignalType::StopStep,
+            payload(&[("StepExecutionId", &["abc"]), ("Two", &["a", "b"])]),
+        );
         assert_eq!(s.payload_value("StepExecutionId"), Some("abc"));
         assert_eq!(s.payload_value("Two"), None);
         assert_eq!(s.payload_value("Missing"), None);
         assert_eq!(s.region(), None);
         assert_eq!(s.effective_region(Some("us-east-1")), Some("us-east-1"));
-        let s = AutomationSignalSpec { region: Some("eu-west-1".into()), ..s };
+        let s = AutomationSignalSpec {
+            region: Some("eu-west-1".into()),
+            ..s
+        };
         assert_eq!(s.effective_region(Some("us-east-1")), Some("eu-west-1"));
         assert_eq!(s.retry(), ResolvedRetry::default());
         assert_eq!(SignalType::StartStep.to_string(), "StartStep");

@@ -16,7 +16,8 @@ pub const DEFAULT_MAX_BACKOFF_SECONDS: u32 = 300;
 /// `spec.retry`: every field optional; defaults from DESIGN §4.
 ///
 /// The bounds are in the CRD schema (and so enforced by the API server); the cross-field rule
-/// is a CEL rule that also runs client-side.
+/// is a CEL rule that also runs client-side. The unsigned fields are described to the schema
+/// as int32/int64: the API server warns about the format `uint32`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
 #[x_kube(
     cel,
@@ -28,15 +29,15 @@ pub const DEFAULT_MAX_BACKOFF_SECONDS: u32 = 300;
 pub struct RetryPolicy {
     /// Attempts before giving up with reason RetriesExhausted (default 8, 1..100).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 100))]
+    #[schemars(with = "Option<i32>", range(min = 1, max = 100))]
     pub max_attempts: Option<u32>,
     /// First backoff in seconds (default 1, 1..3600).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 3600))]
+    #[schemars(with = "Option<i32>", range(min = 1, max = 3600))]
     pub initial_backoff_seconds: Option<u32>,
     /// Upper bound of the backoff in seconds (default 300, 1..86400).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 86400))]
+    #[schemars(with = "Option<i32>", range(min = 1, max = 86400))]
     pub max_backoff_seconds: Option<u32>,
     /// Retry "execution not found" until attempts run out instead of failing at once (default false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -65,9 +66,9 @@ impl RetryPolicy {
     /// The policy with DESIGN §4's defaults filled in (maxAttempts 8, initial 1s, max 300s,
     /// retryNotFound false).
     ///
-    /// The schema already bounds every field; this is still total for an object that slipped
-    /// past it: attempts and the initial backoff are at least 1, and the maximum backoff is
-    /// never below the initial one.
+    /// The schema already bounds every field; this is still total for an object that slipped past
+    /// it: attempts and the initial backoff are at least 1, and the maximum backoff is never below
+    /// the initial one.
     pub fn resolved(&self) -> ResolvedRetry {
         let max_attempts = self.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS).max(1);
         let initial = self
@@ -115,9 +116,11 @@ pub struct SignalStatus {
     pub phase: Option<Phase>,
     /// Attempts spent (a throttled attempt is given back).
     #[serde(default)]
+    #[schemars(with = "i64", range(min = 0))]
     pub attempts: u32,
     /// Retries that did not spend an attempt (throttling); they still grow the backoff.
     #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(with = "i64", range(min = 0))]
     pub throttled_retries: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_attempt_time: Option<Time>,
@@ -125,8 +128,7 @@ pub struct SignalStatus {
     pub next_attempt_time: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claim: Option<Claim>,
-    /// Claim time of the earliest attempt that may have reached AWS without a confirmed answer;
-    /// verification looks for the signal from here on.
+    /// Claim time of the earliest attempt that may have reached AWS without a confirmed answer; verification looks for the signal from here on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify_since: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -151,4 +153,68 @@ pub struct SignalStatus {
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolved_applies_the_defaults() {
+        assert_eq!(
+            RetryPolicy::default().resolved(),
+            ResolvedRetry {
+                max_attempts: 8,
+                initial_backoff: Duration::from_secs(1),
+                max_backoff: Duration::from_secs(300),
+                retry_not_found: false,
+            }
+        );
+        let all = RetryPolicy {
+            max_attempts: Some(3),
+            initial_backoff_seconds: Some(5),
+            max_backoff_seconds: Some(60),
+            retry_not_found: Some(true),
+        };
+        assert_eq!(
+            all.resolved(),
+            ResolvedRetry {
+                max_attempts: 3,
+                initial_backoff: Duration::from_secs(5),
+                max_backoff: Duration::from_secs(60),
+                retry_not_found: true,
+            }
+        );
+    }
+
+    #[test]
+    fn resolved_is_total_for_objects_that_slipped_past_the_schema() {
+        let odd = RetryPolicy {
+            max_attempts: Some(0),
+            initial_backoff_seconds: Some(0),
+            max_backoff_seconds: Some(0),
+            retry_not_found: None,
+        };
+        let r = odd.resolved();
+        assert_eq!(r.max_attempts, 1);
+        assert_eq!(r.initial_backoff, Duration::from_secs(1));
+        assert_eq!(r.max_backoff, Duration::from_secs(1));
+        // An initial backoff above the default maximum raises the maximum with it.
+        let r = RetryPolicy {
+            initial_backoff_seconds: Some(600),
+            ..Default::default()
+        }
+        .resolved();
+        assert_eq!(r.max_backoff, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn retry_cel_rule_runs_on_a_fragment() {
+        let ok = serde_json::json!({"initialBackoffSeconds": 10, "maxBackoffSeconds": 10});
+        assert!(RetryPolicy::validate_cel(&ok, None).is_ok());
+        let bad = serde_json::json!({"initialBackoffSeconds": 10, "maxBackoffSeconds": 9});
+        assert!(RetryPolicy::validate_cel(&bad, None).is_err());
+        let bad_default_max = serde_json::json!({"initialBackoffSeconds": 301});
+        assert!(RetryPolicy::validate_cel(&bad_default_max, None).is_err());
+    }
 }

@@ -57,7 +57,12 @@ fn sorted(value: serde_json::Value) -> serde_yaml::Value {
         J::Object(map) => {
             let mut entries: Vec<_> = map.into_iter().collect();
             entries.sort_by(|a, b| a.0.cmp(&b.0));
-            Y::Mapping(entries.into_iter().map(|(k, v)| (Y::String(k), sorted(v))).collect())
+            Y::Mapping(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (Y::String(k), sorted(v)))
+                    .collect(),
+            )
         }
     }
 }

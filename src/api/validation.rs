@@ -99,12 +99,16 @@ fn walk(schema: &Value, value: &Value, path: &str, out: &mut Vec<String>) {
             }
         }
         Value::Number(n) => {
-            if let (Some(min), Some(v)) = (schema.get("minimum").and_then(Value::as_f64), n.as_f64()) {
+            if let (Some(min), Some(v)) =
+                (schema.get("minimum").and_then(Value::as_f64), n.as_f64())
+            {
                 if v < min {
                     out.push(format!("{here}: must be at least {min}"));
                 }
             }
-            if let (Some(max), Some(v)) = (schema.get("maximum").and_then(Value::as_f64), n.as_f64()) {
+            if let (Some(max), Some(v)) =
+                (schema.get("maximum").and_then(Value::as_f64), n.as_f64())
+            {
                 if v > max {
                     out.push(format!("{here}: must be at most {max}"));
                 }
@@ -145,15 +149,27 @@ fn walk(schema: &Value, value: &Value, path: &str, out: &mut Vec<String>) {
                 if let Some(child_schema) = properties.and_then(|p| p.get(key)) {
                     walk(child_schema, child, &join(path, key), out);
                 } else if let Some(additional) = additional.filter(|a| a.is_object()) {
-                    walk(additional, child, &format!("{path}[{key:?}]"), out);
-                } else if properties.is_some() && !flag(schema, "x-kubernetes-preserve-unknown-fields") {
+                    walk(additional, child, &format!("{path}[{:?}]", short(key)), out);
+                } else if properties.is_some()
+                    && !flag(schema, "x-kubernetes-preserve-unknown-fields")
+                {
                     // The API server prunes unknown fields (kubectl refuses them with
                     // strict field validation); either way they are not what the user meant.
-                    out.push(format!("{}: unknown field", join(path, key)));
+                    out.push(format!("{}: unknown field", join(path, short(key))));
                 }
             }
         }
         _ => {}
+    }
+}
+
+/// A map key or field name as shown in a path; a key too long to be a name (payload keys are
+/// at most 50 characters) is replaced, so a message stays short and quotes no user data.
+fn short(key: &str) -> &str {
+    if key.chars().count() <= 64 {
+        key
+    } else {
+        "(key longer than 64 characters)"
     }
 }
 
@@ -184,7 +200,9 @@ pub fn unknown_keywords(schema: &Value) -> Vec<String> {
 }
 
 fn collect_unknown(schema: &Value, found: &mut Vec<String>) {
-    let Some(obj) = schema.as_object() else { return };
+    let Some(obj) = schema.as_object() else {
+        return;
+    };
     for (key, child) in obj {
         match key.as_str() {
             "properties" => {
@@ -257,15 +275,39 @@ mod tests {
         assert!(text.contains("spec.e: must be one of X, Y"), "{text}");
         assert!(text.contains("spec.n: must be at most 5"), "{text}");
         assert!(text.contains("spec.l: must have at most 1 items"), "{text}");
-        assert!(text.contains("spec.l[0]: must be at most 2 characters long"), "{text}");
-        assert!(text.contains("spec.m: must have at least 1 entries"), "{text}");
+        assert!(
+            text.contains("spec.l[0]: must be at most 2 characters long"),
+            "{text}"
+        );
+        assert!(
+            text.contains("spec.m: must have at least 1 entries"),
+            "{text}"
+        );
         assert!(text.contains("spec.zz: unknown field"), "{text}");
         assert!(!text.contains("secret"), "values leaked: {text}");
 
         let empty = json!({"a": ""});
-        assert_eq!(check_schema(&schema, &empty, "spec"), vec!["spec.a: must not be empty"]);
+        assert_eq!(
+            check_schema(&schema, &empty, "spec"),
+            vec!["spec.a: must not be empty"]
+        );
         let wrong_type = json!({"a": 5});
-        assert_eq!(check_schema(&schema, &wrong_type, "spec"), vec!["spec.a: must be of type string"]);
+        assert_eq!(
+            check_schema(&schema, &wrong_type, "spec"),
+            vec!["spec.a: must be of type string"]
+        );
+    }
+
+    #[test]
+    fn long_keys_are_not_quoted() {
+        let schema =
+            json!({"type": "object", "additionalProperties": {"type": "string", "maxLength": 1}});
+        let key = "K".repeat(65);
+        let problems = check_schema(&schema, &json!({ key: "vv" }), "spec.payload");
+        assert_eq!(
+            problems,
+            vec!["spec.payload[\"(key longer than 64 characters)\"]: must be at most 1 characters long"]
+        );
     }
 
     #[test]
@@ -277,7 +319,8 @@ mod tests {
 
     #[test]
     fn reports_unknown_keywords() {
-        let schema = json!({"type": "object", "properties": {"a": {"type": "string", "pattern": "^a$"}}});
+        let schema =
+            json!({"type": "object", "properties": {"a": {"type": "string", "pattern": "^a$"}}});
         assert_eq!(unknown_keywords(&schema), vec!["pattern".to_owned()]);
     }
 }

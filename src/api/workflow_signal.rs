@@ -29,14 +29,14 @@ pub const WORKFLOW_SIGNAL_IMMUTABLE_MESSAGE: &str =
     shortname = "wfsig",
     cel,
     doc = "WorkflowSignal sends one signal to a running Amazon SWF workflow execution (SignalWorkflowExecution), exactly once, and records the outcome in its status.",
-    printcolumn(name = "Domain", type_ = "string", json_path = ".spec.domain", description = "SWF domain"),
-    printcolumn(name = "Workflow", type_ = "string", json_path = ".spec.workflowId", description = "Workflow id of the execution signalled"),
-    printcolumn(name = "Signal", type_ = "string", json_path = ".spec.signalName", description = "Signal name"),
-    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Pending, Sending, Verifying, Succeeded or Failed"),
-    printcolumn(name = "Attempts", type_ = "integer", json_path = ".status.attempts", description = "Attempts spent"),
-    printcolumn(name = "Run", type_ = "string", json_path = ".status.runId", description = "Run that was signalled", priority = 1),
-    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", description = "Reason of the Ready condition", priority = 1),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn = r#"{"name": "Domain", "type": "string", "jsonPath": ".spec.domain", "description": "SWF domain"}"#,
+    printcolumn = r#"{"name": "Workflow", "type": "string", "jsonPath": ".spec.workflowId", "description": "Workflow id of the execution signalled"}"#,
+    printcolumn = r#"{"name": "Signal", "type": "string", "jsonPath": ".spec.signalName", "description": "Signal name"}"#,
+    printcolumn = r#"{"name": "Phase", "type": "string", "jsonPath": ".status.phase", "description": "Pending, Sending, Verifying, Succeeded or Failed"}"#,
+    printcolumn = r#"{"name": "Attempts", "type": "integer", "jsonPath": ".status.attempts", "description": "Attempts spent"}"#,
+    printcolumn = r#"{"name": "Run", "type": "string", "priority": 1, "jsonPath": ".status.runId", "description": "Run that was signalled"}"#,
+    printcolumn = r#"{"name": "Reason", "type": "string", "priority": 1, "jsonPath": ".status.conditions[?(@.type==\"Ready\")].reason", "description": "Reason of the Ready condition"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#,
     selectable = ".spec.domain",
     selectable = ".spec.workflowId",
     selectable = ".spec.signalName"
@@ -52,9 +52,7 @@ pub struct WorkflowSignalSpec {
     #[schemars(length(min = 1, max = 256))]
     pub workflow_id: String,
 
-    /// Run id of the execution (at most 64 characters). Empty or absent: the workflow's
-    /// current open run, resolved once when the signal is first claimed and recorded in
-    /// status.runId.
+    /// Run id of the execution (at most 64 characters). Empty or absent: the workflow's current open run, resolved once when the signal is first claimed and recorded in status.runId.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64))]
     pub run_id: Option<String>,
@@ -68,8 +66,7 @@ pub struct WorkflowSignalSpec {
     #[schemars(length(max = 32768))]
     pub input: Option<String>,
 
-    /// AWS region of the workflow, e.g. eu-west-1. Empty or absent: the operator's default
-    /// region.
+    /// AWS region of the workflow, e.g. eu-west-1. Empty or absent: the operator's default region.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = REGION_MAX_LENGTH))]
     #[x_kube(validation = Rule::new(REGION_RULE).message(REGION_MESSAGE))]
@@ -114,9 +111,9 @@ impl WorkflowSignal {
         SCHEMA.get_or_init(spec_schema::<Self>)
     }
 
-    /// Everything the API server checks on create (schema and CEL rules), again, client-side:
-    /// the controller's defence in depth. The error lists each problem by field and rule and
-    /// never quotes a value (the input may be secret).
+    /// Everything the API server checks on create (schema and CEL rules), again, client-side: the
+    /// controller's defence in depth. The error lists each problem by field and rule and never
+    /// quotes a value (the input may be secret).
     pub fn validate(&self) -> Result<(), String> {
         let mut problems = match serde_json::to_value(&self.spec) {
             Ok(spec) => validation::check_schema(Self::spec_schema(), &spec, "spec"),
@@ -190,23 +187,83 @@ mod tests {
             o.validate_cel().unwrap();
             o.validate().unwrap();
         }
-        for region in ["", "us-east-1", "us-gov-west-1", "ap-southeast-2", "eusc-de-east-1", "cn-north-1"] {
-            let s = WorkflowSignalSpec { region: Some(region.into()), ..spec() };
-            obj(s).validate().unwrap_or_else(|e| panic!("{region}: {e}"));
+        for region in [
+            "",
+            "us-east-1",
+            "us-gov-west-1",
+            "ap-southeast-2",
+            "eusc-de-east-1",
+            "cn-north-1",
+        ] {
+            let s = WorkflowSignalSpec {
+                region: Some(region.into()),
+                ..spec()
+            };
+            obj(s)
+                .validate()
+                .unwrap_or_else(|e| panic!("{region}: {e}"));
         }
     }
 
     #[test]
     fn each_length_limit_is_enforced() {
         let cases: [(&str, WorkflowSignalSpec); 8] = [
-            ("spec.domain: must not be empty", WorkflowSignalSpec { domain: String::new(), ..spec() }),
-            ("spec.domain: must be at most 256", WorkflowSignalSpec { domain: "d".repeat(257), ..spec() }),
-            ("spec.workflowId: must not be empty", WorkflowSignalSpec { workflow_id: String::new(), ..spec() }),
-            ("spec.workflowId: must be at most 256", WorkflowSignalSpec { workflow_id: "w".repeat(257), ..spec() }),
-            ("spec.signalName: must not be empty", WorkflowSignalSpec { signal_name: String::new(), ..spec() }),
-            ("spec.signalName: must be at most 256", WorkflowSignalSpec { signal_name: "s".repeat(257), ..spec() }),
-            ("spec.runId: must be at most 64", WorkflowSignalSpec { run_id: Some("r".repeat(65)), ..spec() }),
-            ("spec.input: must be at most 32768", WorkflowSignalSpec { input: Some("i".repeat(32769)), ..spec() }),
+            (
+                "spec.domain: must not be empty",
+                WorkflowSignalSpec {
+                    domain: String::new(),
+                    ..spec()
+                },
+            ),
+            (
+                "spec.domain: must be at most 256",
+                WorkflowSignalSpec {
+                    domain: "d".repeat(257),
+                    ..spec()
+                },
+            ),
+            (
+                "spec.workflowId: must not be empty",
+                WorkflowSignalSpec {
+                    workflow_id: String::new(),
+                    ..spec()
+                },
+            ),
+            (
+                "spec.workflowId: must be at most 256",
+                WorkflowSignalSpec {
+                    workflow_id: "w".repeat(257),
+                    ..spec()
+                },
+            ),
+            (
+                "spec.signalName: must not be empty",
+                WorkflowSignalSpec {
+                    signal_name: String::new(),
+                    ..spec()
+                },
+            ),
+            (
+                "spec.signalName: must be at most 256",
+                WorkflowSignalSpec {
+                    signal_name: "s".repeat(257),
+                    ..spec()
+                },
+            ),
+            (
+                "spec.runId: must be at most 64",
+                WorkflowSignalSpec {
+                    run_id: Some("r".repeat(65)),
+                    ..spec()
+                },
+            ),
+            (
+                "spec.input: must be at most 32768",
+                WorkflowSignalSpec {
+                    input: Some("i".repeat(32769)),
+                    ..spec()
+                },
+            ),
         ];
         for (want, s) in cases {
             let e = err(s);
@@ -216,40 +273,99 @@ mod tests {
 
     #[test]
     fn bad_region_is_refused_by_cel() {
-        for region in ["EU-WEST-1", "eu-west", "eu_west_1", "westeurope", " eu-west-1", &"a-".repeat(20)] {
-            let o = obj(WorkflowSignalSpec { region: Some(region.to_owned()), ..spec() });
+        for region in [
+            "EU-WEST-1",
+            "eu-west",
+            "eu_west_1",
+            "westeurope",
+            " eu-west-1",
+            &"a-".repeat(20),
+        ] {
+            let o = obj(WorkflowSignalSpec {
+                region: Some(region.to_owned()),
+                ..spec()
+            });
             let e = o.validate().expect_err(region);
-            assert!(e.contains(REGION_MESSAGE) || e.contains("at most 32"), "{region}: {e}");
+            assert!(
+                e.contains(REGION_MESSAGE) || e.contains("at most 32"),
+                "{region}: {e}"
+            );
         }
-        let o = obj(WorkflowSignalSpec { region: Some("moon-1".into()), ..spec() });
+        let o = obj(WorkflowSignalSpec {
+            region: Some("moon-1".into()),
+            ..spec()
+        });
         assert!(o.validate_cel().is_err(), "CEL alone catches it");
     }
 
     #[test]
     fn retry_bounds_and_cross_field_rule() {
         let bad = [
-            RetryPolicy { max_attempts: Some(0), ..Default::default() },
-            RetryPolicy { max_attempts: Some(101), ..Default::default() },
-            RetryPolicy { initial_backoff_seconds: Some(0), ..Default::default() },
-            RetryPolicy { initial_backoff_seconds: Some(3601), ..Default::default() },
-            RetryPolicy { max_backoff_seconds: Some(0), ..Default::default() },
-            RetryPolicy { max_backoff_seconds: Some(86401), ..Default::default() },
+            RetryPolicy {
+                max_attempts: Some(0),
+                ..Default::default()
+            },
+            RetryPolicy {
+                max_attempts: Some(101),
+                ..Default::default()
+            },
+            RetryPolicy {
+                initial_backoff_seconds: Some(0),
+                ..Default::default()
+            },
+            RetryPolicy {
+                initial_backoff_seconds: Some(3601),
+                ..Default::default()
+            },
+            RetryPolicy {
+                max_backoff_seconds: Some(0),
+                ..Default::default()
+            },
+            RetryPolicy {
+                max_backoff_seconds: Some(86401),
+                ..Default::default()
+            },
         ];
         for r in bad {
-            let e = err(WorkflowSignalSpec { retry: Some(r.clone()), ..spec() });
+            let e = err(WorkflowSignalSpec {
+                retry: Some(r.clone()),
+                ..spec()
+            });
             assert!(e.starts_with("spec.retry."), "{r:?}: {e}");
         }
         // max below initial, explicitly or through the default max of 300.
         for r in [
-            RetryPolicy { initial_backoff_seconds: Some(10), max_backoff_seconds: Some(5), ..Default::default() },
-            RetryPolicy { initial_backoff_seconds: Some(301), ..Default::default() },
+            RetryPolicy {
+                initial_backoff_seconds: Some(10),
+                max_backoff_seconds: Some(5),
+                ..Default::default()
+            },
+            RetryPolicy {
+                initial_backoff_seconds: Some(301),
+                ..Default::default()
+            },
         ] {
-            let o = obj(WorkflowSignalSpec { retry: Some(r), ..spec() });
+            let o = obj(WorkflowSignalSpec {
+                retry: Some(r),
+                ..spec()
+            });
             let e = o.validate_cel().expect_err("CEL rule");
-            assert!(e.to_string().contains("must be at least retry.initialBackoffSeconds"), "{e}");
+            assert!(
+                e.to_string()
+                    .contains("must be at least retry.initialBackoffSeconds"),
+                "{e}"
+            );
         }
-        let ok = RetryPolicy { initial_backoff_seconds: Some(300), ..Default::default() };
-        obj(WorkflowSignalSpec { retry: Some(ok), ..spec() }).validate().unwrap();
+        let ok = RetryPolicy {
+            initial_backoff_seconds: Some(300),
+            ..Default::default()
+        };
+        obj(WorkflowSignalSpec {
+            retry: Some(ok),
+            ..spec()
+        })
+        .validate()
+        .unwrap();
     }
 
     #[test]
@@ -257,18 +373,41 @@ mod tests {
         let old = obj(spec());
         old.validate_cel_update(&old).unwrap();
         let edits = [
-            WorkflowSignalSpec { input: Some("other".into()), ..spec() },
-            WorkflowSignalSpec { input: None, ..spec() },
-            WorkflowSignalSpec { run_id: Some("r1".into()), ..spec() },
-            WorkflowSignalSpec { retry: Some(RetryPolicy { max_attempts: Some(2), ..Default::default() }), ..spec() },
+            WorkflowSignalSpec {
+                input: Some("other".into()),
+                ..spec()
+            },
+            WorkflowSignalSpec {
+                input: None,
+                ..spec()
+            },
+            WorkflowSignalSpec {
+                run_id: Some("r1".into()),
+                ..spec()
+            },
+            WorkflowSignalSpec {
+                retry: Some(RetryPolicy {
+                    max_attempts: Some(2),
+                    ..Default::default()
+                }),
+                ..spec()
+            },
         ];
         for edited in edits {
-            let e = obj(edited).validate_cel_update(&old).expect_err("edit refused");
-            assert!(e.to_string().contains(WORKFLOW_SIGNAL_IMMUTABLE_MESSAGE), "{e}");
+            let e = obj(edited)
+                .validate_cel_update(&old)
+                .expect_err("edit refused");
+            assert!(
+                e.to_string().contains(WORKFLOW_SIGNAL_IMMUTABLE_MESSAGE),
+                "{e}"
+            );
         }
         // Status changes are not spec edits.
         let mut with_status = old.clone();
-        with_status.status = Some(SignalStatus { attempts: 3, ..Default::default() });
+        with_status.status = Some(SignalStatus {
+            attempts: 3,
+            ..Default::default()
+        });
         with_status.validate_cel_update(&old).unwrap();
     }
 
@@ -301,7 +440,10 @@ mod tests {
         let s = WorkflowSignalSpec {
             run_id: Some("r1".into()),
             region: Some("eu-west-1".into()),
-            retry: Some(RetryPolicy { max_backoff_seconds: Some(60), ..Default::default() }),
+            retry: Some(RetryPolicy {
+                max_backoff_seconds: Some(60),
+                ..Default::default()
+            }),
             ..spec()
         };
         assert_eq!(s.run_id(), Some("r1"));
@@ -321,7 +463,8 @@ mod tests {
             "spec": {"domain": "orders", "workflowId": "w"},
         });
         assert!(serde_json::from_value::<WorkflowSignal>(manifest.clone()).is_err());
-        let problems = validation::check_schema(WorkflowSignal::spec_schema(), &manifest["spec"], "spec");
+        let problems =
+            validation::check_schema(WorkflowSignal::spec_schema(), &manifest["spec"], "spec");
         assert_eq!(problems, vec!["spec.signalName: is required"]);
     }
 }

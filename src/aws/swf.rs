@@ -35,35 +35,44 @@ pub async fn resolve_open_run(
 ) -> Result<String, AwsFailure> {
     // SWF executions last at most a year, so a year back finds every open run.
     let oldest = DateTime::from_secs(Timestamp::now().as_second() - 366 * 24 * 3600);
-    let out = client
-        .list_open_workflow_executions()
-        .domain(domain)
-        .start_time_filter(
-            ExecutionTimeFilter::builder()
-                .oldest_date(oldest)
-                .build()
-                .map_err(build_failure)?,
-        )
-        .execution_filter(
-            WorkflowExecutionFilter::builder()
-                .workflow_id(workflow_id)
-                .build()
-                .map_err(build_failure)?,
-        )
-        .maximum_page_size(10)
-        .send()
-        .await
-        .map_err(|e| failure_from_sdk(&e))?;
-    out.execution_infos()
-        .iter()
-        .filter_map(|info| info.execution())
-        .map(|exec| exec.run_id().to_string())
-        .next()
-        .ok_or_else(|| AwsFailure {
-            class: ErrorClass::NotFound,
-            code: Some("UnknownResourceFault".into()),
-            message: "no open run of the workflow".into(),
-        })
+    let start_filter = ExecutionTimeFilter::builder()
+        .oldest_date(oldest)
+        .build()
+        .map_err(build_failure)?;
+    let execution_filter = WorkflowExecutionFilter::builder()
+        .workflow_id(workflow_id)
+        .build()
+        .map_err(build_failure)?;
+    let mut token: Option<String> = None;
+    loop {
+        let page = client
+            .list_open_workflow_executions()
+            .domain(domain)
+            .start_time_filter(start_filter.clone())
+            .execution_filter(execution_filter.clone())
+            .maximum_page_size(1000)
+            .set_next_page_token(token.take())
+            .send()
+            .await
+            .map_err(|e| failure_from_sdk(&e))?;
+        let found = page
+            .execution_infos()
+            .iter()
+            .filter_map(|info| info.execution())
+            // The filter is applied here too: not every SWF implementation honours executionFilter.
+            .find(|exec| exec.workflow_id() == workflow_id)
+            .map(|exec| exec.run_id().to_string());
+        match (found, page.next_page_token()) {
+            (Some(run), _) => return Ok(run),
+            (None, Some(next)) if !next.is_empty() => token = Some(next.to_string()),
+            (None, _) => break,
+        }
+    }
+    None.ok_or_else(|| AwsFailure {
+        class: ErrorClass::NotFound,
+        code: Some("UnknownResourceFault".into()),
+        message: "no open run of the workflow".into(),
+    })
 }
 
 /// One `SignalWorkflowExecution` call on the send client (no SDK retries).

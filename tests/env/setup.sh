@@ -23,7 +23,7 @@ MIN_GO_MINOR=26 # go.mod of tests/env/apiserver and of helm say go 1.26.0
 
 export GOTOOLCHAIN=local
 export CGO_ENABLED=0 # static binaries; no C compiler needed
-GO_BUILD_FLAGS=(-trimpath -buildvcs=false -ldflags=-s\ -w)
+GO_BUILD_FLAGS=(-trimpath -buildvcs=false)
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -75,6 +75,17 @@ hash_of() { sha256sum | cut -d' ' -f1; }
 
 GO_ENV_KEY="$GO_VERSION $(go env GOOS GOARCH | tr '\n' ' ') CGO_ENABLED=$CGO_ENABLED ${GO_BUILD_FLAGS[*]}"
 
+# The version a release build stamps in (hack/lib/version.sh); without it the
+# server and kubectl report v0.0.0-master+$Format:%H$.
+K8S_VERSION=$(awk '$1 == "k8s.io/kubernetes" && $2 ~ /^v/ { print $2; exit }' "$APISERVER_SRC/go.mod")
+[[ $K8S_VERSION =~ ^v([0-9]+)\.([0-9]+)\. ]] || die "no k8s.io/kubernetes version in $APISERVER_SRC/go.mod"
+K8S_LDFLAGS="-s -w"
+for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+  K8S_LDFLAGS+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=${BASH_REMATCH[1]} -X $p.gitMinor=${BASH_REMATCH[2]}"
+  K8S_LDFLAGS+=" -X $p.gitTreeState=clean"
+done
+GO_ENV_KEY+=" $K8S_LDFLAGS"
+
 # go_build NAME PACKAGE INPUT_HASH: build PACKAGE in tests/env/apiserver into bin/NAME.
 go_build() {
   local name=$1 pkg=$2 hash=$3 out=$ENV_HOME/bin/$1 t
@@ -84,7 +95,7 @@ go_build() {
   fi
   log "$name: building $pkg (a cold build takes minutes) ..."
   t=$(now)
-  (cd "$APISERVER_SRC" && go build "${GO_BUILD_FLAGS[@]}" -o "$out.tmp" "$pkg")
+  (cd "$APISERVER_SRC" && go build "${GO_BUILD_FLAGS[@]}" -ldflags="$K8S_LDFLAGS" -o "$out.tmp" "$pkg")
   mv -f "$out.tmp" "$out"
   stamp_write "$name" "$hash"
   log "$name: built in $(since "$t")"
@@ -98,7 +109,7 @@ kubectl_hash=$({ echo "$GO_ENV_KEY"; echo "$mod_hash"; } | hash_of)
 go_build signalman-apiserver . "$src_hash"
 go_build kubectl k8s.io/kubernetes/cmd/kubectl "$kubectl_hash"
 
-helm_hash=$({ echo "$GO_ENV_KEY"; echo "helm $HELM_VERSION"; } | hash_of)
+helm_hash=$({ echo "$GO_VERSION $(go env GOOS GOARCH) CGO_ENABLED=$CGO_ENABLED ${GO_BUILD_FLAGS[*]}"; echo "helm $HELM_VERSION ldflags-v1"; } | hash_of)
 if stamp_ok helm "$helm_hash" "$ENV_HOME/bin/helm"; then
   log "helm: up to date"
 else
@@ -108,6 +119,7 @@ else
   mkdir -p "$ENV_HOME/helm.tmp"
   # Outside any module: helm's own go.mod decides its dependencies.
   (cd "$ENV_HOME/helm.tmp" && GOBIN="$ENV_HOME/helm.tmp" GOFLAGS= go install "${GO_BUILD_FLAGS[@]}" \
+    -ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
     "helm.sh/helm/v3/cmd/helm@$HELM_VERSION")
   mv -f "$ENV_HOME/helm.tmp/helm" "$ENV_HOME/bin/helm"
   rm -rf "$ENV_HOME/helm.tmp"

@@ -19,15 +19,31 @@ pub fn env() -> &'static Env {
     let env = signalman_testenv::shared();
     CRDS.get_or_init(|| {
         let crds = signalman_testenv::repo_root().join("crds");
-        let out = env.kubectl().args(["apply", "--server-side", "-f"]).arg(&crds).output().expect("kubectl");
-        assert!(out.status.success(), "installing CRDs: {}", String::from_utf8_lossy(&out.stderr));
+        let out = env
+            .kubectl()
+            .args(["apply", "--server-side", "-f"])
+            .arg(&crds)
+            .output()
+            .expect("kubectl");
+        assert!(
+            out.status.success(),
+            "installing CRDs: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let out = env
             .kubectl()
             .args(["wait", "--for=condition=Established", "--timeout=60s"])
-            .args(["crd/workflowsignals.signalman.dev", "crd/automationsignals.signalman.dev"])
+            .args([
+                "crd/workflowsignals.signalman.dev",
+                "crd/automationsignals.signalman.dev",
+            ])
             .output()
             .expect("kubectl");
-        assert!(out.status.success(), "waiting for CRDs: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "waiting for CRDs: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     });
     env
 }
@@ -49,7 +65,10 @@ impl World {
 
     pub fn api<K>(&self) -> Api<K>
     where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
     {
         Api::namespaced(self.client.clone(), &self.ns)
     }
@@ -67,7 +86,10 @@ impl World {
             + serde::Serialize
             + std::fmt::Debug,
     {
-        self.api::<K>().create(&PostParams::default(), obj).await.expect("creating the object")
+        self.api::<K>()
+            .create(&PostParams::default(), obj)
+            .await
+            .expect("creating the object")
     }
 
     /// Waits until the object's status reaches a terminal phase and returns it.
@@ -88,7 +110,11 @@ impl World {
                     return status.clone();
                 }
             }
-            assert!(Instant::now() < deadline, "{name} not done after {timeout:?}: {:?}", obj.status());
+            assert!(
+                Instant::now() < deadline,
+                "{name} not done after {timeout:?}: {:?}",
+                obj.status()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -96,7 +122,10 @@ impl World {
     /// Reasons of the Events recorded on the named object.
     pub async fn event_reasons(&self, name: &str) -> Vec<String> {
         let events: Api<CoreEvent> = Api::namespaced(self.client.clone(), &self.ns);
-        let list = events.list(&ListParams::default()).await.expect("listing events");
+        let list = events
+            .list(&ListParams::default())
+            .await
+            .expect("listing events");
         list.items
             .into_iter()
             .filter(|e| e.involved_object.name.as_deref() == Some(name))
@@ -122,7 +151,11 @@ impl HasStatus for signalman::api::AutomationSignal {
 
 /// The condition `type_`'s status ("True"/"False"), if present.
 pub fn condition(status: &SignalStatus, type_: &str) -> Option<String> {
-    status.conditions.iter().find(|c| c.type_ == type_).map(|c| c.status.clone())
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.status.clone())
 }
 
 /// An operator process (the real binary), killed when dropped.
@@ -141,7 +174,10 @@ impl Operator {
             child: None,
             ns: ns.to_string(),
             identity: identity.to_string(),
-            extra: extra.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            extra: extra
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             log: env.state_dir.join(format!("operator-{ns}-{identity}.log")),
             env,
         };
@@ -150,7 +186,11 @@ impl Operator {
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("operator log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("operator log");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_signalman"));
         cmd.arg("run")
             .env("SIGNALMAN_KUBECONFIG", &self.env.kubeconfig)
@@ -195,8 +235,10 @@ impl Operator {
     /// Starts the same operator again (same identity, same settings), with `env` changes.
     pub fn restart_with(&mut self, set: &[(&str, &str)], unset: &[&str]) {
         self.kill();
-        self.extra.retain(|(k, _)| !unset.contains(&k.as_str()) && !set.iter().any(|(s, _)| s == k));
-        self.extra.extend(set.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        self.extra
+            .retain(|(k, _)| !unset.contains(&k.as_str()) && !set.iter().any(|(s, _)| s == k));
+        self.extra
+            .extend(set.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         self.spawn();
     }
 
@@ -243,7 +285,10 @@ impl SwfWorld {
             .send()
             .await
             .expect("RegisterWorkflowType");
-        SwfWorld { client, domain: domain.to_string() }
+        SwfWorld {
+            client,
+            domain: domain.to_string(),
+        }
     }
 
     /// Starts a workflow execution and returns its runId.
@@ -253,7 +298,13 @@ impl SwfWorld {
             .start_workflow_execution()
             .domain(&self.domain)
             .workflow_id(workflow_id)
-            .workflow_type(WorkflowType::builder().name("change").version("1").build().expect("type"))
+            .workflow_type(
+                WorkflowType::builder()
+                    .name("change")
+                    .version("1")
+                    .build()
+                    .expect("type"),
+            )
             .send()
             .await
             .expect("StartWorkflowExecution");
@@ -269,14 +320,22 @@ impl SwfWorld {
                 .client
                 .get_workflow_execution_history()
                 .domain(&self.domain)
-                .execution(WorkflowExecution::builder().workflow_id(workflow_id).run_id(run_id).build().expect("execution"))
+                .execution(
+                    WorkflowExecution::builder()
+                        .workflow_id(workflow_id)
+                        .run_id(run_id)
+                        .build()
+                        .expect("execution"),
+                )
                 .set_next_page_token(token)
                 .send()
                 .await
                 .expect("GetWorkflowExecutionHistory");
             for e in page.events() {
                 if e.event_type() == &EventType::WorkflowExecutionSignaled {
-                    let a = e.workflow_execution_signaled_event_attributes().expect("attributes");
+                    let a = e
+                        .workflow_execution_signaled_event_attributes()
+                        .expect("attributes");
                     found.push((a.signal_name().to_string(), a.input().map(str::to_string)));
                 }
             }

@@ -30,10 +30,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/spf13/pflag"
+	"go.etcd.io/etcd/server/v3/embed"
 	"golang.org/x/sys/unix"
 
 	utilerrors "k8s.io/apimachinery/pkg/util/errors"
@@ -77,8 +80,45 @@ func main() {
 	os.Exit(run())
 }
 
+// Shutdown state, shared with the signal handler and klog.OsExit.
+var (
+	ctx, cancelCtx = context.WithCancel(context.Background())
+	shuttingDown   atomic.Bool
+	failing        atomic.Bool // serve failed; main is on its way out
+	sigs           = make(chan os.Signal, 2)
+	etcdServer     atomic.Pointer[embed.Etcd]
+	etcdClosed     sync.Once
+)
+
+func shutdown() {
+	shuttingDown.Store(true)
+	cancelCtx()
+}
+
+// closeEtcd closes the embedded etcd once, giving up after a few seconds.
+func closeEtcd() {
+	etcdClosed.Do(func() {
+		e := etcdServer.Load()
+		if e == nil {
+			return
+		}
+		done := make(chan struct{})
+		go func() { e.Close(); close(done) }()
+		select {
+		case <-done:
+			klog.InfoS("signalman-apiserver: etcd closed")
+		case <-time.After(10 * time.Second):
+			klog.InfoS("signalman-apiserver: etcd did not close in 10s")
+		}
+	})
+}
+
 func run() int {
 	start := time.Now()
+	// SIGTERM/SIGINT cancel ctx; the apiserver then shuts down gracefully and
+	// etcd is closed. A second signal exits at once.
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	defer cancelCtx()
 	cfg, err := parseArgs(os.Args[1:])
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -106,16 +146,10 @@ func run() int {
 		}
 	}
 
-	// SIGTERM/SIGINT cancel ctx; the apiserver then shuts down gracefully and
-	// etcd is closed. A second signal exits at once.
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	go func() {
 		s := <-sigs
 		klog.InfoS("signalman-apiserver: shutting down", "signal", s.String())
-		cancel()
+		shutdown()
 		<-sigs
 		fmt.Fprintln(errOut, "signalman-apiserver: second signal, exiting immediately")
 		os.Exit(1)
@@ -124,11 +158,33 @@ func run() int {
 		go func() {
 			_, _ = io.Copy(io.Discard, os.Stdin)
 			klog.InfoS("signalman-apiserver: stdin closed, shutting down")
-			cancel()
+			shutdown()
 		}()
 	}
+	// The apiserver calls klog.Fatal when, say, a post-start hook fails,
+	// which it also does when a signal cancels it before it is ready.
+	klog.OsExit = func(code int) {
+		if failing.Load() {
+			select {} // main reports the failure and exits
+		}
+		if !shuttingDown.Load() {
+			fmt.Fprintf(errOut, "signalman-apiserver: the apiserver failed (exit %d)\n", code)
+			if cfg.logFile != "-" {
+				fmt.Fprintf(errOut, "signalman-apiserver: server log: %s\n%s", cfg.logFile, tail(cfg.logFile, 40))
+			}
+			closeEtcd()
+			os.Exit(code)
+		}
+		closeEtcd()
+		os.Exit(0)
+	}
 
-	if err := serve(ctx, cfg, start); err != nil {
+	if err := serve(cfg, start); err != nil {
+		if shuttingDown.Load() && !failing.Load() {
+			// Told to stop while starting: not a failure.
+			klog.InfoS("signalman-apiserver: stopped while starting", "err", err)
+			return 0
+		}
 		fmt.Fprintf(errOut, "signalman-apiserver: %v\n", err)
 		if cfg.logFile != "-" {
 			fmt.Fprintf(errOut, "signalman-apiserver: server log: %s\n%s", cfg.logFile, tail(cfg.logFile, 40))
@@ -186,7 +242,7 @@ func redirectStderr(path string) error {
 	return unix.Dup2(int(f.Fd()), int(os.Stderr.Fd()))
 }
 
-func serve(ctx context.Context, cfg *config, start time.Time) error {
+func serve(cfg *config, start time.Time) error {
 	certDir := filepath.Join(cfg.dataDir, "certs")
 	if err := os.MkdirAll(certDir, 0o700); err != nil {
 		return err
@@ -218,10 +274,8 @@ func serve(ctx context.Context, cfg *config, start time.Time) error {
 	if err != nil {
 		return err
 	}
-	defer func() {
-		etcd.Close()
-		klog.InfoS("signalman-apiserver: etcd closed")
-	}()
+	etcdServer.Store(etcd)
+	defer closeEtcd()
 	etcdURL := etcd.Clients[0].Addr().String()
 	klog.InfoS("signalman-apiserver: etcd ready", "endpoint", etcdURL, "elapsed", time.Since(start))
 
@@ -283,26 +337,23 @@ func serve(ctx context.Context, cfg *config, start time.Time) error {
 		return err
 	}
 
-	runCtx, stopServer := context.WithCancel(ctx)
-	defer stopServer()
 	runErr := make(chan error, 1)
 	keepListener = true // the apiserver owns it now
-	go func() { runErr <- app.Run(runCtx, completed) }()
+	go func() { runErr <- app.Run(ctx, completed) }()
 
+	// Past this point a failure exits the process with the apiserver still
+	// running: keep klog.Fatal calls caused by that from getting in first.
+	fail := func(err error) error {
+		failing.Store(true)
+		return err
+	}
 	server := "https://127.0.0.1:" + strconv.Itoa(port)
 	if err := waitReady(ctx, server, caPEM, cfg.token, runErr); err != nil {
-		stopServer()
-		select {
-		case <-runErr:
-		case <-time.After(30 * time.Second):
-		}
-		return err
+		return fail(err)
 	}
 	if ctx.Err() == nil {
 		if err := writeKubeconfig(cfg.kubeconfig, server, caPEM, cfg.token); err != nil {
-			stopServer()
-			<-runErr
-			return err
+			return fail(fmt.Errorf("write kubeconfig: %w", err))
 		}
 		klog.InfoS("signalman-apiserver: ready", "server", server, "elapsed", time.Since(start))
 		fmt.Fprintf(os.Stdout, "ready %s\n", server)
@@ -312,10 +363,10 @@ func serve(ctx context.Context, cfg *config, start time.Time) error {
 	// Run until a signal cancels ctx (app.Run then returns nil after a
 	// graceful shutdown) or the server fails.
 	if err := <-runErr; err != nil {
-		return fmt.Errorf("apiserver: %w", err)
+		return fail(fmt.Errorf("apiserver: %w", err))
 	}
 	if ctx.Err() == nil {
-		return errors.New("apiserver stopped unexpectedly")
+		return fail(errors.New("apiserver stopped unexpectedly"))
 	}
 	klog.InfoS("signalman-apiserver: apiserver stopped")
 	return nil

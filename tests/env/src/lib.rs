@@ -48,6 +48,16 @@ pub struct Env {
     pub emulator: EmulatorHandle,
     pub state_dir: PathBuf,
     pub bin_dir: PathBuf,
+    /// The runtime the shared emulator runs on; private emulators start there too, so they
+    /// outlive the runtime of the test that asked for them.
+    runtime: tokio::runtime::Handle,
+}
+
+/// An emulator of one test's own: its counters and faults see only that test's traffic.
+#[derive(Clone, Debug)]
+pub struct Emulator {
+    pub endpoint: String,
+    pub handle: EmulatorHandle,
 }
 
 static SHARED: OnceLock<Env> = OnceLock::new();
@@ -63,7 +73,9 @@ pub fn shared() -> &'static Env {
 /// The repository root (this crate lives in `tests/env`).
 pub fn repo_root() -> PathBuf {
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
-    here.join("../..").canonicalize().unwrap_or_else(|_| here.join("../.."))
+    here.join("../..")
+        .canonicalize()
+        .unwrap_or_else(|_| here.join("../.."))
 }
 
 /// Where `tests/env/setup.sh` puts the built API server, kubectl, helm and moto's venv.
@@ -103,7 +115,37 @@ impl Env {
             emulator: started.emulator,
             state_dir,
             bin_dir,
+            runtime: started.runtime,
         })
+    }
+
+    /// Starts an emulator for one test (SWF still goes to the shared moto), so that the test
+    /// can switch faults and read counters without seeing or disturbing other tests.
+    pub async fn private_emulator(&self) -> Emulator {
+        let config = aws_emulator::EmulatorConfig {
+            listen: "127.0.0.1:0".parse().expect("a socket address"),
+            swf_upstream: Some(self.moto_endpoint.clone()),
+            account_id: ACCOUNT_ID.to_string(),
+            region: REGION.to_string(),
+        };
+        let running = self
+            .runtime
+            .spawn(aws_emulator::start(config))
+            .await
+            .expect("the emulator's start task")
+            .expect("starting a private emulator");
+        Emulator {
+            endpoint: running.endpoint.clone(),
+            handle: running.handle.clone(),
+        }
+    }
+
+    /// The shared emulator (every test's default traffic goes there).
+    pub fn shared_emulator(&self) -> Emulator {
+        Emulator {
+            endpoint: self.aws_endpoint.clone(),
+            handle: self.emulator.clone(),
+        }
     }
 
     /// An admin client, bound to the calling tokio runtime.
@@ -130,12 +172,21 @@ impl Env {
     pub async fn namespace(&self, client: &kube::Client, prefix: &str) -> String {
         let prefix: String = prefix
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
             .take(40)
             .collect();
         let name = format!("{prefix}-{:08x}", rand::random::<u32>());
         let ns = Namespace {
-            metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                ..Default::default()
+            },
             ..Default::default()
         };
         Api::<Namespace>::all(client.clone())
@@ -164,44 +215,21 @@ impl Env {
 
     /// Environment variables that point an AWS SDK (the operator, the aws CLI) at the emulator.
     pub fn aws_env(&self, access_key: &str) -> Vec<(&'static str, String)> {
-        vec![
-            ("AWS_ENDPOINT_URL", self.aws_endpoint.clone()),
-            ("AWS_ACCESS_KEY_ID", access_key.to_string()),
-            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.to_string()),
-            ("AWS_REGION", REGION.to_string()),
-            ("AWS_EC2_METADATA_DISABLED", "true".to_string()),
-        ]
+        aws_env_at(&self.aws_endpoint, access_key)
     }
 
     /// An SSM client signing as `access_key`, through the emulator (faults apply).
     pub fn ssm_client(&self, access_key: &str) -> aws_sdk_ssm::Client {
-        let config = aws_sdk_ssm::Config::builder()
-            .behavior_version(aws_sdk_ssm::config::BehaviorVersion::latest())
-            .region(aws_sdk_ssm::config::Region::new(REGION))
-            .endpoint_url(&self.aws_endpoint)
-            .credentials_provider(aws_sdk_ssm::config::Credentials::new(
-                access_key, SECRET_KEY, None, None, "testenv",
-            ))
-            .build();
-        aws_sdk_ssm::Client::from_conf(config)
+        ssm_client_at(&self.aws_endpoint, access_key)
     }
 
     /// An SWF client. `through_emulator` false talks to moto directly, past every fault.
     pub fn swf_client(&self, through_emulator: bool) -> aws_sdk_swf::Client {
-        let endpoint = if through_emulator { &self.aws_endpoint } else { &self.moto_endpoint };
-        let config = aws_sdk_swf::Config::builder()
-            .behavior_version(aws_sdk_swf::config::BehaviorVersion::latest())
-            .region(aws_sdk_swf::config::Region::new(REGION))
-            .endpoint_url(endpoint)
-            .credentials_provider(aws_sdk_swf::config::Credentials::new(
-                OPERATOR_ACCESS_KEY,
-                SECRET_KEY,
-                None,
-                None,
-                "testenv",
-            ))
-            .build();
-        aws_sdk_swf::Client::from_conf(config)
+        swf_client_at(if through_emulator {
+            &self.aws_endpoint
+        } else {
+            &self.moto_endpoint
+        })
     }
 
     /// Shell `export` lines for a person or a script (`signalman-env up --env-file`).
@@ -225,6 +253,7 @@ struct Started {
     aws_endpoint: String,
     moto_endpoint: String,
     emulator: EmulatorHandle,
+    runtime: tokio::runtime::Handle,
 }
 
 /// Owns the child processes and the emulator's runtime for the life of the process.
@@ -292,6 +321,7 @@ fn owner_thread(
                 aws_endpoint: emulator.endpoint.clone(),
                 moto_endpoint,
                 emulator: emulator.handle.clone(),
+                runtime: runtime.handle().clone(),
             },
             children,
         ))
@@ -313,8 +343,11 @@ fn owner_thread(
 /// Spawns a child tied to this thread's life, waits for its `ready <url>` line on stdout,
 /// and keeps draining its stdout afterwards. Its stderr goes to `log`.
 fn spawn_until_ready(cmd: &mut Command, log: &Path) -> anyhow::Result<(Child, String)> {
-    let log_file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
-    cmd.stdout(Stdio::piped()).stderr(Stdio::from(log_file)).stdin(Stdio::null());
+    let log_file =
+        std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::from(log_file))
+        .stdin(Stdio::null());
     // SAFETY: the closure only calls prctl, which is async-signal-safe.
     unsafe {
         use std::os::unix::process::CommandExt;
@@ -344,16 +377,31 @@ fn spawn_until_ready(cmd: &mut Command, log: &Path) -> anyhow::Result<(Child, St
         Err(_) => {
             let _ = child.kill();
             let tail = std::fs::read_to_string(log).unwrap_or_default();
-            let tail: String =
-                tail.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
-            bail!("no ready line within {READY_TIMEOUT:?}; last lines of {}:\n{tail}", log.display())
+            let tail: String = tail
+                .lines()
+                .rev()
+                .take(30)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n");
+            bail!(
+                "no ready line within {READY_TIMEOUT:?}; last lines of {}:\n{tail}",
+                log.display()
+            )
         }
     }
 }
 
 /// Runs the setup script when something it builds is missing (CI runs it up front).
 fn ensure_built(home: &Path) -> anyhow::Result<()> {
-    let needed = ["bin/signalman-apiserver", "bin/kubectl", "bin/helm", "venv/bin/python"];
+    let needed = [
+        "bin/signalman-apiserver",
+        "bin/kubectl",
+        "bin/helm",
+        "venv/bin/python",
+    ];
     if needed.iter().all(|p| home.join(p).exists()) {
         return Ok(());
     }
@@ -390,5 +438,48 @@ fn fresh_state_dir(home: &Path) -> anyhow::Result<PathBuf> {
 
 /// A port that was free a moment ago (for children that need one on their command line).
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Environment variables that point an AWS SDK (the operator, the aws CLI) at `endpoint`.
+pub fn aws_env_at(endpoint: &str, access_key: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL", endpoint.to_string()),
+        ("AWS_ACCESS_KEY_ID", access_key.to_string()),
+        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.to_string()),
+        ("AWS_REGION", REGION.to_string()),
+        ("AWS_EC2_METADATA_DISABLED", "true".to_string()),
+    ]
+}
+
+/// An SSM client at `endpoint`, signing as `access_key` (the emulator's principal).
+pub fn ssm_client_at(endpoint: &str, access_key: &str) -> aws_sdk_ssm::Client {
+    let config = aws_sdk_ssm::Config::builder()
+        .behavior_version(aws_sdk_ssm::config::BehaviorVersion::latest())
+        .region(aws_sdk_ssm::config::Region::new(REGION))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_sdk_ssm::config::Credentials::new(
+            access_key, SECRET_KEY, None, None, "testenv",
+        ))
+        .build();
+    aws_sdk_ssm::Client::from_conf(config)
+}
+
+/// An SWF client at `endpoint`.
+pub fn swf_client_at(endpoint: &str) -> aws_sdk_swf::Client {
+    let config = aws_sdk_swf::Config::builder()
+        .behavior_version(aws_sdk_swf::config::BehaviorVersion::latest())
+        .region(aws_sdk_swf::config::Region::new(REGION))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_sdk_swf::config::Credentials::new(
+            OPERATOR_ACCESS_KEY,
+            SECRET_KEY,
+            None,
+            None,
+            "testenv",
+        ))
+        .build();
+    aws_sdk_swf::Client::from_conf(config)
 }

@@ -23,7 +23,9 @@ enum Cmd {
 }
 
 fn main() -> anyhow::Result<()> {
-    let Cli { command: Cmd::Up { env_file } } = Cli::parse();
+    let Cli {
+        command: Cmd::Up { env_file },
+    } = Cli::parse();
     let env = signalman_testenv::Env::start()?;
     let exports = env.shell_exports();
     if let Some(path) = env_file {
@@ -33,7 +35,9 @@ fn main() -> anyhow::Result<()> {
     }
     println!("{exports}");
     println!("ready (Ctrl-C to stop)");
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {

@@ -28,16 +28,18 @@ pub(crate) fn handle(shared: &Shared, method: &Method, path: &str, body: &Bytes)
     match path {
         "/_emu/health" if is_read(method) => ok(json!({"status": "ok"})),
         "/_emu/faults" if is_read(method) => ok(to_json(&lock(&shared.faults).config())),
-        "/_emu/faults" if method == Method::PUT => match serde_json::from_slice::<FaultConfig>(body) {
-            Ok(config) => match config.validate() {
-                Ok(()) => {
-                    lock(&shared.faults).set(config);
-                    ok(to_json(&lock(&shared.faults).config()))
-                }
-                Err(e) => bad(400, e),
-            },
-            Err(e) => bad(400, format!("not a fault configuration: {e}")),
-        },
+        "/_emu/faults" if method == Method::PUT => {
+            match serde_json::from_slice::<FaultConfig>(body) {
+                Ok(config) => match config.validate() {
+                    Ok(()) => {
+                        lock(&shared.faults).set(config);
+                        ok(to_json(&lock(&shared.faults).config()))
+                    }
+                    Err(e) => bad(400, e),
+                },
+                Err(e) => bad(400, format!("not a fault configuration: {e}")),
+            }
+        }
         "/_emu/faults" if method == Method::DELETE => {
             lock(&shared.faults).set(FaultConfig::none());
             ok(to_json(&FaultConfig::none()))
@@ -50,13 +52,18 @@ pub(crate) fn handle(shared: &Shared, method: &Method, path: &str, body: &Bytes)
             ok(json!({}))
         }
         "/_emu/identities" if is_read(method) => ok(to_json(&*lock(&shared.identities))),
-        "/_emu/identities" if method == Method::PUT => match serde_json::from_slice::<BTreeMap<String, String>>(body) {
-            Ok(map) => {
-                *lock(&shared.identities) = map;
-                ok(to_json(&*lock(&shared.identities)))
+        "/_emu/identities" if method == Method::PUT => {
+            match serde_json::from_slice::<BTreeMap<String, String>>(body) {
+                Ok(map) => {
+                    *lock(&shared.identities) = map;
+                    ok(to_json(&*lock(&shared.identities)))
+                }
+                Err(e) => bad(
+                    400,
+                    format!("expected a JSON object of access key -> ARN: {e}"),
+                ),
             }
-            Err(e) => bad(400, format!("expected a JSON object of access key -> ARN: {e}")),
-        },
+        }
         _ => {
             if let Some(id) = path.strip_prefix("/_emu/ssm/executions/") {
                 if is_read(method) {

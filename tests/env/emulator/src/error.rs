@@ -11,12 +11,19 @@ pub(crate) struct ApiError {
 impl ApiError {
     /// A client error (HTTP 400).
     pub fn client(code: &str, message: impl Into<String>) -> Self {
-        Self { status: 400, code: code.to_string(), message: message.into() }
+        Self {
+            status: 400,
+            code: code.to_string(),
+            message: message.into(),
+        }
     }
 
     /// `ValidationException` for a constraint of the service model, worded like AWS.
     pub fn validation(detail: impl Into<String>) -> Self {
-        Self::client("ValidationException", format!("1 validation error detected: {}", detail.into()))
+        Self::client(
+            "ValidationException",
+            format!("1 validation error detected: {}", detail.into()),
+        )
     }
 
     /// `SerializationException`: the body does not have the model's shape.
@@ -25,6 +32,10 @@ impl ApiError {
     }
 
     pub fn server(code: &str, message: impl Into<String>) -> Self {
-        Self { status: 500, code: code.to_string(), message: message.into() }
+        Self {
+            status: 500,
+            code: code.to_string(),
+            message: message.into(),
+        }
     }
 }

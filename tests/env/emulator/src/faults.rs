@@ -61,12 +61,20 @@ pub struct ThrottleRule {
 impl ThrottleRule {
     /// A bucket for one operation (e.g. `SendAutomationSignal`).
     pub fn new(operation: impl Into<String>, capacity: f64, refill_per_second: f64) -> Self {
-        Self { operation: Some(operation.into()), capacity, refill_per_second }
+        Self {
+            operation: Some(operation.into()),
+            capacity,
+            refill_per_second,
+        }
     }
 
     /// One bucket per operation, for every operation of the service.
     pub fn each_operation(capacity: f64, refill_per_second: f64) -> Self {
-        Self { operation: None, capacity, refill_per_second }
+        Self {
+            operation: None,
+            capacity,
+            refill_per_second,
+        }
     }
 }
 
@@ -116,7 +124,13 @@ pub struct FaultRule {
 
 impl FaultRule {
     pub fn new(kind: FaultKind) -> Self {
-        Self { kind, operation: None, count: None, probability: None, latency_ms: None }
+        Self {
+            kind,
+            operation: None,
+            count: None,
+            probability: None,
+            latency_ms: None,
+        }
     }
     pub fn server_error() -> Self {
         Self::new(FaultKind::ServerError)
@@ -128,7 +142,10 @@ impl FaultRule {
         Self::new(FaultKind::DropAfterApply)
     }
     pub fn latency(ms: u64) -> Self {
-        Self { latency_ms: Some(ms), ..Self::new(FaultKind::Latency) }
+        Self {
+            latency_ms: Some(ms),
+            ..Self::new(FaultKind::Latency)
+        }
     }
     /// Only calls of this operation (e.g. `SignalWorkflowExecution`).
     pub fn on(mut self, operation: impl Into<String>) -> Self {
@@ -171,11 +188,19 @@ impl FaultConfig {
             ("StartAutomationExecution", 1.0, 1.0),
         ];
         let rules = |list: &[(&str, f64, f64)]| {
-            list.iter().map(|(op, c, r)| ThrottleRule::new(*op, *c, *r)).collect::<Vec<_>>()
+            list.iter()
+                .map(|(op, c, r)| ThrottleRule::new(*op, *c, *r))
+                .collect::<Vec<_>>()
         };
         Self {
-            ssm: ServiceFaults { throttle: rules(&ssm), rules: vec![] },
-            swf: ServiceFaults { throttle: rules(&swf), rules: vec![] },
+            ssm: ServiceFaults {
+                throttle: rules(&ssm),
+                rules: vec![],
+            },
+            swf: ServiceFaults {
+                throttle: rules(&swf),
+                rules: vec![],
+            },
             seed: None,
         }
     }
@@ -217,16 +242,25 @@ impl FaultConfig {
             let faults = self.service(service);
             for t in &faults.throttle {
                 if !(t.capacity.is_finite() && t.capacity >= 0.0) {
-                    return Err(format!("{}: throttle capacity must be >= 0", service.as_str()));
+                    return Err(format!(
+                        "{}: throttle capacity must be >= 0",
+                        service.as_str()
+                    ));
                 }
                 if !(t.refill_per_second.is_finite() && t.refill_per_second >= 0.0) {
-                    return Err(format!("{}: refill_per_second must be >= 0", service.as_str()));
+                    return Err(format!(
+                        "{}: refill_per_second must be >= 0",
+                        service.as_str()
+                    ));
                 }
             }
             for r in &faults.rules {
                 if let Some(p) = r.probability {
                     if !(0.0..=1.0).contains(&p) {
-                        return Err(format!("{}: probability must be within 0..=1", service.as_str()));
+                        return Err(format!(
+                            "{}: probability must be within 0..=1",
+                            service.as_str()
+                        ));
                     }
                 }
                 if (r.kind == FaultKind::Latency) != r.latency_ms.is_some() {
@@ -367,7 +401,11 @@ pub(crate) struct FaultEngine {
 impl FaultEngine {
     pub(crate) fn new(config: FaultConfig) -> Self {
         let rng = Self::rng_for(&config);
-        Self { config, buckets: HashMap::new(), rng }
+        Self {
+            config,
+            buckets: HashMap::new(),
+            rng,
+        }
     }
 
     fn rng_for(config: &FaultConfig) -> StdRng {
@@ -476,7 +514,8 @@ mod tests {
 
     #[test]
     fn bucket_empties_and_refills() {
-        let cfg = FaultConfig::none().with_throttle(Service::Ssm, ThrottleRule::new("Op", 2.0, 1000.0));
+        let cfg =
+            FaultConfig::none().with_throttle(Service::Ssm, ThrottleRule::new("Op", 2.0, 1000.0));
         let mut engine = FaultEngine::new(cfg);
         assert_eq!(engine.verdict(Service::Ssm, "Op"), Verdict::Proceed);
         assert_eq!(engine.verdict(Service::Ssm, "Op"), Verdict::Proceed);
@@ -489,7 +528,8 @@ mod tests {
 
     #[test]
     fn zero_refill_throttles_after_capacity() {
-        let cfg = FaultConfig::none().with_throttle(Service::Swf, ThrottleRule::each_operation(1.0, 0.0));
+        let cfg =
+            FaultConfig::none().with_throttle(Service::Swf, ThrottleRule::each_operation(1.0, 0.0));
         let mut engine = FaultEngine::new(cfg);
         assert_eq!(engine.verdict(Service::Swf, "A"), Verdict::Proceed);
         assert_eq!(engine.verdict(Service::Swf, "A"), Verdict::Throttled);
@@ -498,23 +538,35 @@ mod tests {
 
     #[test]
     fn counted_rules_run_out_and_show_what_is_left() {
-        let cfg = FaultConfig::none().with_rule(Service::Ssm, FaultRule::server_error().on("Op").times(2));
+        let cfg = FaultConfig::none()
+            .with_rule(Service::Ssm, FaultRule::server_error().on("Op").times(2));
         let mut engine = FaultEngine::new(cfg);
         assert_eq!(engine.verdict(Service::Ssm, "Other"), Verdict::Proceed);
-        assert_eq!(engine.verdict(Service::Ssm, "Op"), Verdict::Fail(FaultKind::ServerError));
+        assert_eq!(
+            engine.verdict(Service::Ssm, "Op"),
+            Verdict::Fail(FaultKind::ServerError)
+        );
         assert_eq!(engine.config().ssm.rules[0].count, Some(1));
-        assert_eq!(engine.verdict(Service::Ssm, "Op"), Verdict::Fail(FaultKind::ServerError));
+        assert_eq!(
+            engine.verdict(Service::Ssm, "Op"),
+            Verdict::Fail(FaultKind::ServerError)
+        );
         assert_eq!(engine.verdict(Service::Ssm, "Op"), Verdict::Proceed);
     }
 
     #[test]
     fn seeded_probability_is_reproducible() {
         let cfg = FaultConfig::none()
-            .with_rule(Service::Swf, FaultRule::drop_after_apply().with_probability(0.5))
+            .with_rule(
+                Service::Swf,
+                FaultRule::drop_after_apply().with_probability(0.5),
+            )
             .with_seed(7);
         let run = || {
             let mut engine = FaultEngine::new(cfg.clone());
-            (0..200).map(|_| engine.verdict(Service::Swf, "X") == Verdict::DropAfterApply).collect::<Vec<_>>()
+            (0..200)
+                .map(|_| engine.verdict(Service::Swf, "X") == Verdict::DropAfterApply)
+                .collect::<Vec<_>>()
         };
         let a = run();
         assert_eq!(a, run());
@@ -528,9 +580,18 @@ mod tests {
             .with_rule(Service::Ssm, FaultRule::latency(100))
             .with_rule(Service::Ssm, FaultRule::latency(50).on("B").times(1));
         let mut engine = FaultEngine::new(cfg);
-        assert_eq!(engine.latency(Service::Ssm, "A"), Some(Duration::from_millis(100)));
-        assert_eq!(engine.latency(Service::Ssm, "B"), Some(Duration::from_millis(150)));
-        assert_eq!(engine.latency(Service::Ssm, "B"), Some(Duration::from_millis(100)));
+        assert_eq!(
+            engine.latency(Service::Ssm, "A"),
+            Some(Duration::from_millis(100))
+        );
+        assert_eq!(
+            engine.latency(Service::Ssm, "B"),
+            Some(Duration::from_millis(150))
+        );
+        assert_eq!(
+            engine.latency(Service::Ssm, "B"),
+            Some(Duration::from_millis(100))
+        );
         assert_eq!(engine.latency(Service::Swf, "B"), None);
         assert_eq!(engine.verdict(Service::Ssm, "A"), Verdict::Proceed);
     }
@@ -542,10 +603,19 @@ mod tests {
         let cfg: FaultConfig = serde_json::from_str(json).unwrap();
         assert_eq!(cfg.ssm.rules[0].kind, FaultKind::DropAfterApply);
         assert!(cfg.validate().is_ok());
-        let back: FaultConfig = serde_json::from_str(&serde_json::to_string(&cfg).unwrap()).unwrap();
+        let back: FaultConfig =
+            serde_json::from_str(&serde_json::to_string(&cfg).unwrap()).unwrap();
         assert_eq!(back, cfg);
-        assert!(FaultConfig::none().with_rule(Service::Ssm, FaultRule::server_error().with_probability(2.0)).validate().is_err());
-        assert!(serde_json::from_str::<FaultConfig>(r#"{"ssm":{"rules":[{"kind":"bogus"}]}}"#).is_err());
+        assert!(FaultConfig::none()
+            .with_rule(
+                Service::Ssm,
+                FaultRule::server_error().with_probability(2.0)
+            )
+            .validate()
+            .is_err());
+        assert!(
+            serde_json::from_str::<FaultConfig>(r#"{"ssm":{"rules":[{"kind":"bogus"}]}}"#).is_err()
+        );
         assert!(FaultConfig::aws_quotas().validate().is_ok());
     }
 }

@@ -23,7 +23,9 @@ pub(crate) fn approver_matches(entry: &str, principal: &str) -> bool {
     if entry == principal {
         return true;
     }
-    let Some((account, resource)) = split_arn(principal) else { return false };
+    let Some((account, resource)) = split_arn(principal) else {
+        return false;
+    };
     if let Some(user_path) = resource.strip_prefix("user/") {
         let name = user_path.rsplit('/').next().unwrap_or(user_path);
         return !entry.starts_with("arn:") && entry == name;
@@ -106,22 +108,40 @@ mod tests {
         assert!(approver_matches("alice", user));
         assert!(approver_matches(user, user));
         assert!(!approver_matches("bob", user));
-        assert!(!approver_matches("arn:aws:iam::123456789012:user/bob", user));
+        assert!(!approver_matches(
+            "arn:aws:iam::123456789012:user/bob",
+            user
+        ));
         let pathed = "arn:aws:iam::123456789012:user/team/alice";
         assert!(approver_matches("alice", pathed));
         let session = "arn:aws:sts::123456789012:assumed-role/Deployer/op-1";
-        assert!(approver_matches("arn:aws:iam::123456789012:role/Deployer", session));
-        assert!(approver_matches("arn:aws:iam::123456789012:role/ci/Deployer", session));
+        assert!(approver_matches(
+            "arn:aws:iam::123456789012:role/Deployer",
+            session
+        ));
+        assert!(approver_matches(
+            "arn:aws:iam::123456789012:role/ci/Deployer",
+            session
+        ));
         assert!(approver_matches(session, session));
-        assert!(!approver_matches("arn:aws:iam::999999999999:role/Deployer", session));
+        assert!(!approver_matches(
+            "arn:aws:iam::999999999999:role/Deployer",
+            session
+        ));
         assert!(!approver_matches("Deployer", session));
-        assert!(!approver_matches("arn:aws:iam::123456789012:role/Other", session));
+        assert!(!approver_matches(
+            "arn:aws:iam::123456789012:role/Other",
+            session
+        ));
     }
 
     #[test]
     fn user_ids_have_the_right_prefix() {
         assert!(user_id("arn:aws:iam::1:user/a").starts_with("AIDA"));
         assert!(user_id("arn:aws:sts::1:assumed-role/R/s").ends_with(":s"));
-        assert_eq!(user_id("arn:aws:iam::1:user/a"), user_id("arn:aws:iam::1:user/a"));
+        assert_eq!(
+            user_id("arn:aws:iam::1:user/a"),
+            user_id("arn:aws:iam::1:user/a")
+        );
     }
 }

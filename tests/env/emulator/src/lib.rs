@@ -28,8 +28,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use anyhow::Context as _;
 
 pub use faults::{
-    Counters, FaultConfig, FaultKind, FaultRule, Service, ServiceCounters, ServiceFaults, SsmSignal, SwfSignal,
-    ThrottleRule,
+    Counters, FaultConfig, FaultKind, FaultRule, Service, ServiceCounters, ServiceFaults,
+    SsmSignal, SwfSignal, ThrottleRule,
 };
 pub use identity::default_arn;
 pub use ssm::BUILTIN_DOCUMENTS;
@@ -65,7 +65,9 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Seconds since the epoch, to the millisecond, as AWS JSON timestamps are written.
 pub(crate) fn now() -> f64 {
-    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     (d.as_millis() as f64) / 1000.0
 }
 
@@ -97,7 +99,9 @@ pub struct EmulatorHandle {
 
 impl std::fmt::Debug for EmulatorHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmulatorHandle").field("account_id", &self.shared.account_id).finish_non_exhaustive()
+        f.debug_struct("EmulatorHandle")
+            .field("account_id", &self.shared.account_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -190,7 +194,9 @@ pub async fn start(config: EmulatorConfig) -> anyhow::Result<RunningEmulator> {
     let shared = Arc::new(Shared {
         account_id: config.account_id,
         region: config.region,
-        swf_upstream: config.swf_upstream.map(|u| u.trim_end_matches('/').to_string()),
+        swf_upstream: config
+            .swf_upstream
+            .map(|u| u.trim_end_matches('/').to_string()),
         faults: Mutex::new(faults::FaultEngine::new(FaultConfig::none())),
         counters: Mutex::new(Counters::default()),
         identities: Mutex::new(BTreeMap::new()),
@@ -235,27 +241,40 @@ impl Drop for BackgroundEmulator {
 pub fn start_background(config: EmulatorConfig) -> anyhow::Result<BackgroundEmulator> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let thread = std::thread::Builder::new().name("aws-emu".into()).spawn(move || {
-        let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build() {
-            Ok(rt) => rt,
-            Err(e) => {
-                let _ = ready_tx.send(Err(anyhow::Error::from(e)));
-                return;
-            }
-        };
-        runtime.block_on(async move {
-            match start(config).await {
-                Ok(emu) => {
-                    let _ = ready_tx.send(Ok((emu.endpoint.clone(), emu.handle.clone())));
-                    let _ = stop_rx.await;
-                    emu.shutdown();
-                }
+    let thread = std::thread::Builder::new()
+        .name("aws-emu".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
                 Err(e) => {
-                    let _ = ready_tx.send(Err(e));
+                    let _ = ready_tx.send(Err(anyhow::Error::from(e)));
+                    return;
                 }
-            }
-        });
-    })?;
-    let (endpoint, handle) = ready_rx.recv().context("the emulator thread ended early")??;
-    Ok(BackgroundEmulator { endpoint, handle, stop: Some(stop_tx), thread: Some(thread) })
+            };
+            runtime.block_on(async move {
+                match start(config).await {
+                    Ok(emu) => {
+                        let _ = ready_tx.send(Ok((emu.endpoint.clone(), emu.handle.clone())));
+                        let _ = stop_rx.await;
+                        emu.shutdown();
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                }
+            });
+        })?;
+    let (endpoint, handle) = ready_rx
+        .recv()
+        .context("the emulator thread ended early")??;
+    Ok(BackgroundEmulator {
+        endpoint,
+        handle,
+        stop: Some(stop_tx),
+        thread: Some(thread),
+    })
 }

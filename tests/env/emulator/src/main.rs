@@ -47,11 +47,14 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
     if let Some(path) = &args.faults {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let config = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let config =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         emu.handle.set_faults(config)?;
     } else if args.aws_quotas {
-        emu.handle.set_faults(aws_emulator::FaultConfig::aws_quotas())?;
+        emu.handle
+            .set_faults(aws_emulator::FaultConfig::aws_quotas())?;
     }
     println!("ready {}", emu.endpoint);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -71,7 +71,11 @@ pub(crate) fn json_response(status: u16, content_type: &str, body: &Value) -> Re
 
 /// An AWS JSON error: `{"__type", "message"}` plus `x-amzn-ErrorType`.
 pub(crate) fn aws_error(content_type: &str, err: &ApiError) -> Resp {
-    let mut resp = json_response(err.status, content_type, &json!({"__type": err.code, "message": err.message}));
+    let mut resp = json_response(
+        err.status,
+        content_type,
+        &json!({"__type": err.code, "message": err.message}),
+    );
     let short = err.code.rsplit('#').next().unwrap_or(&err.code);
     if let Ok(v) = short.parse() {
         resp.headers_mut().insert("x-amzn-ErrorType", v);
@@ -93,7 +97,11 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Dro
     if path == "/_emu" || path.starts_with("/_emu/") {
         return Ok(control::handle(&shared, &parts.method, path, &body));
     }
-    let target = parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let target = parts
+        .headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     if let Some(target) = target {
         if let Some(op) = target.strip_prefix("AmazonSSM.") {
             return aws_call(shared, Service::Ssm, op, parts, body).await;
@@ -101,7 +109,10 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Dro
         if let Some(op) = target.strip_prefix("SimpleWorkflowService.") {
             return aws_call(shared, Service::Swf, op, parts, body).await;
         }
-        let err = ApiError::client("UnknownOperationException", format!("aws-emu does not serve X-Amz-Target {target}"));
+        let err = ApiError::client(
+            "UnknownOperationException",
+            format!("aws-emu does not serve X-Amz-Target {target}"),
+        );
         return Ok(aws_error(SSM_CONTENT_TYPE, &err));
     }
     let query = parts.uri.query().unwrap_or("").as_bytes();
@@ -122,7 +133,13 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Dro
 }
 
 /// One AWS call of a faultable service: count, latency, throttling, injected faults, apply.
-async fn aws_call(shared: Arc<Shared>, service: Service, op: &str, parts: Parts, body: Bytes) -> Result<Resp, DropConnection> {
+async fn aws_call(
+    shared: Arc<Shared>,
+    service: Service,
+    op: &str,
+    parts: Parts,
+    body: Bytes,
+) -> Result<Resp, DropConnection> {
     lock(&shared.counters).call(service, op);
     let latency = lock(&shared.faults).latency(service, op);
     if let Some(delay) = latency {
@@ -138,7 +155,10 @@ async fn aws_call(shared: Arc<Shared>, service: Service, op: &str, parts: Parts,
                 Service::Ssm => "ThrottlingException",
                 Service::Swf => "com.amazon.coral.availability#ThrottlingException",
             };
-            Ok(aws_error(content_type, &ApiError::client(code, "Rate exceeded")))
+            Ok(aws_error(
+                content_type,
+                &ApiError::client(code, "Rate exceeded"),
+            ))
         }
         Verdict::Fail(kind) => {
             lock(&shared.counters).fault(service, kind);
@@ -153,10 +173,13 @@ async fn aws_call(shared: Arc<Shared>, service: Service, op: &str, parts: Parts,
                     code: "com.amazon.coral.availability#ServiceUnavailableException".into(),
                     message: "aws-emu: injected 503, not forwarded".into(),
                 },
-                (Service::Ssm, _) => ApiError::server("InternalServerError", "aws-emu: injected 500, not applied"),
-                (Service::Swf, _) => {
-                    ApiError::server("com.amazon.coral.service#InternalFailure", "aws-emu: injected 500, not forwarded")
+                (Service::Ssm, _) => {
+                    ApiError::server("InternalServerError", "aws-emu: injected 500, not applied")
                 }
+                (Service::Swf, _) => ApiError::server(
+                    "com.amazon.coral.service#InternalFailure",
+                    "aws-emu: injected 500, not forwarded",
+                ),
             };
             Ok(aws_error(content_type, &err))
         }
@@ -178,7 +201,10 @@ async fn apply(shared: &Shared, service: Service, op: &str, parts: &Parts, body:
 
 fn ssm_call(shared: &Shared, op: &str, headers: &HeaderMap, body: &Bytes) -> Resp {
     let Some(key) = identity::access_key(headers) else {
-        let err = ApiError::client("MissingAuthenticationTokenException", "Missing Authentication Token");
+        let err = ApiError::client(
+            "MissingAuthenticationTokenException",
+            "Missing Authentication Token",
+        );
         return aws_error(SSM_CONTENT_TYPE, &err);
     };
     let principal = shared.principal_arn(&key);
@@ -187,10 +213,20 @@ fn ssm_call(shared: &Shared, op: &str, headers: &HeaderMap, body: &Bytes) -> Res
     } else {
         match serde_json::from_slice::<Value>(body) {
             Ok(Value::Object(m)) => m,
-            _ => return aws_error(SSM_CONTENT_TYPE, &ApiError::serialization("The request body is not a JSON object")),
+            _ => {
+                return aws_error(
+                    SSM_CONTENT_TYPE,
+                    &ApiError::serialization("The request body is not a JSON object"),
+                )
+            }
         }
     };
-    let ctx = ssm::Ctx { principal: &principal, account_id: &shared.account_id, region: &shared.region, now: now() };
+    let ctx = ssm::Ctx {
+        principal: &principal,
+        account_id: &shared.account_id,
+        region: &shared.region,
+        now: now(),
+    };
     let result = lock(&shared.ssm).handle(&ctx, op, &parsed);
     match result {
         Ok(outcome) => {

@@ -12,7 +12,11 @@ use crate::Shared;
 const NS: &str = "https://sts.amazonaws.com/doc/2011-06-15/";
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&apos;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&apos;")
 }
 
 fn xml(status: u16, body: String, request_id: &str) -> Resp {
@@ -35,12 +39,24 @@ fn error(status: u16, code: &str, message: &str) -> Resp {
 }
 
 pub(crate) fn handle(shared: &Shared, headers: &HeaderMap, form: &[(String, String)]) -> Resp {
-    let action = form.iter().find(|(k, _)| k == "Action").map(|(_, v)| v.as_str()).unwrap_or("");
+    let action = form
+        .iter()
+        .find(|(k, _)| k == "Action")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("");
     if action != "GetCallerIdentity" {
-        return error(400, "InvalidAction", &format!("aws-emu does not emulate STS {action}"));
+        return error(
+            400,
+            "InvalidAction",
+            &format!("aws-emu does not emulate STS {action}"),
+        );
     }
     let Some(key) = access_key(headers) else {
-        return error(403, "MissingAuthenticationToken", "Request is missing Authentication Token");
+        return error(
+            403,
+            "MissingAuthenticationToken",
+            "Request is missing Authentication Token",
+        );
     };
     let arn = shared.principal_arn(&key);
     let account = account_of(&arn).unwrap_or(&shared.account_id).to_string();

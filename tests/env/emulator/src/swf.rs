@@ -39,7 +39,11 @@ fn hop_by_hop(name: &HeaderName) -> bool {
 fn upstream_failure(message: String) -> Resp {
     aws_error(
         SWF_CONTENT_TYPE,
-        &ApiError { status: 502, code: "com.amazon.coral.service#InternalFailure".into(), message },
+        &ApiError {
+            status: 502,
+            code: "com.amazon.coral.service#InternalFailure".into(),
+            message,
+        },
     )
 }
 
@@ -47,11 +51,20 @@ pub(crate) async fn forward(shared: &Shared, op: &str, parts: &Parts, body: Byte
     let Some(base) = &shared.swf_upstream else {
         return aws_error(
             SWF_CONTENT_TYPE,
-            &ApiError::server("com.amazon.coral.service#InternalFailure", "aws-emu: no --swf-upstream configured"),
+            &ApiError::server(
+                "com.amazon.coral.service#InternalFailure",
+                "aws-emu: no --swf-upstream configured",
+            ),
         );
     };
-    let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let mut req = Request::builder().method(parts.method.clone()).uri(format!("{base}{path}"));
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let mut req = Request::builder()
+        .method(parts.method.clone())
+        .uri(format!("{base}{path}"));
     for (name, value) in &parts.headers {
         if !hop_by_hop(name) {
             req = req.header(name, value);
@@ -59,16 +72,22 @@ pub(crate) async fn forward(shared: &Shared, op: &str, parts: &Parts, body: Byte
     }
     let req = match req.body(Full::new(body.clone())) {
         Ok(r) => r,
-        Err(e) => return upstream_failure(format!("aws-emu: cannot build the upstream request: {e}")),
+        Err(e) => {
+            return upstream_failure(format!("aws-emu: cannot build the upstream request: {e}"))
+        }
     };
     let resp = match shared.http.request(req).await {
         Ok(r) => r,
-        Err(e) => return upstream_failure(format!("aws-emu: SWF upstream {base} unreachable: {e}")),
+        Err(e) => {
+            return upstream_failure(format!("aws-emu: SWF upstream {base} unreachable: {e}"))
+        }
     };
     let (rparts, rbody) = resp.into_parts();
     let bytes = match rbody.collect().await {
         Ok(b) => b.to_bytes(),
-        Err(e) => return upstream_failure(format!("aws-emu: reading the SWF upstream's answer: {e}")),
+        Err(e) => {
+            return upstream_failure(format!("aws-emu: reading the SWF upstream's answer: {e}"))
+        }
     };
     if op == "SignalWorkflowExecution" && rparts.status.is_success() {
         let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
@@ -90,5 +109,6 @@ pub(crate) async fn forward(shared: &Shared, op: &str, parts: &Parts, body: Byte
             out = out.header(name, value);
         }
     }
-    out.body(Full::new(bytes)).unwrap_or_else(|e| upstream_failure(format!("aws-emu: bad upstream answer: {e}")))
+    out.body(Full::new(bytes))
+        .unwrap_or_else(|e| upstream_failure(format!("aws-emu: bad upstream answer: {e}")))
 }

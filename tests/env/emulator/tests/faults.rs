@@ -9,7 +9,13 @@ use aws_sdk_ssm::types::{ExecutionMode, SignalType};
 use common::*;
 
 async fn waiting_execution(c: &aws_sdk_ssm::Client, approver: &str) -> String {
-    start(c, "Signalman-Approve", &[("Approvers", &[approver])], ExecutionMode::Auto).await
+    start(
+        c,
+        "Signalman-Approve",
+        &[("Approvers", &[approver])],
+        ExecutionMode::Auto,
+    )
+    .await
 }
 
 #[tokio::test]
@@ -20,26 +26,51 @@ async fn throttling_after_the_bucket_empties_then_success_after_refill() {
     emu.handle
         .set_faults(
             FaultConfig::none()
-                .with_throttle(Service::Ssm, ThrottleRule::new("GetAutomationExecution", 2.0, 4.0))
-                .with_throttle(Service::Ssm, ThrottleRule::new("SendAutomationSignal", 0.0, 0.0)),
+                .with_throttle(
+                    Service::Ssm,
+                    ThrottleRule::new("GetAutomationExecution", 2.0, 0.5),
+                )
+                .with_throttle(
+                    Service::Ssm,
+                    ThrottleRule::new("SendAutomationSignal", 0.0, 0.0),
+                ),
         )
         .unwrap();
 
-    get(&c, &id).await;
-    get(&c, &id).await;
-    let third = c.get_automation_execution().automation_execution_id(&id).send().await;
-    assert_eq!(code_of(third), "ThrottlingException");
+    // Two tokens, refilled at one per two seconds: the bucket runs dry within a few calls
+    // however slow the machine is.
+    let mut calls: u64 = 0;
+    let throttled = loop {
+        calls += 1;
+        match c
+            .get_automation_execution()
+            .automation_execution_id(&id)
+            .send()
+            .await
+        {
+            Ok(_) => assert!(calls <= 6, "never throttled"),
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        calls >= 3,
+        "throttled after {calls} calls with two tokens in the bucket"
+    );
+    assert_eq!(code_of::<(), _, _>(Err(throttled)), "ThrottlingException");
     // A throttled signal is not applied.
-    assert_eq!(code_of(send(&c, &id, SignalType::Approve, &[]).await), "ThrottlingException");
+    assert_eq!(
+        code_of(send(&c, &id, SignalType::Approve, &[]).await),
+        "ThrottlingException"
+    );
 
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(2200)).await;
     let exec = get(&c, &id).await;
     assert_eq!(status(&exec), "Waiting");
 
     let counters = emu.handle.counters();
     assert_eq!(counters.ssm.throttled, 2);
     assert_eq!(counters.ssm.applied_signals, 0);
-    assert_eq!(counters.ssm.calls_of("GetAutomationExecution"), 4);
+    assert_eq!(counters.ssm.calls_of("GetAutomationExecution"), calls + 1);
     assert_eq!(counters.ssm.calls_of("SendAutomationSignal"), 1);
 }
 
@@ -48,17 +79,25 @@ async fn the_aws_quota_preset_throttles_start_automation_execution_at_one_per_se
     let emu = emulator().await;
     let c = ssm(&emu.endpoint, "alice");
     emu.handle.set_faults(FaultConfig::aws_quotas()).unwrap();
-    waiting_execution(&c, "alice").await;
-    let second = c
-        .start_automation_execution()
-        .document_name("Signalman-Approve")
-        .parameters("Approvers", vec!["alice".into()])
-        .send()
-        .await;
-    assert_eq!(code_of(second), "ThrottlingException");
+    let start_one = || {
+        c.start_automation_execution()
+            .document_name("Signalman-Approve")
+            .parameters("Approvers", vec!["alice".into()])
+            .send()
+    };
+    start_one().await.expect("the bucket's one token");
+    let mut attempts = 0;
+    let throttled = loop {
+        attempts += 1;
+        match start_one().await {
+            Ok(_) => assert!(attempts < 5, "1 TPS never throttled"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(code_of::<(), _, _>(Err(throttled)), "ThrottlingException");
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    waiting_execution(&c, "alice").await;
-    assert_eq!(emu.handle.counters().ssm.throttled, 1);
+    start_one().await.expect("refilled after a second");
+    assert!(emu.handle.counters().ssm.throttled >= 1);
 }
 
 #[tokio::test]
@@ -69,8 +108,18 @@ async fn server_errors_are_not_applied() {
     emu.handle
         .set_faults(
             FaultConfig::none()
-                .with_rule(Service::Ssm, FaultRule::server_error().on("SendAutomationSignal").times(1))
-                .with_rule(Service::Ssm, FaultRule::service_unavailable().on("SendAutomationSignal").times(1)),
+                .with_rule(
+                    Service::Ssm,
+                    FaultRule::server_error()
+                        .on("SendAutomationSignal")
+                        .times(1),
+                )
+                .with_rule(
+                    Service::Ssm,
+                    FaultRule::service_unavailable()
+                        .on("SendAutomationSignal")
+                        .times(1),
+                ),
         )
         .unwrap();
 
@@ -79,7 +128,10 @@ async fn server_errors_are_not_applied() {
         SdkError::ServiceError(e) => assert_eq!(e.raw().status().as_u16(), 500),
         other => panic!("expected a service error, got {other:?}"),
     }
-    assert_eq!(aws_sdk_ssm::error::ProvideErrorMetadata::code(&err), Some("InternalServerError"));
+    assert_eq!(
+        aws_sdk_ssm::error::ProvideErrorMetadata::code(&err),
+        Some("InternalServerError")
+    );
     let err = send(&c, &id, SignalType::Approve, &[]).await.unwrap_err();
     match &err {
         SdkError::ServiceError(e) => assert_eq!(e.raw().status().as_u16(), 503),
@@ -92,8 +144,16 @@ async fn server_errors_are_not_applied() {
     assert_eq!(counters.ssm.faults_of(FaultKind::ServiceUnavailable), 1);
     assert_eq!(status(&get(&c, &id).await), "Waiting");
     // Both rules are spent; GET /_emu/faults shows count 0 left.
-    assert!(emu.handle.faults().ssm.rules.iter().all(|r| r.count == Some(0)));
-    send(&c, &id, SignalType::Approve, &[]).await.expect("the third call goes through");
+    assert!(emu
+        .handle
+        .faults()
+        .ssm
+        .rules
+        .iter()
+        .all(|r| r.count == Some(0)));
+    send(&c, &id, SignalType::Approve, &[])
+        .await
+        .expect("the third call goes through");
     assert_eq!(emu.handle.counters().ssm.applied_signals, 1);
 }
 
@@ -103,7 +163,14 @@ async fn drop_after_apply_fails_the_call_but_the_signal_is_applied() {
     let c = ssm(&emu.endpoint, "alice");
     let id = waiting_execution(&c, "alice").await;
     emu.handle
-        .set_faults(FaultConfig::none().with_rule(Service::Ssm, FaultRule::drop_after_apply().on("SendAutomationSignal").times(1)))
+        .set_faults(
+            FaultConfig::none().with_rule(
+                Service::Ssm,
+                FaultRule::drop_after_apply()
+                    .on("SendAutomationSignal")
+                    .times(1),
+            ),
+        )
         .unwrap();
 
     let err = send(&c, &id, SignalType::Approve, &[]).await.unwrap_err();
@@ -119,9 +186,15 @@ async fn drop_after_apply_fails_the_call_but_the_signal_is_applied() {
     assert_eq!(counters.ssm.faults_of(FaultKind::DropAfterApply), 1);
     let exec = get(&c, &id).await;
     assert_eq!(status(&exec), "Success");
-    assert_eq!(output(step(&exec, "approve"), "ApprovalStatus"), ["Approved"]);
+    assert_eq!(
+        output(step(&exec, "approve"), "ApprovalStatus"),
+        ["Approved"]
+    );
     // The resend an operator might make is refused, as it would be by AWS.
-    assert_eq!(code_of(send(&c, &id, SignalType::Approve, &[]).await), "InvalidAutomationSignalException");
+    assert_eq!(
+        code_of(send(&c, &id, SignalType::Approve, &[]).await),
+        "InvalidAutomationSignalException"
+    );
 }
 
 #[tokio::test]
@@ -130,7 +203,10 @@ async fn latency_is_added_before_handling() {
     let c = ssm(&emu.endpoint, "alice");
     let id = waiting_execution(&c, "alice").await;
     emu.handle
-        .set_faults(FaultConfig::none().with_rule(Service::Ssm, FaultRule::latency(300).on("GetAutomationExecution")))
+        .set_faults(FaultConfig::none().with_rule(
+            Service::Ssm,
+            FaultRule::latency(300).on("GetAutomationExecution"),
+        ))
         .unwrap();
     let begin = Instant::now();
     get(&c, &id).await;
@@ -147,13 +223,23 @@ async fn probabilistic_faults_hit_some_calls() {
     emu.handle
         .set_faults(
             FaultConfig::none()
-                .with_rule(Service::Ssm, FaultRule::server_error().on("GetAutomationExecution").with_probability(0.5))
+                .with_rule(
+                    Service::Ssm,
+                    FaultRule::server_error()
+                        .on("GetAutomationExecution")
+                        .with_probability(0.5),
+                )
                 .with_seed(42),
         )
         .unwrap();
     let mut failed = 0;
     for _ in 0..40 {
-        if c.get_automation_execution().automation_execution_id(&id).send().await.is_err() {
+        if c.get_automation_execution()
+            .automation_execution_id(&id)
+            .send()
+            .await
+            .is_err()
+        {
             failed += 1;
         }
     }
@@ -168,8 +254,15 @@ async fn reset_clears_faults_and_counters() {
     let emu = emulator().await;
     let c = ssm(&emu.endpoint, "alice");
     let id = waiting_execution(&c, "alice").await;
-    emu.handle.set_faults(FaultConfig::none().with_rule(Service::Ssm, FaultRule::server_error())).unwrap();
-    assert!(c.get_automation_execution().automation_execution_id(&id).send().await.is_err());
+    emu.handle
+        .set_faults(FaultConfig::none().with_rule(Service::Ssm, FaultRule::server_error()))
+        .unwrap();
+    assert!(c
+        .get_automation_execution()
+        .automation_execution_id(&id)
+        .send()
+        .await
+        .is_err());
     emu.handle.reset();
     assert_eq!(emu.handle.faults(), FaultConfig::none());
     assert_eq!(emu.handle.counters(), aws_emulator::Counters::default());

@@ -3,8 +3,10 @@
 mod common;
 
 use aws_emulator::{FaultConfig, FaultRule, Service};
+use aws_sdk_ssm::error::ProvideErrorMetadata as _;
 use aws_sdk_ssm::types::{
-    DocumentFormat, DocumentType, ExecutionMode, SignalType, StepExecutionFilter, StepExecutionFilterKey,
+    DocumentFormat, DocumentType, ExecutionMode, SignalType, StepExecutionFilter,
+    StepExecutionFilterKey,
 };
 use common::*;
 
@@ -14,7 +16,13 @@ const AUTO: ExecutionMode = ExecutionMode::Auto;
 async fn approve_by_an_approver_moves_the_execution_on() {
     let emu = emulator().await;
     let alice = ssm(&emu.endpoint, "alice");
-    let id = start(&alice, "Signalman-Approve", &[("Approvers", &["alice"])], AUTO).await;
+    let id = start(
+        &alice,
+        "Signalman-Approve",
+        &[("Approvers", &["alice"])],
+        AUTO,
+    )
+    .await;
 
     let exec = get(&alice, &id).await;
     assert_eq!(status(&exec), "Waiting");
@@ -24,17 +32,31 @@ async fn approve_by_an_approver_moves_the_execution_on() {
     assert_eq!(exec.document_name(), Some("Signalman-Approve"));
     assert!(exec.execution_start_time().is_some());
     assert_eq!(step_status(&exec, "approve"), "Waiting");
-    assert_eq!(output(step(&exec, "approve"), "ApprovalStatus"), ["Waiting"]);
+    assert_eq!(
+        output(step(&exec, "approve"), "ApprovalStatus"),
+        ["Waiting"]
+    );
     // Inputs are JSON-encoded, as the real service shows them.
     let inputs = step(&exec, "approve").inputs().unwrap();
     assert_eq!(inputs["Approvers"], r#"["alice"]"#);
     assert_eq!(inputs["MinRequiredApprovals"], "1");
     // The step not reached yet is listed as Pending, without an id.
-    let finish = exec.step_executions().iter().find(|s| s.step_name() == Some("finish")).unwrap();
+    let finish = exec
+        .step_executions()
+        .iter()
+        .find(|s| s.step_name() == Some("finish"))
+        .unwrap();
     assert_eq!(finish.step_status().map(|s| s.as_str()), Some("Pending"));
     assert_eq!(exec.parameters().unwrap()["MinRequiredApprovals"], ["1"]);
 
-    send(&alice, &id, SignalType::Approve, &[("Comment", "looks good")]).await.expect("approve");
+    send(
+        &alice,
+        &id,
+        SignalType::Approve,
+        &[("Comment", "looks good")],
+    )
+    .await
+    .expect("approve");
     let exec = get(&alice, &id).await;
     assert_eq!(status(&exec), "Success");
     assert!(exec.execution_end_time().is_some());
@@ -65,12 +87,23 @@ async fn two_required_approvals_need_two_different_approvers() {
     let alice = ssm(&emu.endpoint, "alice");
     let bob = ssm(&emu.endpoint, "bob");
     let approvers: &[&str] = &["alice", &user_arn("bob")];
-    let id = start(&alice, "Signalman-Approve", &[("Approvers", approvers), ("MinRequiredApprovals", &["2"])], AUTO).await;
+    let id = start(
+        &alice,
+        "Signalman-Approve",
+        &[("Approvers", approvers), ("MinRequiredApprovals", &["2"])],
+        AUTO,
+    )
+    .await;
 
-    send(&alice, &id, SignalType::Approve, &[]).await.expect("first approval");
+    send(&alice, &id, SignalType::Approve, &[])
+        .await
+        .expect("first approval");
     let exec = get(&alice, &id).await;
     assert_eq!(status(&exec), "Waiting");
-    assert_eq!(output(step(&exec, "approve"), "ApprovalStatus"), ["Waiting"]);
+    assert_eq!(
+        output(step(&exec, "approve"), "ApprovalStatus"),
+        ["Waiting"]
+    );
     assert_eq!(output(step(&exec, "approve"), "ApproverDecisions").len(), 1);
 
     // The same approver cannot count twice.
@@ -78,10 +111,15 @@ async fn two_required_approvals_need_two_different_approvers() {
     assert_eq!(code, "InvalidAutomationSignalException");
     assert_eq!(status(&get(&alice, &id).await), "Waiting");
 
-    send(&bob, &id, SignalType::Approve, &[]).await.expect("second approval");
+    send(&bob, &id, SignalType::Approve, &[])
+        .await
+        .expect("second approval");
     let exec = get(&alice, &id).await;
     assert_eq!(status(&exec), "Success");
-    assert_eq!(output(step(&exec, "approve"), "ApprovalStatus"), ["Approved"]);
+    assert_eq!(
+        output(step(&exec, "approve"), "ApprovalStatus"),
+        ["Approved"]
+    );
     assert_eq!(output(step(&exec, "approve"), "ApproverDecisions").len(), 2);
     assert_eq!(emu.handle.counters().ssm.applied_signals, 2);
 }
@@ -94,24 +132,42 @@ async fn one_reject_fails_the_step_and_the_execution() {
     let id = start(
         &alice,
         "Signalman-Approve",
-        &[("Approvers", &["alice", "bob"]), ("MinRequiredApprovals", &["2"])],
+        &[
+            ("Approvers", &["alice", "bob"]),
+            ("MinRequiredApprovals", &["2"]),
+        ],
         AUTO,
     )
     .await;
-    send(&alice, &id, SignalType::Approve, &[]).await.expect("approve");
-    send(&bob, &id, SignalType::Reject, &[("Comment", "not today")]).await.expect("reject");
+    send(&alice, &id, SignalType::Approve, &[])
+        .await
+        .expect("approve");
+    send(&bob, &id, SignalType::Reject, &[("Comment", "not today")])
+        .await
+        .expect("reject");
 
     let exec = get(&alice, &id).await;
     assert_eq!(status(&exec), "Failed");
-    assert!(exec.failure_message().unwrap().contains("rejected"), "{:?}", exec.failure_message());
+    assert!(
+        exec.failure_message().unwrap().contains("rejected"),
+        "{:?}",
+        exec.failure_message()
+    );
     let approve = step(&exec, "approve");
     assert_eq!(approve.step_status().map(|s| s.as_str()), Some("Failed"));
     assert_eq!(output(approve, "ApprovalStatus"), ["Rejected"]);
-    let finish = exec.step_executions().iter().find(|s| s.step_name() == Some("finish")).unwrap();
+    let finish = exec
+        .step_executions()
+        .iter()
+        .find(|s| s.step_name() == Some("finish"))
+        .unwrap();
     assert_eq!(finish.step_status().map(|s| s.as_str()), Some("Pending"));
 
     // Nothing is valid on a failed execution.
-    assert_eq!(code_of(send(&alice, &id, SignalType::Approve, &[]).await), "InvalidAutomationSignalException");
+    assert_eq!(
+        code_of(send(&alice, &id, SignalType::Approve, &[]).await),
+        "InvalidAutomationSignalException"
+    );
 }
 
 #[tokio::test]
@@ -119,26 +175,43 @@ async fn a_non_approver_is_refused() {
     let emu = emulator().await;
     let alice = ssm(&emu.endpoint, "alice");
     let mallory = ssm(&emu.endpoint, "mallory");
-    let id = start(&alice, "Signalman-Approve", &[("Approvers", &["alice"])], AUTO).await;
+    let id = start(
+        &alice,
+        "Signalman-Approve",
+        &[("Approvers", &["alice"])],
+        AUTO,
+    )
+    .await;
     for signal in [SignalType::Approve, SignalType::Reject] {
         let err = send(&mallory, &id, signal, &[]).await.unwrap_err();
         assert_eq!(err.code(), Some("InvalidAutomationSignalException"));
-        let message = aws_sdk_ssm::error::ProvideErrorMetadata::message(&err).unwrap().to_string();
+        let message = aws_sdk_ssm::error::ProvideErrorMetadata::message(&err)
+            .unwrap()
+            .to_string();
         assert!(message.contains("not an approver"), "{message}");
     }
     assert_eq!(status(&get(&alice, &id).await), "Waiting");
     assert_eq!(emu.handle.counters().ssm.applied_signals, 0);
 }
 
-use aws_sdk_ssm::error::ProvideErrorMetadata as _;
-
 #[tokio::test]
 async fn a_second_approve_after_completion_is_refused() {
     let emu = emulator().await;
     let alice = ssm(&emu.endpoint, "alice");
-    let id = start(&alice, "Signalman-Approve", &[("Approvers", &["alice"])], AUTO).await;
-    send(&alice, &id, SignalType::Approve, &[]).await.expect("approve");
-    assert_eq!(code_of(send(&alice, &id, SignalType::Approve, &[]).await), "InvalidAutomationSignalException");
+    let id = start(
+        &alice,
+        "Signalman-Approve",
+        &[("Approvers", &["alice"])],
+        AUTO,
+    )
+    .await;
+    send(&alice, &id, SignalType::Approve, &[])
+        .await
+        .expect("approve");
+    assert_eq!(
+        code_of(send(&alice, &id, SignalType::Approve, &[]).await),
+        "InvalidAutomationSignalException"
+    );
     assert_eq!(emu.handle.counters().ssm.applied_signals, 1);
 }
 
@@ -149,9 +222,20 @@ async fn an_assumed_role_session_approves_for_its_role() {
     emu.handle.set_identity("operator-key", &session);
     let operator = ssm(&emu.endpoint, "operator-key");
     let role = format!("arn:aws:iam::{ACCOUNT}:role/Deployer");
-    let id = start(&operator, "Signalman-Approve", &[("Approvers", &[role.as_str()])], AUTO).await;
-    assert_eq!(get(&operator, &id).await.executed_by(), Some(session.as_str()));
-    send(&operator, &id, SignalType::Approve, &[]).await.expect("approve as the role");
+    let id = start(
+        &operator,
+        "Signalman-Approve",
+        &[("Approvers", &[role.as_str()])],
+        AUTO,
+    )
+    .await;
+    assert_eq!(
+        get(&operator, &id).await.executed_by(),
+        Some(session.as_str())
+    );
+    send(&operator, &id, SignalType::Approve, &[])
+        .await
+        .expect("approve as the role");
     let exec = get(&operator, &id).await;
     assert_eq!(status(&exec), "Success");
     let decision: serde_json::Value =
@@ -170,8 +254,14 @@ async fn resume_continues_a_paused_execution() {
     assert_eq!(exec.current_action(), Some("aws:pause"));
 
     // Approve is not valid at an aws:pause step; Resume needs the paused step's name.
-    assert_eq!(code_of(send(&c, &id, SignalType::Approve, &[]).await), "InvalidAutomationSignalException");
-    assert_eq!(code_of(send(&c, &id, SignalType::Resume, &[]).await), "InvalidAutomationSignalException");
+    assert_eq!(
+        code_of(send(&c, &id, SignalType::Approve, &[]).await),
+        "InvalidAutomationSignalException"
+    );
+    assert_eq!(
+        code_of(send(&c, &id, SignalType::Resume, &[]).await),
+        "InvalidAutomationSignalException"
+    );
     assert_eq!(
         code_of(send(&c, &id, SignalType::Resume, &[("StepName", "nope")]).await),
         "AutomationStepNotFoundException"
@@ -181,7 +271,9 @@ async fn resume_continues_a_paused_execution() {
         "InvalidAutomationSignalException"
     );
 
-    send(&c, &id, SignalType::Resume, &[("StepName", "pause")]).await.expect("resume");
+    send(&c, &id, SignalType::Resume, &[("StepName", "pause")])
+        .await
+        .expect("resume");
     let exec = get(&c, &id).await;
     assert_eq!(status(&exec), "Success");
     assert_eq!(step_status(&exec, "pause"), "Success");
@@ -205,19 +297,26 @@ async fn interactive_mode_start_step_and_stop_step() {
     let exec = get(&c, &id).await;
     assert_eq!(status(&exec), "Waiting");
     assert_eq!(exec.mode().map(|m| m.as_str()), Some("Interactive"));
-    assert!(exec.step_executions().iter().all(|s| s.step_status().map(|s| s.as_str()) == Some("Pending")));
+    assert!(exec
+        .step_executions()
+        .iter()
+        .all(|s| s.step_status().map(|s| s.as_str()) == Some("Pending")));
 
     assert_eq!(
         code_of(send(&c, &id, SignalType::StartStep, &[("StepName", "bogus")]).await),
         "AutomationStepNotFoundException"
     );
-    send(&c, &id, SignalType::StartStep, &[("StepName", "step1")]).await.expect("start step1");
+    send(&c, &id, SignalType::StartStep, &[("StepName", "step1")])
+        .await
+        .expect("start step1");
     let exec = get(&c, &id).await;
     assert_eq!(step_status(&exec, "step1"), "Success");
     assert_eq!(status(&exec), "Waiting");
     assert_eq!(step(&exec, "step1").valid_next_steps(), ["step2"]);
 
-    send(&c, &id, SignalType::StartStep, &[("StepName", "step2")]).await.expect("start step2");
+    send(&c, &id, SignalType::StartStep, &[("StepName", "step2")])
+        .await
+        .expect("start step2");
     let exec = get(&c, &id).await;
     assert_eq!(step_status(&exec, "step2"), "InProgress");
     assert_eq!(status(&exec), "InProgress");
@@ -228,32 +327,73 @@ async fn interactive_mode_start_step_and_stop_step() {
         "InvalidAutomationSignalException"
     );
 
-    let step2 = step(&exec, "step2").step_execution_id().unwrap().to_string();
+    let step2 = step(&exec, "step2")
+        .step_execution_id()
+        .unwrap()
+        .to_string();
     assert_eq!(
-        code_of(send(&c, &id, SignalType::StopStep, &[("StepExecutionId", "97fff367-fc5a-4299-aed8-0123456789ab")]).await),
+        code_of(
+            send(
+                &c,
+                &id,
+                SignalType::StopStep,
+                &[("StepExecutionId", "97fff367-fc5a-4299-aed8-0123456789ab")]
+            )
+            .await
+        ),
         "AutomationStepNotFoundException"
     );
-    send(&c, &id, SignalType::StopStep, &[("StepExecutionId", &step2)]).await.expect("stop step2");
+    send(
+        &c,
+        &id,
+        SignalType::StopStep,
+        &[("StepExecutionId", &step2)],
+    )
+    .await
+    .expect("stop step2");
     let exec = get(&c, &id).await;
     assert_eq!(step_status(&exec, "step2"), "Cancelled");
     assert_eq!(status(&exec), "Waiting");
     assert_eq!(
-        code_of(send(&c, &id, SignalType::StopStep, &[("StepExecutionId", &step2)]).await),
+        code_of(
+            send(
+                &c,
+                &id,
+                SignalType::StopStep,
+                &[("StepExecutionId", &step2)]
+            )
+            .await
+        ),
         "InvalidAutomationSignalException"
     );
 
-    send(&c, &id, SignalType::StartStep, &[("StepName", "step3")]).await.expect("start step3");
+    send(&c, &id, SignalType::StartStep, &[("StepName", "step3")])
+        .await
+        .expect("start step3");
     let exec = get(&c, &id).await;
     assert_eq!(step_status(&exec, "step3"), "Success");
     assert_eq!(status(&exec), "Success");
 
     let counters = emu.handle.counters();
-    let kinds: Vec<_> = counters.ssm.signals.iter().map(|s| (s.signal_type.as_str(), s.step_name.as_deref())).collect();
+    let kinds: Vec<_> = counters
+        .ssm
+        .signals
+        .iter()
+        .map(|s| (s.signal_type.as_str(), s.step_name.as_deref()))
+        .collect();
     assert_eq!(
         kinds,
-        [("StartStep", Some("step1")), ("StartStep", Some("step2")), ("StopStep", Some("step2")), ("StartStep", Some("step3"))]
+        [
+            ("StartStep", Some("step1")),
+            ("StartStep", Some("step2")),
+            ("StopStep", Some("step2")),
+            ("StartStep", Some("step3"))
+        ]
     );
-    assert_eq!(counters.ssm.signals[2].step_execution_id.as_deref(), Some(step2.as_str()));
+    assert_eq!(
+        counters.ssm.signals[2].step_execution_id.as_deref(),
+        Some(step2.as_str())
+    );
 }
 
 #[tokio::test]
@@ -270,8 +410,18 @@ async fn start_step_is_refused_in_auto_mode_and_stop_step_cancels_an_auto_execut
         code_of(send(&c, &id, SignalType::StartStep, &[("StepName", "step3")]).await),
         "InvalidAutomationSignalException"
     );
-    let step2 = step(&exec, "step2").step_execution_id().unwrap().to_string();
-    send(&c, &id, SignalType::StopStep, &[("StepExecutionId", &step2)]).await.expect("stop step2");
+    let step2 = step(&exec, "step2")
+        .step_execution_id()
+        .unwrap()
+        .to_string();
+    send(
+        &c,
+        &id,
+        SignalType::StopStep,
+        &[("StepExecutionId", &step2)],
+    )
+    .await
+    .expect("stop step2");
     let exec = get(&c, &id).await;
     assert_eq!(step_status(&exec, "step2"), "Cancelled");
     assert_eq!(status(&exec), "Cancelled");
@@ -281,16 +431,32 @@ async fn start_step_is_refused_in_auto_mode_and_stop_step_cancels_an_auto_execut
 async fn revoke_ends_an_approved_access_request() {
     let emu = emulator().await;
     let c = ssm(&emu.endpoint, "ops");
-    let id = start(&c, "Signalman-AccessRequest", &[("Approvers", &["ops"])], AUTO).await;
+    let id = start(
+        &c,
+        "Signalman-AccessRequest",
+        &[("Approvers", &["ops"])],
+        AUTO,
+    )
+    .await;
     // Not approved yet: nothing to revoke.
-    assert_eq!(code_of(send(&c, &id, SignalType::Revoke, &[]).await), "InvalidAutomationSignalException");
-    send(&c, &id, SignalType::Approve, &[]).await.expect("approve");
+    assert_eq!(
+        code_of(send(&c, &id, SignalType::Revoke, &[]).await),
+        "InvalidAutomationSignalException"
+    );
+    send(&c, &id, SignalType::Approve, &[])
+        .await
+        .expect("approve");
     let exec = get(&c, &id).await;
     assert_eq!(status(&exec), "InProgress");
     assert_eq!(exec.current_step_name(), Some("grantAccess"));
-    assert_eq!(output(step(&exec, "grantAccess"), "AccessStatus"), ["Granted"]);
+    assert_eq!(
+        output(step(&exec, "grantAccess"), "AccessStatus"),
+        ["Granted"]
+    );
 
-    send(&c, &id, SignalType::Revoke, &[]).await.expect("revoke");
+    send(&c, &id, SignalType::Revoke, &[])
+        .await
+        .expect("revoke");
     let exec = get(&c, &id).await;
     let grant = step(&exec, "grantAccess");
     assert_eq!(grant.step_status().map(|s| s.as_str()), Some("Success"));
@@ -298,7 +464,10 @@ async fn revoke_ends_an_approved_access_request() {
     assert_eq!(output(grant, "RevokedBy"), [user_arn("ops").as_str()]);
     assert_eq!(step_status(&exec, "endAccess"), "Success");
     assert_eq!(status(&exec), "Success");
-    assert_eq!(code_of(send(&c, &id, SignalType::Revoke, &[]).await), "InvalidAutomationSignalException");
+    assert_eq!(
+        code_of(send(&c, &id, SignalType::Revoke, &[]).await),
+        "InvalidAutomationSignalException"
+    );
 }
 
 #[tokio::test]
@@ -309,16 +478,33 @@ async fn every_documented_error_code_has_a_cause() {
 
     // AutomationExecutionNotFoundException: a well-formed id nobody started.
     let unknown = "73c8eef8-f4ee-4a05-820c-e354f0000000";
-    assert_eq!(code_of(send(&c, unknown, SignalType::Approve, &[]).await), "AutomationExecutionNotFoundException");
     assert_eq!(
-        code_of(c.get_automation_execution().automation_execution_id(unknown).send().await),
+        code_of(send(&c, unknown, SignalType::Approve, &[]).await),
+        "AutomationExecutionNotFoundException"
+    );
+    assert_eq!(
+        code_of(
+            c.get_automation_execution()
+                .automation_execution_id(unknown)
+                .send()
+                .await
+        ),
         "AutomationExecutionNotFoundException"
     );
     // ValidationException: 35 characters (the SDK does not check lengths; the server must).
-    assert_eq!(code_of(send(&c, &id[..35], SignalType::Approve, &[]).await), "ValidationException");
-    assert_eq!(code_of(send(&c, &format!("{id}x"), SignalType::Approve, &[]).await), "ValidationException");
+    assert_eq!(
+        code_of(send(&c, &id[..35], SignalType::Approve, &[]).await),
+        "ValidationException"
+    );
+    assert_eq!(
+        code_of(send(&c, &format!("{id}x"), SignalType::Approve, &[]).await),
+        "ValidationException"
+    );
     // ValidationException: a signal type outside the model's enum.
-    assert_eq!(code_of(send(&c, &id, SignalType::from("Nudge"), &[]).await), "ValidationException");
+    assert_eq!(
+        code_of(send(&c, &id, SignalType::from("Nudge"), &[]).await),
+        "ValidationException"
+    );
     // ValidationException: payload limits (51 values, a 513-character value, an empty map).
     let too_many = c
         .send_automation_signal()
@@ -328,7 +514,18 @@ async fn every_documented_error_code_has_a_cause() {
         .send()
         .await;
     assert_eq!(code_of(too_many), "ValidationException");
-    assert_eq!(code_of(send(&c, &id, SignalType::Approve, &[("Comment", &"x".repeat(513))]).await), "ValidationException");
+    assert_eq!(
+        code_of(
+            send(
+                &c,
+                &id,
+                SignalType::Approve,
+                &[("Comment", &"x".repeat(513))]
+            )
+            .await
+        ),
+        "ValidationException"
+    );
     let empty = c
         .send_automation_signal()
         .automation_execution_id(&id)
@@ -339,7 +536,15 @@ async fn every_documented_error_code_has_a_cause() {
     assert_eq!(code_of(empty), "ValidationException");
     // AutomationStepNotFoundException: a StopStep for a step execution that does not exist.
     assert_eq!(
-        code_of(send(&c, &id, SignalType::StopStep, &[("StepExecutionId", unknown)]).await),
+        code_of(
+            send(
+                &c,
+                &id,
+                SignalType::StopStep,
+                &[("StepExecutionId", unknown)]
+            )
+            .await
+        ),
         "AutomationStepNotFoundException"
     );
     // InvalidAutomationSignalException: Resume while waiting for approval.
@@ -349,26 +554,52 @@ async fn every_documented_error_code_has_a_cause() {
     );
     // InternalServerError: an injected server fault.
     emu.handle
-        .set_faults(FaultConfig::none().with_rule(Service::Ssm, FaultRule::server_error().on("SendAutomationSignal").times(1)))
+        .set_faults(
+            FaultConfig::none().with_rule(
+                Service::Ssm,
+                FaultRule::server_error()
+                    .on("SendAutomationSignal")
+                    .times(1),
+            ),
+        )
         .unwrap();
-    assert_eq!(code_of(send(&c, &id, SignalType::Approve, &[]).await), "InternalServerError");
+    assert_eq!(
+        code_of(send(&c, &id, SignalType::Approve, &[]).await),
+        "InternalServerError"
+    );
     // None of those applied anything; the next approval does.
     assert_eq!(emu.handle.counters().ssm.applied_signals, 0);
-    send(&c, &id, SignalType::Approve, &[]).await.expect("approve");
+    send(&c, &id, SignalType::Approve, &[])
+        .await
+        .expect("approve");
     assert_eq!(status(&get(&c, &id).await), "Success");
 
     // StartAutomationExecution's own errors.
-    let missing = c.start_automation_execution().document_name("No-Such-Doc").send().await;
+    let missing = c
+        .start_automation_execution()
+        .document_name("No-Such-Doc")
+        .send()
+        .await;
     assert_eq!(code_of(missing), "AutomationDefinitionNotFoundException");
-    let no_approvers = c.start_automation_execution().document_name("Signalman-Approve").send().await;
-    assert_eq!(code_of(no_approvers), "InvalidAutomationExecutionParametersException");
+    let no_approvers = c
+        .start_automation_execution()
+        .document_name("Signalman-Approve")
+        .send()
+        .await;
+    assert_eq!(
+        code_of(no_approvers),
+        "InvalidAutomationExecutionParametersException"
+    );
     let extra = c
         .start_automation_execution()
         .document_name("Signalman-Pause")
         .parameters("Bogus", vec!["1".into()])
         .send()
         .await;
-    assert_eq!(code_of(extra), "InvalidAutomationExecutionParametersException");
+    assert_eq!(
+        code_of(extra),
+        "InvalidAutomationExecutionParametersException"
+    );
 }
 
 #[tokio::test]
@@ -430,7 +661,9 @@ outputs:
     let message = &step(&exec, "gate").inputs().unwrap()["Message"];
     assert_eq!(message, &format!("\"execution {id}\""));
     assert_eq!(exec.outputs().unwrap()["gate.ApprovalStatus"].len(), 1);
-    send(&c, &id, SignalType::Approve, &[]).await.expect("approve");
+    send(&c, &id, SignalType::Approve, &[])
+        .await
+        .expect("approve");
     let exec = get(&c, &id).await;
     assert_eq!(status(&exec), "Success");
     assert_eq!(exec.outputs().unwrap()["gate.ApprovalStatus"], ["Approved"]);
@@ -451,10 +684,16 @@ outputs:
         .await
         .expect("CreateDocument JSON");
     let id = start(&c, "Inline-Hold", &[], AUTO).await;
-    send(&c, &id, SignalType::Resume, &[("StepName", "hold")]).await.expect("resume");
+    send(&c, &id, SignalType::Resume, &[("StepName", "hold")])
+        .await
+        .expect("resume");
     let exec = get(&c, &id).await;
     assert_eq!(status(&exec), "Success");
-    let never = exec.step_executions().iter().find(|s| s.step_name() == Some("never")).unwrap();
+    let never = exec
+        .step_executions()
+        .iter()
+        .find(|s| s.step_name() == Some("never"))
+        .unwrap();
     assert_eq!(never.step_status().map(|s| s.as_str()), Some("Pending"));
 
     let bad = c
@@ -480,28 +719,61 @@ async fn describe_step_executions_filters_pages_and_reverses() {
     let emu = emulator().await;
     let c = ssm(&emu.endpoint, "ops");
     let id = start(&c, "Signalman-Steps", &[], ExecutionMode::Interactive).await;
-    for name in ["step1", "step3", "step1"] {
-        send(&c, &id, SignalType::StartStep, &[("StepName", name)]).await.expect("start step");
+    // step3 is the last step: running it ends the execution, so it goes last.
+    for name in ["step1", "step1", "step3"] {
+        send(&c, &id, SignalType::StartStep, &[("StepName", name)])
+            .await
+            .expect("start step");
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
-    let all = c.describe_automation_step_executions().automation_execution_id(&id).send().await.unwrap();
-    let names: Vec<_> = all.step_executions().iter().filter_map(|s| s.step_name()).collect();
-    assert_eq!(names, ["step1", "step3", "step1"]);
+    let all = c
+        .describe_automation_step_executions()
+        .automation_execution_id(&id)
+        .send()
+        .await
+        .unwrap();
+    let names: Vec<_> = all
+        .step_executions()
+        .iter()
+        .filter_map(|s| s.step_name())
+        .collect();
+    assert_eq!(names, ["step1", "step1", "step3"]);
 
-    let reversed =
-        c.describe_automation_step_executions().automation_execution_id(&id).reverse_order(true).send().await.unwrap();
-    let names: Vec<_> = reversed.step_executions().iter().filter_map(|s| s.step_name()).collect();
-    assert_eq!(names, ["step1", "step3", "step1"].iter().rev().copied().collect::<Vec<_>>());
+    let reversed = c
+        .describe_automation_step_executions()
+        .automation_execution_id(&id)
+        .reverse_order(true)
+        .send()
+        .await
+        .unwrap();
+    let names: Vec<_> = reversed
+        .step_executions()
+        .iter()
+        .filter_map(|s| s.step_name())
+        .collect();
+    assert_eq!(names, ["step3", "step1", "step1"]);
 
     let filter = StepExecutionFilter::builder()
         .key(StepExecutionFilterKey::StepName)
         .values("step1")
         .build()
         .unwrap();
-    let only = c.describe_automation_step_executions().automation_execution_id(&id).filters(filter).send().await.unwrap();
+    let only = c
+        .describe_automation_step_executions()
+        .automation_execution_id(&id)
+        .filters(filter)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(only.step_executions().len(), 2);
 
-    let page1 = c.describe_automation_step_executions().automation_execution_id(&id).max_results(2).send().await.unwrap();
+    let page1 = c
+        .describe_automation_step_executions()
+        .automation_execution_id(&id)
+        .max_results(2)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(page1.step_executions().len(), 2);
     let token = page1.next_token().expect("a next token").to_string();
     let page2 = c
@@ -515,10 +787,19 @@ async fn describe_step_executions_filters_pages_and_reverses() {
     assert_eq!(page2.step_executions().len(), 1);
     assert!(page2.next_token().is_none());
 
-    let bad_token =
-        c.describe_automation_step_executions().automation_execution_id(&id).next_token("nope").send().await;
+    let bad_token = c
+        .describe_automation_step_executions()
+        .automation_execution_id(&id)
+        .next_token("nope")
+        .send()
+        .await;
     assert_eq!(code_of(bad_token), "InvalidNextToken");
-    let too_many = c.describe_automation_step_executions().automation_execution_id(&id).max_results(51).send().await;
+    let too_many = c
+        .describe_automation_step_executions()
+        .automation_execution_id(&id)
+        .max_results(51)
+        .send()
+        .await;
     assert_eq!(code_of(too_many), "ValidationException");
 }
 
@@ -527,7 +808,11 @@ async fn stop_cancels_and_then_no_signal_is_valid() {
     let emu = emulator().await;
     let c = ssm(&emu.endpoint, "alice");
     let id = start(&c, "Signalman-Approve", &[("Approvers", &["alice"])], AUTO).await;
-    c.stop_automation_execution().automation_execution_id(&id).send().await.expect("stop");
+    c.stop_automation_execution()
+        .automation_execution_id(&id)
+        .send()
+        .await
+        .expect("stop");
     let exec = get(&c, &id).await;
     assert_eq!(status(&exec), "Cancelled");
     assert_eq!(step_status(&exec, "approve"), "Cancelled");
@@ -538,8 +823,15 @@ async fn stop_cancels_and_then_no_signal_is_valid() {
         (SignalType::Resume, vec![("StepName", "approve")]),
         (SignalType::Revoke, vec![]),
     ] {
-        assert_eq!(code_of(send(&c, &id, signal, &payload).await), "InvalidAutomationSignalException");
+        assert_eq!(
+            code_of(send(&c, &id, signal, &payload).await),
+            "InvalidAutomationSignalException"
+        );
     }
-    let again = c.stop_automation_execution().automation_execution_id(&id).send().await;
+    let again = c
+        .stop_automation_execution()
+        .automation_execution_id(&id)
+        .send()
+        .await;
     assert_eq!(code_of(again), "InvalidAutomationStatusUpdateException");
 }

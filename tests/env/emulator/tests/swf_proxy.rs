@@ -18,7 +18,11 @@ fn python_or_skip(test: &str) -> Option<std::path::PathBuf> {
     python
 }
 
-async fn signaled_events(client: &aws_sdk_swf::Client, domain: &str, execution: &WorkflowExecution) -> Vec<(String, Option<String>)> {
+async fn signaled_events(
+    client: &aws_sdk_swf::Client,
+    domain: &str,
+    execution: &WorkflowExecution,
+) -> Vec<(String, Option<String>)> {
     let history = client
         .get_workflow_execution_history()
         .domain(domain)
@@ -31,24 +35,36 @@ async fn signaled_events(client: &aws_sdk_swf::Client, domain: &str, execution: 
         .iter()
         .filter(|e| e.event_type() == &EventType::WorkflowExecutionSignaled)
         .map(|e| {
-            let a = e.workflow_execution_signaled_event_attributes().expect("signal attributes");
+            let a = e
+                .workflow_execution_signaled_event_attributes()
+                .expect("signal attributes");
             (a.signal_name().to_string(), a.input().map(str::to_string))
         })
         .collect()
 }
 
-async fn open_workflow(client: &aws_sdk_swf::Client, domain: &str, workflow_id: &str) -> WorkflowExecution {
+async fn open_workflow(
+    client: &aws_sdk_swf::Client,
+    domain: &str,
+    workflow_id: &str,
+) -> WorkflowExecution {
     let run = client
         .start_workflow_execution()
         .domain(domain)
         .workflow_id(workflow_id)
-        .workflow_type(WorkflowType::builder().name("order").version("1").build().unwrap())
+        .workflow_type(
+            WorkflowType::builder()
+                .name("order")
+                .version("1")
+                .build()
+                .unwrap(),
+        )
         .send()
         .await
         .expect("StartWorkflowExecution");
     WorkflowExecution::builder()
         .workflow_id(workflow_id)
-        .run_id(run.run_id())
+        .run_id(run.run_id().expect("a run id"))
         .build()
         .unwrap()
 }
@@ -77,7 +93,10 @@ async fn register(client: &aws_sdk_swf::Client, domain: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swf_signals_through_the_proxy_with_and_without_input() {
-    let Some(python) = python_or_skip("swf_signals_through_the_proxy_with_and_without_input") else { return };
+    let Some(python) = python_or_skip("swf_signals_through_the_proxy_with_and_without_input")
+    else {
+        return;
+    };
     let moto = start_moto(&python);
     let emu = emulator_with(Some(moto.url.clone())).await;
     let client = swf(&emu.endpoint);
@@ -108,7 +127,10 @@ async fn swf_signals_through_the_proxy_with_and_without_input() {
     let events = signaled_events(&client, "orders", &execution).await;
     assert_eq!(
         events,
-        [("approve".to_string(), Some(r#"{"ok": true}"#.to_string())), ("nudge".to_string(), None)]
+        [
+            ("approve".to_string(), Some(r#"{"ok": true}"#.to_string())),
+            ("nudge".to_string(), None)
+        ]
     );
     let counters = emu.handle.counters();
     assert_eq!(counters.swf.applied_signals, 2);
@@ -139,7 +161,9 @@ async fn swf_signals_through_the_proxy_with_and_without_input() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swf_faults_throttle_fail_and_drop_after_forwarding() {
-    let Some(python) = python_or_skip("swf_faults_throttle_fail_and_drop_after_forwarding") else { return };
+    let Some(python) = python_or_skip("swf_faults_throttle_fail_and_drop_after_forwarding") else {
+        return;
+    };
     let moto = start_moto(&python);
     let emu = emulator_with(Some(moto.url.clone())).await;
     let client = swf(&emu.endpoint);
@@ -158,12 +182,25 @@ async fn swf_faults_throttle_fail_and_drop_after_forwarding() {
     emu.handle
         .set_faults(
             FaultConfig::none()
-                .with_rule(Service::Swf, FaultRule::drop_after_apply().on("SignalWorkflowExecution").times(1))
-                .with_rule(Service::Swf, FaultRule::server_error().on("SignalWorkflowExecution").times(1)),
+                .with_rule(
+                    Service::Swf,
+                    FaultRule::drop_after_apply()
+                        .on("SignalWorkflowExecution")
+                        .times(1),
+                )
+                .with_rule(
+                    Service::Swf,
+                    FaultRule::server_error()
+                        .on("SignalWorkflowExecution")
+                        .times(1),
+                ),
         )
         .unwrap();
     let err = signal().await.unwrap_err();
-    assert!(matches!(err, SdkError::DispatchFailure(_)), "expected a dispatch failure, got {err:?}");
+    assert!(
+        matches!(err, SdkError::DispatchFailure(_)),
+        "expected a dispatch failure, got {err:?}"
+    );
     let err = signal().await.unwrap_err();
     assert_eq!(err.code(), Some("InternalFailure"), "{err:?}");
     match &err {
@@ -171,7 +208,10 @@ async fn swf_faults_throttle_fail_and_drop_after_forwarding() {
         other => panic!("expected a service error, got {other:?}"),
     }
     // The dropped call reached moto; the 500 did not.
-    assert_eq!(signaled_events(&client, "faults", &execution).await.len(), 1);
+    assert_eq!(
+        signaled_events(&client, "faults", &execution).await.len(),
+        1
+    );
     let counters = emu.handle.counters();
     assert_eq!(counters.swf.applied_signals, 1);
     assert_eq!(counters.swf.faults_of(FaultKind::DropAfterApply), 1);
@@ -186,14 +226,19 @@ async fn swf_faults_throttle_fail_and_drop_after_forwarding() {
     signal().await.expect("the bucket's one token");
     let err = signal().await.unwrap_err();
     assert_eq!(err.code(), Some("ThrottlingException"), "{err:?}");
-    assert_eq!(signaled_events(&client, "faults", &execution).await.len(), 2);
+    assert_eq!(
+        signaled_events(&client, "faults", &execution).await.len(),
+        2
+    );
     assert_eq!(emu.handle.counters().swf.throttled, 1);
 }
 
 /// boto3 (from the same venv) talks to the emulator's SSM unchanged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn boto3_works_against_the_ssm_emulator() {
-    let Some(python) = python_or_skip("boto3_works_against_the_ssm_emulator") else { return };
+    let Some(python) = python_or_skip("boto3_works_against_the_ssm_emulator") else {
+        return;
+    };
     let emu = emulator().await;
     let script = r#"
 import sys, boto3, botocore.exceptions
@@ -224,7 +269,12 @@ print("boto3 ok")
 "#;
     let endpoint = emu.endpoint.clone();
     let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(python).arg("-c").arg(script).arg(endpoint).output().expect("running python")
+        std::process::Command::new(python)
+            .arg("-c")
+            .arg(script)
+            .arg(endpoint)
+            .output()
+            .expect("running python")
     })
     .await
     .unwrap();

@@ -40,7 +40,14 @@ pub(crate) struct Document {
     pub owner: String,
 }
 
-const PARAM_TYPES: [&str; 6] = ["String", "StringList", "Integer", "Boolean", "MapList", "StringMap"];
+const PARAM_TYPES: [&str; 6] = [
+    "String",
+    "StringList",
+    "Integer",
+    "Boolean",
+    "MapList",
+    "StringMap",
+];
 
 fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::client("InvalidDocumentContent", message)
@@ -58,9 +65,10 @@ fn opt_int(obj: &Map<String, Value>, key: &str, ctx: &str) -> Result<Option<i64>
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) if n.is_i64() => Ok(n.as_i64()),
-        Some(Value::String(s)) => {
-            s.parse().map(Some).map_err(|_| invalid(format!("{ctx}: {key} must be an integer")))
-        }
+        Some(Value::String(s)) => s
+            .parse()
+            .map(Some)
+            .map_err(|_| invalid(format!("{ctx}: {key} must be an integer"))),
         Some(_) => Err(invalid(format!("{ctx}: {key} must be an integer"))),
     }
 }
@@ -81,13 +89,23 @@ fn valid_action(action: &str) -> bool {
 }
 
 fn valid_step_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 128 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    !name.is_empty()
+        && name.len() <= 128
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 impl Document {
     /// Parses document content (already decoded from JSON or YAML).
-    pub fn parse(name: &str, content: &Value, format: &str, created: f64, owner: &str) -> Result<Self, ApiError> {
-        let doc = content.as_object().ok_or_else(|| invalid("The document content must be a JSON or YAML object"))?;
+    pub fn parse(
+        name: &str,
+        content: &Value,
+        format: &str,
+        created: f64,
+        owner: &str,
+    ) -> Result<Self, ApiError> {
+        let doc = content
+            .as_object()
+            .ok_or_else(|| invalid("The document content must be a JSON or YAML object"))?;
         let schema = match doc.get("schemaVersion") {
             Some(Value::String(s)) => s.clone(),
             Some(Value::Number(n)) => n.to_string(),
@@ -113,7 +131,10 @@ impl Document {
                     let ty = opt_string(def, "type", &ctx)?
                         .ok_or_else(|| invalid(format!("{ctx}: type is required")))?;
                     if !PARAM_TYPES.contains(&ty.as_str()) {
-                        return Err(invalid(format!("{ctx}: type must be one of {}", PARAM_TYPES.join(", "))));
+                        return Err(invalid(format!(
+                            "{ctx}: type must be one of {}",
+                            PARAM_TYPES.join(", ")
+                        )));
                     }
                     parameters.push(ParamDef {
                         name: pname.clone(),
@@ -133,20 +154,27 @@ impl Document {
             .ok_or_else(|| invalid("mainSteps must be a non-empty list"))?;
         let mut steps: Vec<StepDef> = Vec::new();
         for (i, step) in steps_json.iter().enumerate() {
-            let step = step.as_object().ok_or_else(|| invalid(format!("mainSteps[{i}] must be an object")))?;
+            let step = step
+                .as_object()
+                .ok_or_else(|| invalid(format!("mainSteps[{i}] must be an object")))?;
             let ctx = format!("mainSteps[{i}]");
-            let sname = opt_string(step, "name", &ctx)?.ok_or_else(|| invalid(format!("{ctx}: name is required")))?;
+            let sname = opt_string(step, "name", &ctx)?
+                .ok_or_else(|| invalid(format!("{ctx}: name is required")))?;
             if !valid_step_name(&sname) {
-                return Err(invalid(format!("{ctx}: step name '{sname}' may only hold letters, digits and _")));
+                return Err(invalid(format!(
+                    "{ctx}: step name '{sname}' may only hold letters, digits and _"
+                )));
             }
             if steps.iter().any(|s| s.name == sname) {
                 return Err(invalid(format!("step name '{sname}' is used twice")));
             }
             let ctx = format!("step {sname}");
-            let action =
-                opt_string(step, "action", &ctx)?.ok_or_else(|| invalid(format!("{ctx}: action is required")))?;
+            let action = opt_string(step, "action", &ctx)?
+                .ok_or_else(|| invalid(format!("{ctx}: action is required")))?;
             if !valid_action(&action) {
-                return Err(invalid(format!("{ctx}: action '{action}' is not of the form aws:<name>")));
+                return Err(invalid(format!(
+                    "{ctx}: action '{action}' is not of the form aws:<name>"
+                )));
             }
             let inputs = match step.get("inputs") {
                 None | Some(Value::Null) => Map::new(),
@@ -167,16 +195,26 @@ impl Document {
             });
         }
         for step in &steps {
-            let targets = [step.next_step.as_deref(), jump(&step.on_failure), jump(&step.on_cancel)];
+            let targets = [
+                step.next_step.as_deref(),
+                jump(&step.on_failure),
+                jump(&step.on_cancel),
+            ];
             for target in targets.into_iter().flatten() {
                 if !steps.iter().any(|s| s.name == target) {
-                    return Err(invalid(format!("step {}: refers to unknown step '{target}'", step.name)));
+                    return Err(invalid(format!(
+                        "step {}: refers to unknown step '{target}'",
+                        step.name
+                    )));
                 }
             }
         }
         let outputs = match doc.get("outputs") {
             None | Some(Value::Null) => vec![],
-            Some(Value::Array(list)) => list.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+            Some(Value::Array(list)) => list
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
             Some(_) => return Err(invalid("outputs must be a list of step.Output names")),
         };
 
@@ -244,8 +282,12 @@ pub(crate) fn jump(policy: &Option<String>) -> Option<&str> {
 }
 
 /// Names of the documents every emulator has without CreateDocument.
-pub const BUILTIN_DOCUMENTS: [&str; 4] =
-    ["Signalman-Approve", "Signalman-Pause", "Signalman-Steps", "Signalman-AccessRequest"];
+pub const BUILTIN_DOCUMENTS: [&str; 4] = [
+    "Signalman-Approve",
+    "Signalman-Pause",
+    "Signalman-Steps",
+    "Signalman-AccessRequest",
+];
 
 fn approvers_params(extra: Value) -> Value {
     let mut params = json!({
@@ -333,7 +375,10 @@ pub(crate) fn builtin_content(name: &str) -> Option<Value> {
 /// A built-in document, owned by Amazon like the AWS-* documents.
 pub(crate) fn builtin(name: &str) -> Option<Document> {
     let content = builtin_content(name)?;
-    Some(Document::parse(name, &content, "JSON", 0.0, "Amazon").expect("built-in documents are valid"))
+    Some(
+        Document::parse(name, &content, "JSON", 0.0, "Amazon")
+            .expect("built-in documents are valid"),
+    )
 }
 
 #[cfg(test)]
@@ -351,9 +396,23 @@ mod tests {
 
     #[test]
     fn bad_content_is_refused() {
-        let err = Document::parse("x", &json!({"schemaVersion": "2.2", "mainSteps": []}), "JSON", 0.0, "o").unwrap_err();
+        let err = Document::parse(
+            "x",
+            &json!({"schemaVersion": "2.2", "mainSteps": []}),
+            "JSON",
+            0.0,
+            "o",
+        )
+        .unwrap_err();
         assert_eq!(err.code, "InvalidDocumentSchemaVersion");
-        let err = Document::parse("x", &json!({"schemaVersion": "0.3", "mainSteps": []}), "JSON", 0.0, "o").unwrap_err();
+        let err = Document::parse(
+            "x",
+            &json!({"schemaVersion": "0.3", "mainSteps": []}),
+            "JSON",
+            0.0,
+            "o",
+        )
+        .unwrap_err();
         assert_eq!(err.code, "InvalidDocumentContent");
         let err = Document::parse(
             "x",

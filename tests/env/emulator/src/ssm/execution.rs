@@ -46,7 +46,11 @@ struct Decision {
 #[derive(Clone, Debug)]
 enum Kind {
     Immediate,
-    Approve { approvers: Vec<String>, min: usize, decisions: Vec<Decision> },
+    Approve {
+        approvers: Vec<String>,
+        min: usize,
+        decisions: Vec<Decision>,
+    },
     Pause,
     /// A long aws:sleep: runs until stopped, revoked or the execution is stopped.
     LongRunning,
@@ -109,10 +113,16 @@ fn step_not_found(message: impl Into<String>) -> ApiError {
 }
 
 /// The one value of a payload key (StepName, StepExecutionId).
-fn single<'a>(payload: &'a BTreeMap<String, Vec<String>>, key: &str, signal: &str) -> Result<&'a str, ApiError> {
+fn single<'a>(
+    payload: &'a BTreeMap<String, Vec<String>>,
+    key: &str,
+    signal: &str,
+) -> Result<&'a str, ApiError> {
     match payload.get(key).map(Vec::as_slice) {
         Some([one]) => Ok(one),
-        _ => Err(invalid_signal(format!("The {signal} signal needs exactly one {key} value in its payload"))),
+        _ => Err(invalid_signal(format!(
+            "The {signal} signal needs exactly one {key} value in its payload"
+        ))),
     }
 }
 
@@ -122,7 +132,15 @@ pub(crate) fn iso_duration_secs(s: &str) -> Option<f64> {
     let (date, time) = rest.split_once('T').unwrap_or((rest, ""));
     let mut total = 0.0;
     for (part, units) in [
-        (date, &[('Y', 365.0 * 86400.0), ('M', 30.0 * 86400.0), ('W', 7.0 * 86400.0), ('D', 86400.0)][..]),
+        (
+            date,
+            &[
+                ('Y', 365.0 * 86400.0),
+                ('M', 30.0 * 86400.0),
+                ('W', 7.0 * 86400.0),
+                ('D', 86400.0),
+            ][..],
+        ),
         (time, &[('H', 3600.0), ('M', 60.0), ('S', 1.0)][..]),
     ] {
         let mut num = String::new();
@@ -174,7 +192,11 @@ impl Execution {
             id,
             doc,
             mode,
-            status: if mode == Mode::Auto { IN_PROGRESS } else { WAITING },
+            status: if mode == Mode::Auto {
+                IN_PROGRESS
+            } else {
+                WAITING
+            },
             start: now,
             end: None,
             params,
@@ -230,7 +252,11 @@ impl Execution {
     fn run(&mut self, mut def: usize, now: f64) {
         loop {
             if self.steps.len() >= MAX_STEP_EXECUTIONS {
-                self.finish(FAILED, Some(format!("More than {MAX_STEP_EXECUTIONS} step executions")), now);
+                self.finish(
+                    FAILED,
+                    Some(format!("More than {MAX_STEP_EXECUTIONS} step executions")),
+                    now,
+                );
                 return;
             }
             match self.start_step(def, now) {
@@ -251,7 +277,9 @@ impl Execution {
             Outcome::Success => self.next_of(def),
             Outcome::Failed => match step.on_failure.as_deref() {
                 Some("Continue") => self.next_of(def),
-                Some(p) if p.starts_with("step:") => jump(&step.on_failure).and_then(|n| self.doc.step_index(n)),
+                Some(p) if p.starts_with("step:") => {
+                    jump(&step.on_failure).and_then(|n| self.doc.step_index(n))
+                }
                 _ => {
                     let message = self.steps.last().and_then(|s| s.failure.clone());
                     self.finish(FAILED, message, now);
@@ -297,7 +325,11 @@ impl Execution {
         match v {
             Value::String(s) => {
                 let t = s.trim();
-                if let Some(name) = t.strip_prefix("{{").and_then(|r| r.strip_suffix("}}")).map(str::trim) {
+                if let Some(name) = t
+                    .strip_prefix("{{")
+                    .and_then(|r| r.strip_suffix("}}"))
+                    .map(str::trim)
+                {
                     if !name.contains("{{") {
                         if let Some(typed) = self.typed_param(name) {
                             return typed;
@@ -307,7 +339,9 @@ impl Execution {
                 let mut out = String::new();
                 let mut rest = s.as_str();
                 while let Some(open) = rest.find("{{") {
-                    let Some(close) = rest[open..].find("}}") else { break };
+                    let Some(close) = rest[open..].find("}}") else {
+                        break;
+                    };
                     let name = rest[open + 2..open + close].trim();
                     out.push_str(&rest[..open]);
                     match self.param_text(name) {
@@ -320,7 +354,11 @@ impl Execution {
                 Value::String(out)
             }
             Value::Array(items) => Value::Array(items.iter().map(|i| self.resolve(i)).collect()),
-            Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), self.resolve(v))).collect()),
+            Value::Object(m) => Value::Object(
+                m.iter()
+                    .map(|(k, v)| (k.clone(), self.resolve(v)))
+                    .collect(),
+            ),
             other => other.clone(),
         }
     }
@@ -335,7 +373,8 @@ impl Execution {
     }
 
     fn param_text(&self, name: &str) -> Option<String> {
-        self.builtin_var(name).or_else(|| self.params.get(name).map(|v| v.join(",")))
+        self.builtin_var(name)
+            .or_else(|| self.params.get(name).map(|v| v.join(",")))
     }
 
     fn typed_param(&self, name: &str) -> Option<Value> {
@@ -343,12 +382,23 @@ impl Execution {
             return Some(Value::String(v));
         }
         let values = self.params.get(name)?;
-        let ty = self.doc.parameters.iter().find(|p| p.name == name).map(|p| p.ty.as_str());
+        let ty = self
+            .doc
+            .parameters
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.ty.as_str());
         let first = values.first().cloned().unwrap_or_default();
         Some(match ty {
             Some("StringList") | Some("MapList") => json!(values),
-            Some("Integer") => first.parse::<i64>().map(Value::from).unwrap_or(Value::String(first)),
-            Some("Boolean") => first.parse::<bool>().map(Value::from).unwrap_or(Value::String(first)),
+            Some("Integer") => first
+                .parse::<i64>()
+                .map(Value::from)
+                .unwrap_or(Value::String(first)),
+            Some("Boolean") => first
+                .parse::<bool>()
+                .map(Value::from)
+                .unwrap_or(Value::String(first)),
             _ => Value::String(first),
         })
     }
@@ -356,7 +406,11 @@ impl Execution {
     /// Starts step `def`. Returns the outcome when it ended at once, None when it waits or runs.
     fn start_step(&mut self, def: usize, now: f64) -> Option<Outcome> {
         let step = self.doc.steps[def].clone();
-        let inputs: Map<String, Value> = step.inputs.iter().map(|(k, v)| (k.clone(), self.resolve(v))).collect();
+        let inputs: Map<String, Value> = step
+            .inputs
+            .iter()
+            .map(|(k, v)| (k.clone(), self.resolve(v)))
+            .collect();
         let mut exec = StepExec {
             id: super::new_uuid(),
             def,
@@ -370,7 +424,11 @@ impl Execution {
         };
         let outcome = match step.action.as_str() {
             "aws:approve" => {
-                let approvers = exec.inputs.get("Approvers").map(value_strings).unwrap_or_default();
+                let approvers = exec
+                    .inputs
+                    .get("Approvers")
+                    .map(value_strings)
+                    .unwrap_or_default();
                 let min = match exec.inputs.get("MinRequiredApprovals") {
                     None | Some(Value::Null) => Some(1),
                     Some(Value::Number(n)) => n.as_u64().map(|n| n as usize),
@@ -378,11 +436,15 @@ impl Execution {
                     Some(_) => None,
                 };
                 let problem = match min {
-                    _ if approvers.is_empty() || approvers.len() > 10 => {
-                        Some(format!("Approvers must list 1 to 10 principals, not {}", approvers.len()))
-                    }
+                    _ if approvers.is_empty() || approvers.len() > 10 => Some(format!(
+                        "Approvers must list 1 to 10 principals, not {}",
+                        approvers.len()
+                    )),
                     Some(m) if m >= 1 && m <= approvers.len() => None,
-                    _ => Some("MinRequiredApprovals must be between 1 and the number of Approvers".to_string()),
+                    _ => Some(
+                        "MinRequiredApprovals must be between 1 and the number of Approvers"
+                            .to_string(),
+                    ),
                 };
                 match problem {
                     Some(p) => {
@@ -390,9 +452,14 @@ impl Execution {
                         Some(Outcome::Failed)
                     }
                     None => {
-                        exec.kind = Kind::Approve { approvers, min: min.unwrap_or(1), decisions: vec![] };
+                        exec.kind = Kind::Approve {
+                            approvers,
+                            min: min.unwrap_or(1),
+                            decisions: vec![],
+                        };
                         exec.status = WAITING;
-                        exec.outputs.insert("ApprovalStatus".into(), vec!["Waiting".into()]);
+                        exec.outputs
+                            .insert("ApprovalStatus".into(), vec!["Waiting".into()]);
                         None
                     }
                 }
@@ -405,7 +472,8 @@ impl Execution {
             "aws:sleep" if self.long_sleep(&exec.inputs, now) => {
                 exec.kind = Kind::LongRunning;
                 if self.approved_before() {
-                    exec.outputs.insert("AccessStatus".into(), vec!["Granted".into()]);
+                    exec.outputs
+                        .insert("AccessStatus".into(), vec!["Granted".into()]);
                 }
                 None
             }
@@ -419,7 +487,11 @@ impl Execution {
         if outcome.is_some() {
             exec.end = Some(now);
         }
-        self.status = if exec.status == WAITING { WAITING } else { IN_PROGRESS };
+        self.status = if exec.status == WAITING {
+            WAITING
+        } else {
+            IN_PROGRESS
+        };
         self.steps.push(exec);
         outcome
     }
@@ -437,7 +509,9 @@ impl Execution {
     }
 
     fn approved_before(&self) -> bool {
-        self.steps.iter().any(|s| matches!(s.kind, Kind::Approve { .. }) && s.status == SUCCESS)
+        self.steps
+            .iter()
+            .any(|s| matches!(s.kind, Kind::Approve { .. }) && s.status == SUCCESS)
     }
 
     /// Applies a SendAutomationSignal (signal type already validated).
@@ -460,7 +534,9 @@ impl Execution {
             "StartStep" => self.start_step_signal(payload, now),
             "StopStep" => self.stop_step(payload, now),
             "Revoke" => self.revoke(principal, now),
-            other => Err(ApiError::validation(format!("Value '{other}' at 'signalType' is not a signal type"))),
+            other => Err(ApiError::validation(format!(
+                "Value '{other}' at 'signalType' is not a signal type"
+            ))),
         }
     }
 
@@ -476,7 +552,10 @@ impl Execution {
         match self.active() {
             Some(i) => {
                 let def = &self.doc.steps[self.steps[i].def];
-                format!("it is {} at step {} ({})", self.status, def.name, def.action)
+                format!(
+                    "it is {} at step {} ({})",
+                    self.status, def.name, def.action
+                )
             }
             None => format!("it is {} with no step running", self.status),
         }
@@ -490,8 +569,9 @@ impl Execution {
         now: f64,
     ) -> Result<SignalEffect, ApiError> {
         let signal = if approve { "Approve" } else { "Reject" };
-        let waiting_approval =
-            self.active().filter(|i| matches!(self.steps[*i].kind, Kind::Approve { .. }) && self.steps[*i].status == WAITING);
+        let waiting_approval = self.active().filter(|i| {
+            matches!(self.steps[*i].kind, Kind::Approve { .. }) && self.steps[*i].status == WAITING
+        });
         let Some(index) = waiting_approval else {
             return Err(invalid_signal(format!(
                 "Automation execution {} is not waiting for an approval ({}); {signal} is not valid now",
@@ -502,7 +582,14 @@ impl Execution {
         let def = self.steps[index].def;
         let step_name = self.doc.steps[def].name.clone();
         let step = &mut self.steps[index];
-        let Kind::Approve { approvers, min, decisions } = &mut step.kind else { unreachable!() };
+        let Kind::Approve {
+            approvers,
+            min,
+            decisions,
+        } = &mut step.kind
+        else {
+            unreachable!()
+        };
         if !approvers.iter().any(|a| approver_matches(a, principal)) {
             return Err(invalid_signal(format!(
                 "{principal} is not an approver of step {step_name}; only the step's Approvers can {}",
@@ -510,10 +597,17 @@ impl Execution {
             )));
         }
         if decisions.iter().any(|d| d.approver == principal) {
-            return Err(invalid_signal(format!("{principal} has already sent a decision for step {step_name}")));
+            return Err(invalid_signal(format!(
+                "{principal} has already sent a decision for step {step_name}"
+            )));
         }
         let comment = payload.get("Comment").and_then(|c| c.first()).cloned();
-        decisions.push(Decision { approver: principal.to_string(), approved: approve, comment, time: now });
+        decisions.push(Decision {
+            approver: principal.to_string(),
+            approved: approve,
+            comment,
+            time: now,
+        });
         let approvals = decisions.iter().filter(|d| d.approved).count();
         let decision_json: Vec<String> = decisions
             .iter()
@@ -529,15 +623,18 @@ impl Execution {
                 v.to_string()
             })
             .collect();
-        step.outputs.insert("ApproverDecisions".into(), decision_json);
+        step.outputs
+            .insert("ApproverDecisions".into(), decision_json);
         let outcome = if !approve {
             step.status = FAILED;
             step.failure = Some(format!("Step {step_name} was rejected by {principal}"));
-            step.outputs.insert("ApprovalStatus".into(), vec!["Rejected".into()]);
+            step.outputs
+                .insert("ApprovalStatus".into(), vec!["Rejected".into()]);
             Some(Outcome::Failed)
         } else if approvals >= *min {
             step.status = SUCCESS;
-            step.outputs.insert("ApprovalStatus".into(), vec!["Approved".into()]);
+            step.outputs
+                .insert("ApprovalStatus".into(), vec!["Approved".into()]);
             Some(Outcome::Success)
         } else {
             None
@@ -551,14 +648,23 @@ impl Execution {
         Ok(self.effect(index))
     }
 
-    fn resume(&mut self, payload: &BTreeMap<String, Vec<String>>, now: f64) -> Result<SignalEffect, ApiError> {
+    fn resume(
+        &mut self,
+        payload: &BTreeMap<String, Vec<String>>,
+        now: f64,
+    ) -> Result<SignalEffect, ApiError> {
         let name = single(payload, "StepName", "Resume")?;
         if self.doc.step_index(name).is_none() {
-            return Err(step_not_found(format!("Step {name} is not a step of document {}", self.doc.name)));
+            return Err(step_not_found(format!(
+                "Step {name} is not a step of document {}",
+                self.doc.name
+            )));
         }
         let paused = self.active().filter(|i| {
             let s = &self.steps[*i];
-            matches!(s.kind, Kind::Pause) && s.status == WAITING && self.doc.steps[s.def].name == name
+            matches!(s.kind, Kind::Pause)
+                && s.status == WAITING
+                && self.doc.steps[s.def].name == name
         });
         let Some(index) = paused else {
             return Err(invalid_signal(format!(
@@ -574,7 +680,11 @@ impl Execution {
         Ok(effect)
     }
 
-    fn start_step_signal(&mut self, payload: &BTreeMap<String, Vec<String>>, now: f64) -> Result<SignalEffect, ApiError> {
+    fn start_step_signal(
+        &mut self,
+        payload: &BTreeMap<String, Vec<String>>,
+        now: f64,
+    ) -> Result<SignalEffect, ApiError> {
         if self.mode != Mode::Interactive {
             return Err(invalid_signal(format!(
                 "Automation execution {} runs in Auto mode; StartStep is only valid in Interactive mode",
@@ -583,10 +693,16 @@ impl Execution {
         }
         let name = single(payload, "StepName", "StartStep")?;
         let Some(def) = self.doc.step_index(name) else {
-            return Err(step_not_found(format!("Step {name} is not a step of document {}", self.doc.name)));
+            return Err(step_not_found(format!(
+                "Step {name} is not a step of document {}",
+                self.doc.name
+            )));
         };
         if self.active().is_some() {
-            return Err(invalid_signal(format!("Step {name} cannot start now: {}", self.current_description())));
+            return Err(invalid_signal(format!(
+                "Step {name} cannot start now: {}",
+                self.current_description()
+            )));
         }
         let outcome = self.start_step(def, now);
         let effect = self.effect(self.steps.len() - 1);
@@ -596,7 +712,11 @@ impl Execution {
         Ok(effect)
     }
 
-    fn stop_step(&mut self, payload: &BTreeMap<String, Vec<String>>, now: f64) -> Result<SignalEffect, ApiError> {
+    fn stop_step(
+        &mut self,
+        payload: &BTreeMap<String, Vec<String>>,
+        now: f64,
+    ) -> Result<SignalEffect, ApiError> {
         let id = single(payload, "StepExecutionId", "StopStep")?;
         let Some(index) = self.steps.iter().position(|s| s.id == id) else {
             return Err(step_not_found(format!(
@@ -633,8 +753,10 @@ impl Execution {
         let step = &mut self.steps[index];
         step.status = SUCCESS;
         step.end = Some(now);
-        step.outputs.insert("AccessStatus".into(), vec!["Revoked".into()]);
-        step.outputs.insert("RevokedBy".into(), vec![principal.to_string()]);
+        step.outputs
+            .insert("AccessStatus".into(), vec!["Revoked".into()]);
+        step.outputs
+            .insert("RevokedBy".into(), vec![principal.to_string()]);
         let def = step.def;
         let effect = self.effect(index);
         self.proceed(def, Outcome::Success, now);
@@ -646,7 +768,10 @@ impl Execution {
         if self.is_terminal() {
             return Err(ApiError::client(
                 "InvalidAutomationStatusUpdateException",
-                format!("Automation execution {} has already ended with status {}", self.id, self.status),
+                format!(
+                    "Automation execution {} has already ended with status {}",
+                    self.id, self.status
+                ),
             ));
         }
         if let Some(i) = self.active() {
@@ -659,7 +784,11 @@ impl Execution {
 
     fn step_json(&self, s: &StepExec) -> Value {
         let def = &self.doc.steps[s.def];
-        let inputs: Map<String, Value> = s.inputs.iter().map(|(k, v)| (k.clone(), json!(v.to_string()))).collect();
+        let inputs: Map<String, Value> = s
+            .inputs
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(v.to_string())))
+            .collect();
         let mut v = json!({
             "StepName": def.name,
             "Action": def.action,
@@ -696,7 +825,10 @@ impl Execution {
 
     /// Step executions that have started, in start order (DescribeAutomationStepExecutions).
     pub fn started_steps(&self) -> Vec<(f64, Value)> {
-        self.steps.iter().map(|s| (s.start, self.step_json(s))).collect()
+        self.steps
+            .iter()
+            .map(|s| (s.start, self.step_json(s)))
+            .collect()
     }
 
     /// GetAutomationExecution's `AutomationExecution`.
@@ -704,7 +836,9 @@ impl Execution {
         let mut steps: Vec<Value> = self.steps.iter().map(|s| self.step_json(s)).collect();
         for (i, def) in self.doc.steps.iter().enumerate() {
             if !self.steps.iter().any(|s| s.def == i) {
-                steps.push(json!({"StepName": def.name, "Action": def.action, "StepStatus": PENDING}));
+                steps.push(
+                    json!({"StepName": def.name, "Action": def.action, "StepStatus": PENDING}),
+                );
             }
         }
         let mut v = json!({
@@ -743,7 +877,10 @@ impl Execution {
                     .find(|s| self.doc.steps[s.def].name == step && s.status == SUCCESS)
                     .and_then(|s| s.outputs.get(key).cloned())
                     .unwrap_or_else(|| {
-                        vec!["No output available yet because the step is not successfully executed".into()]
+                        vec![
+                            "No output available yet because the step is not successfully executed"
+                                .into(),
+                        ]
                     });
                 outputs.insert(name.clone(), value);
             }

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{json, Map, Value};
 
-pub use document::BUILTIN_DOCUMENTS;
 use document::Document;
+pub use document::BUILTIN_DOCUMENTS;
 use execution::{Execution, Mode};
 
 use crate::error::ApiError;
@@ -48,10 +48,24 @@ pub(crate) fn new_uuid() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
-const SIGNAL_TYPES: [&str; 6] = ["Approve", "Reject", "StartStep", "StopStep", "Resume", "Revoke"];
+const SIGNAL_TYPES: [&str; 6] = [
+    "Approve",
+    "Reject",
+    "StartStep",
+    "StopStep",
+    "Resume",
+    "Revoke",
+];
 
 /// The wire name of a member in validation messages (AWS writes them lower camel case).
 fn member(name: &str) -> String {
@@ -115,11 +129,18 @@ fn check_len(value: &str, key: &str, min: usize, max: usize) -> Result<(), ApiEr
 
 /// An AutomationParameterMap (Parameters, Payload) with the model's limits: 1..200 entries,
 /// keys 1..50 characters, 0..50 values of 1..512 characters each.
-fn param_map(body: &Map<String, Value>, key: &str) -> Result<Option<BTreeMap<String, Vec<String>>>, ApiError> {
+fn param_map(
+    body: &Map<String, Value>,
+    key: &str,
+) -> Result<Option<BTreeMap<String, Vec<String>>>, ApiError> {
     let obj = match body.get(key) {
         None | Some(Value::Null) => return Ok(None),
         Some(Value::Object(m)) => m,
-        Some(_) => return Err(ApiError::serialization(format!("{key} must be a map of string lists"))),
+        Some(_) => {
+            return Err(ApiError::serialization(format!(
+                "{key} must be a map of string lists"
+            )))
+        }
     };
     let wire = member(key);
     if obj.is_empty() || obj.len() > 200 {
@@ -136,9 +157,9 @@ fn param_map(body: &Map<String, Value>, key: &str) -> Result<Option<BTreeMap<Str
                 "Value '{k}' at '{wire}' failed to satisfy constraint: Map keys must have length between 1 and 50"
             )));
         }
-        let list = v
-            .as_array()
-            .ok_or_else(|| ApiError::serialization(format!("{key}.{k} must be a list of strings")))?;
+        let list = v.as_array().ok_or_else(|| {
+            ApiError::serialization(format!("{key}.{k} must be a list of strings"))
+        })?;
         if list.len() > 50 {
             return Err(ApiError::validation(format!(
                 "Value at '{wire}.{k}' failed to satisfy constraint: Member must have length less than or equal to 50"
@@ -146,9 +167,9 @@ fn param_map(body: &Map<String, Value>, key: &str) -> Result<Option<BTreeMap<Str
         }
         let mut values = Vec::new();
         for item in list {
-            let s = item
-                .as_str()
-                .ok_or_else(|| ApiError::serialization(format!("{key}.{k} must be a list of strings")))?;
+            let s = item.as_str().ok_or_else(|| {
+                ApiError::serialization(format!("{key}.{k} must be a list of strings"))
+            })?;
             let n = s.chars().count();
             if !(1..=512).contains(&n) {
                 return Err(ApiError::validation(format!(
@@ -177,7 +198,9 @@ fn not_found(id: &str) -> ApiError {
 
 fn valid_document_name(name: &str) -> bool {
     (3..=128).contains(&name.len())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
 /// Parameter values as GetAutomationExecution shows them (lists of strings).
@@ -197,7 +220,10 @@ fn default_values(v: &Value) -> Vec<String> {
 
 impl SsmState {
     fn document(&self, name: &str) -> Option<Document> {
-        self.documents.get(name).cloned().or_else(|| document::builtin(name))
+        self.documents
+            .get(name)
+            .cloned()
+            .or_else(|| document::builtin(name))
     }
 
     /// The JSON GetAutomationExecution would give, for in-process inspection.
@@ -206,7 +232,12 @@ impl SsmState {
     }
 
     /// Handles one operation. `body` is the parsed request (an object).
-    pub fn handle(&mut self, ctx: &Ctx, op: &str, body: &Map<String, Value>) -> Result<Outcome, ApiError> {
+    pub fn handle(
+        &mut self,
+        ctx: &Ctx,
+        op: &str,
+        body: &Map<String, Value>,
+    ) -> Result<Outcome, ApiError> {
         match op {
             "CreateDocument" => self.create_document(ctx, body),
             "StartAutomationExecution" => self.start(ctx, body),
@@ -233,7 +264,11 @@ impl SsmState {
         }
     }
 
-    fn create_document(&mut self, ctx: &Ctx, body: &Map<String, Value>) -> Result<Outcome, ApiError> {
+    fn create_document(
+        &mut self,
+        ctx: &Ctx,
+        body: &Map<String, Value>,
+    ) -> Result<Outcome, ApiError> {
         let name = req_str(body, "Name")?;
         let content = req_str(body, "Content")?;
         if !valid_document_name(name) {
@@ -242,7 +277,10 @@ impl SsmState {
             )));
         }
         let lower = name.to_ascii_lowercase();
-        if ["aws", "amazon", "amzn"].iter().any(|p| lower.starts_with(p)) {
+        if ["aws", "amazon", "amzn"]
+            .iter()
+            .any(|p| lower.starts_with(p))
+        {
             return Err(ApiError::validation(format!(
                 "Value '{name}' at 'name' failed to satisfy constraint: the prefixes aws, amazon and amzn are reserved"
             )));
@@ -257,10 +295,18 @@ impl SsmState {
         }
         let format = opt_str(body, "DocumentFormat")?.unwrap_or("JSON");
         let parsed: Value = match format {
-            "JSON" => serde_json::from_str(content)
-                .map_err(|e| ApiError::client("InvalidDocumentContent", format!("The content is not valid JSON: {e}")))?,
-            "YAML" => serde_yaml::from_str(content)
-                .map_err(|e| ApiError::client("InvalidDocumentContent", format!("The content is not valid YAML: {e}")))?,
+            "JSON" => serde_json::from_str(content).map_err(|e| {
+                ApiError::client(
+                    "InvalidDocumentContent",
+                    format!("The content is not valid JSON: {e}"),
+                )
+            })?,
+            "YAML" => serde_yaml::from_str(content).map_err(|e| {
+                ApiError::client(
+                    "InvalidDocumentContent",
+                    format!("The content is not valid YAML: {e}"),
+                )
+            })?,
             "TEXT" => {
                 return Err(ApiError::client(
                     "InvalidDocumentContent",
@@ -273,7 +319,10 @@ impl SsmState {
             }
         };
         if self.document(name).is_some() {
-            return Err(ApiError::client("DocumentAlreadyExists", format!("Document with same name {name} already exists")));
+            return Err(ApiError::client(
+                "DocumentAlreadyExists",
+                format!("Document with same name {name} already exists"),
+            ));
         }
         let doc = Document::parse(name, &parsed, format, ctx.now, ctx.account_id)?;
         let description = doc.description_json();
@@ -284,7 +333,9 @@ impl SsmState {
     fn start(&mut self, ctx: &Ctx, body: &Map<String, Value>) -> Result<Outcome, ApiError> {
         let name = req_str(body, "DocumentName")?;
         if !(3..=128).contains(&name.len())
-            || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '/'))
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '/'))
         {
             return Err(ApiError::validation(format!(
                 "Value '{name}' at 'documentName' failed to satisfy constraint: Member must satisfy regular expression pattern: ^[a-zA-Z0-9_\\-.:/]{{3,128}}$"
@@ -298,7 +349,13 @@ impl SsmState {
                 unreachable!()
             }
         };
-        for unsupported in ["Targets", "TargetMaps", "TargetLocations", "TargetLocationsURL", "TargetParameterName"] {
+        for unsupported in [
+            "Targets",
+            "TargetMaps",
+            "TargetLocations",
+            "TargetLocationsURL",
+            "TargetParameterName",
+        ] {
             if body.get(unsupported).is_some_and(|v| !v.is_null()) {
                 return Err(ApiError::client(
                     "InvalidAutomationExecutionParametersException",
@@ -310,7 +367,10 @@ impl SsmState {
         // A document ARN names the document by its last path segment.
         let doc_name = name.rsplit('/').next().unwrap_or(name);
         let doc = self.document(doc_name).ok_or_else(|| {
-            ApiError::client("AutomationDefinitionNotFoundException", format!("Document {name} does not exist"))
+            ApiError::client(
+                "AutomationDefinitionNotFoundException",
+                format!("Document {name} does not exist"),
+            )
         })?;
         if let Some(v) = opt_str(body, "DocumentVersion")? {
             if !matches!(v, "1" | "$DEFAULT" | "$LATEST") {
@@ -334,11 +394,21 @@ impl SsmState {
         }
         let params = resolve_parameters(&doc, supplied)?;
         let id = new_uuid();
-        let exec = Execution::start(id.clone(), doc, params, mode, ctx.principal.to_string(), ctx.account_id, ctx.region, ctx.now);
+        let exec = Execution::start(
+            id.clone(),
+            doc,
+            params,
+            mode,
+            ctx.principal.to_string(),
+            ctx.account_id,
+            ctx.region,
+            ctx.now,
+        );
         tracing::debug!(execution = %id, document = exec.document_name(), status = exec.status(), "started");
         self.executions.insert(id.clone(), exec);
         if let Some(token) = token {
-            self.client_tokens.insert(token.to_lowercase(), (doc_name.to_string(), id.clone()));
+            self.client_tokens
+                .insert(token.to_lowercase(), (doc_name.to_string(), id.clone()));
         }
         Ok(json!({"AutomationExecutionId": id}).into())
     }
@@ -382,17 +452,27 @@ impl SsmState {
             Some(t) => t
                 .strip_prefix("aws-emu:")
                 .and_then(|n| n.parse::<usize>().ok())
-                .ok_or_else(|| ApiError::client("InvalidNextToken", "The NextToken is not valid"))?,
+                .ok_or_else(|| {
+                    ApiError::client("InvalidNextToken", "The NextToken is not valid")
+                })?,
         };
         let reverse = opt_bool(body, "ReverseOrder")?.unwrap_or(false);
         let filters = parse_filters(body)?;
         let exec = self.executions.get(id).ok_or_else(|| not_found(id))?;
-        let mut steps: Vec<(f64, Value)> =
-            exec.started_steps().into_iter().filter(|(start, step)| filters.iter().all(|f| f.matches(*start, step))).collect();
+        let mut steps: Vec<(f64, Value)> = exec
+            .started_steps()
+            .into_iter()
+            .filter(|(start, step)| filters.iter().all(|f| f.matches(*start, step)))
+            .collect();
         if reverse {
             steps.reverse();
         }
-        let page: Vec<Value> = steps.iter().skip(offset).take(max).map(|(_, s)| s.clone()).collect();
+        let page: Vec<Value> = steps
+            .iter()
+            .skip(offset)
+            .take(max)
+            .map(|(_, s)| s.clone())
+            .collect();
         let mut out = json!({"StepExecutions": page});
         if offset + max < steps.len() {
             out["NextToken"] = json!(format!("aws-emu:{}", offset + max));
@@ -407,21 +487,33 @@ fn resolve_parameters(
     mut supplied: BTreeMap<String, Vec<String>>,
 ) -> Result<BTreeMap<String, Vec<String>>, ApiError> {
     let bad = |m: String| ApiError::client("InvalidAutomationExecutionParametersException", m);
-    if let Some(unknown) = supplied.keys().find(|k| !doc.parameters.iter().any(|p| &p.name == *k)) {
-        return Err(bad(format!("Parameter \"{unknown}\" is not defined in document {}", doc.name)));
+    if let Some(unknown) = supplied
+        .keys()
+        .find(|k| !doc.parameters.iter().any(|p| &p.name == *k))
+    {
+        return Err(bad(format!(
+            "Parameter \"{unknown}\" is not defined in document {}",
+            doc.name
+        )));
     }
     for p in &doc.parameters {
         match supplied.get(&p.name) {
             Some(values) => {
                 let single = matches!(p.ty.as_str(), "String" | "Integer" | "Boolean");
                 if single && values.len() != 1 {
-                    return Err(bad(format!("Parameter \"{}\" of type {} takes exactly one value", p.name, p.ty)));
+                    return Err(bad(format!(
+                        "Parameter \"{}\" of type {} takes exactly one value",
+                        p.name, p.ty
+                    )));
                 }
                 if p.ty == "Integer" && values[0].parse::<i64>().is_err() {
                     return Err(bad(format!("Parameter \"{}\" must be an integer", p.name)));
                 }
                 if p.ty == "Boolean" && values[0].parse::<bool>().is_err() {
-                    return Err(bad(format!("Parameter \"{}\" must be true or false", p.name)));
+                    return Err(bad(format!(
+                        "Parameter \"{}\" must be true or false",
+                        p.name
+                    )));
                 }
             }
             None => match &p.default {
@@ -459,7 +551,10 @@ impl Filter {
         match self.key.as_str() {
             "StartTimeBefore" => self.times.iter().any(|t| start < *t),
             "StartTimeAfter" => self.times.iter().any(|t| start > *t),
-            "StepExecutionStatus" => self.values.iter().any(|v| v.eq_ignore_ascii_case(field("StepStatus"))),
+            "StepExecutionStatus" => self
+                .values
+                .iter()
+                .any(|v| v.eq_ignore_ascii_case(field("StepStatus"))),
             "StepExecutionId" => self.values.iter().any(|v| v == field("StepExecutionId")),
             "StepName" => self.values.iter().any(|v| v == field("StepName")),
             "Action" => self.values.iter().any(|v| v == field("Action")),
@@ -482,10 +577,15 @@ fn parse_filters(body: &Map<String, Value>) -> Result<Vec<Filter>, ApiError> {
     }
     let mut out = Vec::new();
     for f in list {
-        let f = f.as_object().ok_or_else(|| ApiError::serialization("a filter must be an object"))?;
+        let f = f
+            .as_object()
+            .ok_or_else(|| ApiError::serialization("a filter must be an object"))?;
         let key = req_str(f, "Key")?;
         if !FILTER_KEYS.contains(&key) {
-            return Err(ApiError::client("InvalidFilterKey", format!("The filter key {key} is not valid")));
+            return Err(ApiError::client(
+                "InvalidFilterKey",
+                format!("The filter key {key} is not valid"),
+            ));
         }
         let values: Vec<String> = f
             .get("Values")
@@ -496,7 +596,12 @@ fn parse_filters(body: &Map<String, Value>) -> Result<Vec<Filter>, ApiError> {
             .iter()
             .map(|v| v.as_str().map(str::to_string).ok_or_else(|| ApiError::serialization("filter values must be strings")))
             .collect::<Result<_, _>>()?;
-        if values.is_empty() || values.len() > 10 || values.iter().any(|v| !(1..=150).contains(&v.chars().count())) {
+        if values.is_empty()
+            || values.len() > 10
+            || values
+                .iter()
+                .any(|v| !(1..=150).contains(&v.chars().count()))
+        {
             return Err(ApiError::validation(
                 "Value at 'filters.member.values' failed to satisfy constraint: 1 to 10 values of 1 to 150 characters",
             ));
@@ -508,11 +613,17 @@ fn parse_filters(body: &Map<String, Value>) -> Result<Vec<Filter>, ApiError> {
                     .map(|t| t.timestamp_millis() as f64 / 1000.0)
                     .ok()
                     .or_else(|| v.parse::<f64>().ok())
-                    .ok_or_else(|| ApiError::client("InvalidFilterValue", format!("{v} is not a timestamp")))?;
+                    .ok_or_else(|| {
+                        ApiError::client("InvalidFilterValue", format!("{v} is not a timestamp"))
+                    })?;
                 times.push(t);
             }
         }
-        out.push(Filter { key: key.to_string(), values, times });
+        out.push(Filter {
+            key: key.to_string(),
+            values,
+            times,
+        });
     }
     Ok(out)
 }
@@ -537,7 +648,18 @@ mod tests {
         assert!(param_map(&body(json!({"k": ["x".repeat(513)]})), "Payload").is_err());
         assert!(param_map(&body(json!({"k".repeat(51): ["x"]})), "Payload").is_err());
         assert!(param_map(&body(json!({"k": vec!["x"; 51]})), "Payload").is_err());
-        assert_eq!(param_map(&body(json!({"k": []})), "Payload").unwrap().unwrap()["k"].len(), 0);
-        assert!(param_map(&body(json!({"k": "x"})), "Payload").unwrap_err().code == "SerializationException");
+        assert_eq!(
+            param_map(&body(json!({"k": []})), "Payload")
+                .unwrap()
+                .unwrap()["k"]
+                .len(),
+            0
+        );
+        assert!(
+            param_map(&body(json!({"k": "x"})), "Payload")
+                .unwrap_err()
+                .code
+                == "SerializationException"
+        );
     }
 }

@@ -19,9 +19,12 @@ pub async fn emulator() -> RunningEmulator {
 }
 
 pub async fn emulator_with(swf_upstream: Option<String>) -> RunningEmulator {
-    aws_emulator::start(EmulatorConfig { swf_upstream, ..EmulatorConfig::default() })
-        .await
-        .expect("the emulator starts")
+    aws_emulator::start(EmulatorConfig {
+        swf_upstream,
+        ..EmulatorConfig::default()
+    })
+    .await
+    .expect("the emulator starts")
 }
 
 /// A real SSM client signing as `access_key`, SDK retries disabled.
@@ -31,7 +34,13 @@ pub fn ssm(endpoint: &str, access_key: &str) -> aws_sdk_ssm::Client {
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
         .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new(access_key, "not-a-secret", None, None, "test"))
+        .credentials_provider(Credentials::new(
+            access_key,
+            "not-a-secret",
+            None,
+            None,
+            "test",
+        ))
         .retry_config(RetryConfig::disabled())
         .build();
     aws_sdk_ssm::Client::from_conf(config)
@@ -44,7 +53,13 @@ pub fn swf(endpoint: &str) -> aws_sdk_swf::Client {
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
         .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new("swf-tester", "not-a-secret", None, None, "test"))
+        .credentials_provider(Credentials::new(
+            "swf-tester",
+            "not-a-secret",
+            None,
+            None,
+            "test",
+        ))
         .retry_config(RetryConfig::disabled())
         .build();
     aws_sdk_swf::Client::from_conf(config)
@@ -76,12 +91,18 @@ pub async fn start(
     params: &[(&str, &[&str])],
     mode: ExecutionMode,
 ) -> String {
-    let mut req = client.start_automation_execution().document_name(document).mode(mode);
+    let mut req = client
+        .start_automation_execution()
+        .document_name(document)
+        .mode(mode);
     for (k, vs) in params {
         req = req.parameters(*k, vs.iter().map(|v| v.to_string()).collect());
     }
     let out = req.send().await.expect("StartAutomationExecution");
-    let id = out.automation_execution_id().expect("an execution id").to_string();
+    let id = out
+        .automation_execution_id()
+        .expect("an execution id")
+        .to_string();
     assert_eq!(id.len(), 36);
     id
 }
@@ -99,7 +120,9 @@ pub async fn get(client: &aws_sdk_ssm::Client, id: &str) -> AutomationExecution 
 }
 
 pub fn status(exec: &AutomationExecution) -> &str {
-    exec.automation_execution_status().map(|s| s.as_str()).unwrap_or("")
+    exec.automation_execution_status()
+        .map(|s| s.as_str())
+        .unwrap_or("")
 }
 
 /// The latest started execution of step `name`.
@@ -112,7 +135,10 @@ pub fn step<'a>(exec: &'a AutomationExecution, name: &str) -> &'a StepExecution 
 }
 
 pub fn step_status<'a>(exec: &'a AutomationExecution, name: &str) -> &'a str {
-    step(exec, name).step_status().map(|s| s.as_str()).unwrap_or("")
+    step(exec, name)
+        .step_status()
+        .map(|s| s.as_str())
+        .unwrap_or("")
 }
 
 pub fn output<'a>(step: &'a StepExecution, key: &str) -> Vec<&'a str> {
@@ -129,9 +155,15 @@ pub async fn send(
     payload: &[(&str, &str)],
 ) -> Result<
     aws_sdk_ssm::operation::send_automation_signal::SendAutomationSignalOutput,
-    SdkError<aws_sdk_ssm::operation::send_automation_signal::SendAutomationSignalError, aws_sdk_ssm::config::http::HttpResponse>,
+    SdkError<
+        aws_sdk_ssm::operation::send_automation_signal::SendAutomationSignalError,
+        aws_sdk_ssm::config::http::HttpResponse,
+    >,
 > {
-    let mut req = client.send_automation_signal().automation_execution_id(id).signal_type(signal);
+    let mut req = client
+        .send_automation_signal()
+        .automation_execution_id(id)
+        .signal_type(signal);
     for (k, v) in payload {
         req = req.payload(*k, vec![v.to_string()]);
     }
@@ -139,10 +171,19 @@ pub async fn send(
 }
 
 /// A bare HTTP/1.1 exchange (Connection: close): (status, body).
-pub async fn http(endpoint: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+pub async fn http(
+    endpoint: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
     let addr = endpoint.trim_start_matches("http://");
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -152,14 +193,36 @@ pub async fn http(endpoint: &str, method: &str, path: &str, headers: &[(&str, &s
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).await.expect("read");
     let text = String::from_utf8_lossy(&raw).to_string();
-    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
-pub async fn http_json(endpoint: &str, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
-    let (status, text) = http(endpoint, method, path, &[("Content-Type", "application/json")], body).await;
-    (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}")))
+pub async fn http_json(
+    endpoint: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> (u16, serde_json::Value) {
+    let (status, text) = http(
+        endpoint,
+        method,
+        path,
+        &[("Content-Type", "application/json")],
+        body,
+    )
+    .await;
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}")),
+    )
 }
 
 /// The python of a venv with moto: `SIGNALMAN_MOTO_PYTHON`, else the test environment's venv.
@@ -168,7 +231,9 @@ pub fn moto_python() -> Option<PathBuf> {
         return Some(PathBuf::from(p));
     }
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../..");
-    let home = std::env::var_os("SIGNALMAN_ENV_HOME").map(PathBuf::from).unwrap_or_else(|| repo.join(".env-cache"));
+    let home = std::env::var_os("SIGNALMAN_ENV_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo.join(".env-cache"));
     let python = home.join("venv/bin/python");
     python.exists().then_some(python)
 }
