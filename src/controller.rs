@@ -366,6 +366,7 @@ async fn claim_send_record(
         Err(e) => return Err(e),
     };
     tell(kind, obj, claim.event.as_ref(), ctx).await;
+    failpoint("after-claim");
 
     let outcome = match tokio::time::timeout(
         ctx.settings.send_timeout + Duration::from_secs(2),
@@ -380,6 +381,7 @@ async fn claim_send_record(
             message: "the AWS call did not finish in time".into(),
         }),
     };
+    failpoint("after-send");
     let record = delivery::after_send(
         &claimed_status,
         &outcome,
@@ -528,5 +530,19 @@ async fn tell(kind: Kind, obj: &DynamicObject, note: Option<&delivery::EventNote
     };
     if let Err(e) = ctx.recorder.publish(&event, &reference).await {
         debug!(error = %e, "event not recorded");
+    }
+}
+
+/// Crash tests: `SIGNALMAN_FAILPOINT=after-claim|after-send` makes the process SIGKILL itself
+/// at that point of the protocol, exactly as an OOM kill or a node loss would stop it.
+fn failpoint(name: &str) {
+    static ARMED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let armed = ARMED.get_or_init(|| std::env::var("SIGNALMAN_FAILPOINT").ok());
+    if armed.as_deref() == Some(name) {
+        warn!(failpoint = name, "failpoint reached: killing this process");
+        // SAFETY: kill(2) on our own pid; no memory is touched.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
     }
 }

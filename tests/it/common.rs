@@ -351,3 +351,43 @@ impl SwfWorld {
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{:08x}", rand::random::<u32>())
 }
+
+/// A WorkflowSignal named `name` that sends signal `approve` with `input` to `workflow_id`.
+pub fn wf_signal(
+    name: &str,
+    domain: &str,
+    workflow_id: &str,
+    input: Option<&str>,
+) -> signalman::api::WorkflowSignal {
+    signalman::api::WorkflowSignal::new(
+        name,
+        signalman::api::WorkflowSignalSpec {
+            domain: domain.into(),
+            workflow_id: workflow_id.into(),
+            run_id: None,
+            signal_name: "approve".into(),
+            input: input.map(Into::into),
+            region: None,
+            retry: Some(fast_retry()),
+        },
+    )
+}
+
+/// Short backoffs so retries happen within a test's time.
+pub fn fast_retry() -> signalman::api::RetryPolicy {
+    signalman::api::RetryPolicy {
+        max_attempts: Some(10),
+        initial_backoff_seconds: Some(1),
+        max_backoff_seconds: Some(2),
+        retry_not_found: None,
+    }
+}
+
+/// The reason of the Ready condition.
+pub fn ready_reason(status: &SignalStatus) -> Option<String> {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.reason.clone())
+}

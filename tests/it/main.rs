@@ -2,4 +2,8 @@
 //! kube-apiserver, moto's SWF and the SSM Automation emulator (one environment for the whole
 //! binary, one namespace per test).
 mod common;
+mod crash;
+mod faults;
+mod retry;
+mod ssm;
 mod swf;
