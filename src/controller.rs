@@ -147,7 +147,18 @@ pub async fn run(
                 .with_config(config)
                 .graceful_shutdown_on(shutdown)
                 .run(
-                    move |obj, ctx: Arc<Context>| async move { reconcile(kind, obj, ctx).await },
+                    move |obj, ctx: Arc<Context>| async move {
+                        match reconcile(kind, obj, ctx).await {
+                            // A write refused because the object changed since our cached read:
+                            // expected under concurrency, and exactly what keeps a send from
+                            // happening twice. Read again shortly; not an error.
+                            Err(Error::Kube(kube::Error::Api(ae))) if ae.code == 409 => {
+                                debug!(kind = kind.name(), "status write lost a race; requeueing");
+                                Ok(Action::requeue(Duration::from_millis(200)))
+                            }
+                            other => other,
+                        }
+                    },
                     move |obj, err: &Error, _ctx| {
                         warn!(kind = kind.name(), namespace = obj.namespace().unwrap_or_default(), name = %obj.name_any(), error = %err, "reconcile failed; retrying");
                         Action::requeue(Duration::from_secs(2))
