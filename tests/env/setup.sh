@@ -29,7 +29,11 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1fs", b - a }'; }
-on_error() { printf '[setup] FAILED (line %s, exit %s) after %s\n' "$1" "$2" "$(since "$T0")" >&2; }
+on_error() {
+  # -E runs the trap in subshells too: report once, from the top level.
+  [ "$BASH_SUBSHELL" -eq 0 ] || return 0
+  printf '[setup] FAILED (line %s, exit %s) after %s\n' "$1" "$2" "$(since "$T0")" >&2
+}
 T0=$(now)
 trap 'on_error $LINENO $?' ERR
 

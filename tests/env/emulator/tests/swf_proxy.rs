@@ -10,6 +10,11 @@ use common::*;
 
 fn python_or_skip(test: &str) -> Option<std::path::PathBuf> {
     let python = moto_python();
+    // In CI the venv is part of the set-up: a missing one is a failure, not a skip.
+    assert!(
+        python.is_some() || std::env::var_os("CI").is_none(),
+        "{test}: no moto venv in CI (tests/env/setup.sh should have made .env-cache/venv)"
+    );
     if python.is_none() {
         eprintln!(
             "SKIPPED {test}: no moto venv (set SIGNALMAN_MOTO_PYTHON, or run tests/env/setup.sh to create .env-cache/venv)"
