@@ -4,16 +4,15 @@
 //! Objects are watched as `DynamicObject` and parsed one by one, so an object written around
 //! the schema (or by an older version of the CRD) fails alone with reason `InvalidSpec` instead
 //! of breaking the list/watch of every other object.
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ApiResource, DynamicObject, PostParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::watcher;
+use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::{Resource, ResourceExt};
 use tokio::sync::OnceCell;
 use tracing::{debug, info, warn};
@@ -22,6 +21,8 @@ use crate::api::{AutomationSignal, SignalStatus, WorkflowSignal};
 use crate::aws::clients::{AwsClients, RegionClients};
 use crate::aws::{ssm, swf};
 use crate::delivery::{self, AwsFailure, Next, SendOutcome, Transition, VerifyOutcome};
+use crate::metrics::{self, Metrics};
+use crate::server::Health;
 
 /// Which of the two kinds a controller serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,18 +64,32 @@ pub struct Settings {
 }
 
 /// Whether this replica may claim and send. Followers still verify nothing and write nothing.
+/// Set by [`crate::leader::Elector`]; a watch channel so the controllers can look at every object
+/// again the moment leadership is won.
 #[derive(Clone, Debug)]
-pub struct Leadership(Arc<AtomicBool>);
+pub struct Leadership(Arc<tokio::sync::watch::Sender<bool>>);
 
 impl Leadership {
     pub fn new(leading: bool) -> Self {
-        Self(Arc::new(AtomicBool::new(leading)))
+        Self(Arc::new(tokio::sync::watch::Sender::new(leading)))
     }
     pub fn is_leader(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        *self.0.borrow()
     }
     pub fn set(&self, leading: bool) {
-        self.0.store(leading, Ordering::SeqCst)
+        self.0
+            .send_if_modified(|now| std::mem::replace(now, leading) != leading);
+    }
+    /// Yields each time this replica becomes the leader.
+    pub fn won(&self) -> impl futures::Stream<Item = ()> + Send + 'static {
+        futures::stream::unfold(self.0.subscribe(), |mut rx| async move {
+            loop {
+                rx.changed().await.ok()?;
+                if *rx.borrow_and_update() {
+                    return Some(((), rx));
+                }
+            }
+        })
     }
 }
 
@@ -84,6 +99,9 @@ pub struct Context {
     pub aws: AwsClients,
     pub settings: Settings,
     pub leadership: Leadership,
+    pub metrics: Metrics,
+    /// Readiness: set once every controller's cache is synced.
+    pub health: Health,
     recorder: Recorder,
     /// The ARN the operator signs as, learned once (for reading its own approvals).
     caller_arn: OnceCell<Option<String>>,
@@ -106,6 +124,8 @@ impl Context {
             aws,
             settings,
             leadership,
+            metrics: Metrics::new(),
+            health: Health::new(),
             recorder,
             caller_arn: OnceCell::new(),
         }
@@ -133,6 +153,7 @@ pub async fn run(
     } else {
         ctx.settings.namespaces.iter().cloned().map(Some).collect()
     };
+    ctx.health.expect_caches(2 * namespaces.len());
     for kind in [Kind::Workflow, Kind::Automation] {
         for ns in &namespaces {
             let ar = kind.api_resource();
@@ -143,12 +164,31 @@ pub async fn run(
             let ctx = ctx.clone();
             let shutdown = shutdown.clone();
             let config = ControllerConfig::default().concurrency(ctx.settings.concurrency);
-            let controller = Controller::new_with(api, watcher::Config::default().any_semantic(), ar)
+            // Controller::new_with's own wiring, plus readiness once the cache is first listed.
+            let writer = reflector::store::Writer::new(ar.clone());
+            let store = writer.as_reader();
+            ctx.metrics.track_store(kind.name(), store.clone());
+            let synced = ctx.health.cache();
+            let objects = reflector(
+                writer,
+                watcher(api, watcher::Config::default().any_semantic()),
+            )
+            .inspect(move |event| {
+                if matches!(event, Ok(watcher::Event::InitDone)) {
+                    synced.synced();
+                }
+            })
+            .applied_objects();
+            let controller = Controller::for_stream_with(objects, store, ar)
                 .with_config(config)
+                .reconcile_all_on(ctx.leadership.won())
                 .graceful_shutdown_on(shutdown)
                 .run(
                     move |obj, ctx: Arc<Context>| async move {
-                        match reconcile(kind, obj, ctx).await {
+                        let started = Instant::now();
+                        let result = reconcile(kind, obj, ctx.clone()).await;
+                        ctx.metrics.reconcile_done(kind.name(), started.elapsed());
+                        match result {
                             // A write refused because the object changed since our cached read:
                             // expected under concurrency, and exactly what keeps a send from
                             // happening twice. Read again shortly; not an error.
@@ -207,6 +247,21 @@ impl Parsed {
 
 /// Parses the object as its kind. The error names the field, never its value.
 fn parse(kind: Kind, obj: &DynamicObject) -> Result<Parsed, String> {
+    // The CRD's own schema first, on the raw JSON: it names each bad field (a missing one
+    // included) and never quotes a value.
+    let spec = obj
+        .data
+        .get("spec")
+        .cloned()
+        .unwrap_or(serde_json::Value::Null);
+    let schema = match kind {
+        Kind::Workflow => WorkflowSignal::spec_schema(),
+        Kind::Automation => AutomationSignal::spec_schema(),
+    };
+    let problems = crate::api::validation::check_schema(schema, &spec, "spec");
+    if !problems.is_empty() {
+        return Err(problems.join("; "));
+    }
     let value = serde_json::to_value(obj).map_err(|_| "object could not be read".to_string())?;
     fn typed<T: serde::de::DeserializeOwned>(
         value: serde_json::Value,
@@ -214,8 +269,7 @@ fn parse(kind: Kind, obj: &DynamicObject) -> Result<Parsed, String> {
     ) -> Result<T, String> {
         serde_path_to_error::deserialize(value).map_err(|e| {
             format!(
-                "{} does not match the {} schema at {}",
-                "object",
+                "object does not match the {} schema at {}",
                 kind.name(),
                 e.path()
             )
@@ -282,8 +336,18 @@ async fn reconcile(
                 return Ok(Action::requeue(Duration::from_secs(5)));
             }
             let tr = delivery::invalid_spec(status.as_ref(), &why, &dctx);
-            write_and_tell(kind, &obj, tr, &ctx).await?;
-            return Ok(Action::await_change());
+            return match write_and_tell(kind, &obj, tr.clone(), &ctx).await {
+                Ok(_) => Ok(Action::await_change()),
+                // The API server refuses any write to some malformed objects (a CEL rule on the
+                // spec cannot evaluate a field of the wrong type). The Event is then the only
+                // place to say why; retrying the write cannot help until the object changes.
+                Err(Error::Kube(kube::Error::Api(ae))) if ae.code == 422 => {
+                    warn!(kind = kind.name(), namespace = obj.namespace().unwrap_or_default(), name = %obj.name_any(), %why, "malformed object; its status cannot be written");
+                    tell(kind, &obj, tr.event.as_ref(), &ctx).await;
+                    Ok(Action::await_change())
+                }
+                Err(e) => Err(e),
+            };
         }
     };
 
@@ -339,6 +403,10 @@ async fn claim_send_record(
         Parsed::Workflow(_) => clients.swf_limiter.until_ready().await,
         Parsed::Automation(_) => clients.ssm_limiter.until_ready().await,
     }
+    // Leadership may have been lost while waiting for the rate limit (the claim is the first fence).
+    if !ctx.leadership.is_leader() {
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
     // SWF: pin the run before the claim, so verification reads the run that was signalled.
     if let Parsed::Workflow(ws) = signal {
         let pinned = ws
@@ -349,12 +417,15 @@ async fn claim_send_record(
             .or_else(|| claim.status.run_id.clone());
         match pinned {
             Some(run) => claim.status.run_id = Some(run),
-            None => match swf::resolve_open_run(
-                &clients.swf_read,
-                &ws.spec.domain,
-                &ws.spec.workflow_id,
-            )
-            .await
+            None => match ctx
+                .metrics
+                .observe_aws(
+                    "swf",
+                    "ListOpenWorkflowExecutions",
+                    swf::resolve_open_run(&clients.swf_read, &ws.spec.domain, &ws.spec.workflow_id),
+                    metrics::result_outcome,
+                )
+                .await
             {
                 Ok(run) => claim.status.run_id = Some(run),
                 Err(failure) => {
@@ -379,19 +450,31 @@ async fn claim_send_record(
     tell(kind, obj, claim.event.as_ref(), ctx).await;
     failpoint("after-claim");
 
-    let outcome = match tokio::time::timeout(
-        ctx.settings.send_timeout + Duration::from_secs(2),
-        send(signal, &claimed_status, &clients),
-    )
-    .await
-    {
-        Ok(outcome) => outcome,
-        Err(_) => SendOutcome::Failed(AwsFailure {
-            class: crate::aws::classify::ErrorClass::Ambiguous,
-            code: None,
-            message: "the AWS call did not finish in time".into(),
-        }),
+    let in_flight = ctx.metrics.in_flight(kind.name());
+    let (service, operation) = match signal {
+        Parsed::Workflow(_) => ("swf", "SignalWorkflowExecution"),
+        Parsed::Automation(_) => ("ssm", "SendAutomationSignal"),
     };
+    let timed_send = async {
+        match tokio::time::timeout(
+            ctx.settings.send_timeout + Duration::from_secs(2),
+            send(signal, &claimed_status, &clients),
+        )
+        .await
+        {
+            Ok(outcome) => outcome,
+            Err(_) => SendOutcome::Failed(AwsFailure {
+                class: crate::aws::classify::ErrorClass::Ambiguous,
+                code: None,
+                message: "the AWS call did not finish in time".into(),
+            }),
+        }
+    };
+    let outcome = ctx
+        .metrics
+        .observe_aws(service, operation, timed_send, metrics::send_outcome)
+        .await;
+    drop(in_flight);
     failpoint("after-send");
     let record = delivery::after_send(
         &claimed_status,
@@ -436,15 +519,36 @@ async fn verify(
                 return VerifyOutcome::Absent;
             };
             clients.swf_limiter.until_ready().await;
-            swf::verify(&clients.swf_read, swf_view(ws, run_id), since).await
+            ctx.metrics
+                .observe_aws(
+                    "swf",
+                    "GetWorkflowExecutionHistory",
+                    swf::verify(&clients.swf_read, swf_view(ws, run_id), since),
+                    metrics::verify_outcome,
+                )
+                .await
         }
         Parsed::Automation(asig) => {
             let me = ctx
                 .caller_arn
-                .get_or_init(|| ssm::caller_arn(&clients.sts))
+                .get_or_init(|| {
+                    ctx.metrics.observe_aws(
+                        "sts",
+                        "GetCallerIdentity",
+                        ssm::caller_arn(&clients.sts),
+                        |arn| if arn.is_some() { "ok" } else { "Unknown" },
+                    )
+                })
                 .await;
             clients.ssm_limiter.until_ready().await;
-            ssm::verify(&clients.ssm_read, &ssm_view(asig), me.as_deref()).await
+            ctx.metrics
+                .observe_aws(
+                    "ssm",
+                    "GetAutomationExecution",
+                    ssm::verify(&clients.ssm_read, &ssm_view(asig), me.as_deref()),
+                    metrics::verify_outcome,
+                )
+                .await
         }
     }
 }
@@ -511,6 +615,11 @@ async fn write_and_tell(
     ctx: &Context,
 ) -> Result<DynamicObject, Error> {
     let written = write_status(kind, obj, &tr.status, ctx).await?;
+    ctx.metrics.status_written(
+        kind.name(),
+        read_status(obj).ok().flatten().as_ref(),
+        &tr.status,
+    );
     info!(
         kind = kind.name(),
         namespace = obj.namespace().unwrap_or_default(),

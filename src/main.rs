@@ -6,6 +6,8 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use signalman::aws::clients::{AwsClients, AwsSettings, RateLimit};
 use signalman::controller::{self, Context, Leadership, Settings};
+use signalman::leader::{Elector, LeaseConfig, Timing};
+use signalman::server;
 
 #[derive(Parser)]
 #[command(
@@ -21,7 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the controller.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print both CustomResourceDefinitions as YAML.
     Crds,
     /// Print the version.
@@ -80,6 +82,34 @@ struct RunArgs {
     log_level: String,
     #[arg(long, env = "SIGNALMAN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Elect one leader among the replicas with a Lease; only the leader claims and sends.
+    /// `--leader-election=false` for a single replica.
+    #[arg(long, env = "SIGNALMAN_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+    /// Namespace of the leader Lease: the pod's own (POD_NAMESPACE from the downward API); else
+    /// the service account's namespace in a cluster, the kubeconfig context's, or `default`.
+    #[arg(long, env = "POD_NAMESPACE")]
+    leader_election_namespace: Option<String>,
+    /// Name of the leader Lease; replicas sharing it elect one leader.
+    #[arg(long, env = "SIGNALMAN_LEASE_NAME", default_value = "signalman")]
+    lease_name: String,
+    /// Seconds a lease lasts unrenewed; a standby takes over this long after the leader's
+    /// last renewal, and the leader stops sending a third of it earlier.
+    #[arg(long, env = "SIGNALMAN_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    lease_duration_seconds: u64,
+    /// Seconds between the leader's renewals.
+    #[arg(long, env = "SIGNALMAN_LEASE_RENEW_SECONDS", default_value_t = 5)]
+    lease_renew_seconds: u64,
+    /// Seconds between a standby's looks at the lease, and before a failed lease call is retried.
+    #[arg(long, env = "SIGNALMAN_LEASE_RETRY_SECONDS", default_value_t = 2)]
+    lease_retry_seconds: u64,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(
+        long,
+        env = "SIGNALMAN_METRICS_BIND_ADDRESS",
+        default_value = "0.0.0.0:8080"
+    )]
+    metrics_bind_address: std::net::SocketAddr,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -98,7 +128,7 @@ fn main() -> anyhow::Result<()> {
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?
-                .block_on(run(args))
+                .block_on(run(*args))
         }
     }
 }
@@ -121,6 +151,22 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             "--send-timeout-seconds must be well inside --claim-ttl-seconds (less than half)"
         );
     }
+    let timing = Timing::from_seconds(
+        args.lease_duration_seconds,
+        args.lease_renew_seconds,
+        args.lease_retry_seconds,
+    );
+    timing
+        .validate()
+        .map_err(|e| anyhow::anyhow!("leader election: {e}"))?;
+    let listener = server::bind(args.metrics_bind_address)
+        .await
+        .with_context(|| {
+            format!(
+                "binding --metrics-bind-address {}",
+                args.metrics_bind_address
+            )
+        })?;
     let client = kube_client(args.kubeconfig.as_deref()).await?;
     let identity = args.identity.clone().unwrap_or_else(default_identity);
     let aws = AwsClients::from_env(
@@ -151,9 +197,74 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             .collect(),
         concurrency: args.concurrency,
     };
-    tracing::info!(%identity, namespaces = ?settings.namespaces, region = ?aws.default_region(), "signalman starting");
-    let ctx = Arc::new(Context::new(client, aws, settings, Leadership::new(true)));
-    controller::run(ctx, shutdown_signal()).await;
+    tracing::info!(%identity, pid = std::process::id(), namespaces = ?settings.namespaces, region = ?aws.default_region(), "signalman starting");
+    let leadership = Leadership::new(!args.leader_election);
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        aws,
+        settings,
+        leadership.clone(),
+    ));
+    let (metrics, health) = (ctx.metrics.clone(), ctx.health.clone());
+    metrics.set_leader(leadership.is_leader());
+
+    let (server_stop, server_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(server::serve(
+        listener,
+        metrics.clone(),
+        health.clone(),
+        async {
+            let _ = server_stopped.await;
+        },
+    ));
+    // The election keeps renewing while in-flight sends finish, and releases the lease after.
+    let (elector_stop, elector_stopped) = tokio::sync::oneshot::channel::<()>();
+    let elector = if args.leader_election {
+        let namespace = args
+            .leader_election_namespace
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| client.default_namespace().to_string());
+        let elector = Elector::new(
+            client.clone(),
+            LeaseConfig {
+                namespace,
+                name: args.lease_name.clone(),
+                identity: identity.clone(),
+                timing,
+            },
+            leadership.clone(),
+            metrics.clone(),
+            health.clone(),
+        );
+        tokio::spawn(elector.run(async {
+            let _ = elector_stopped.await;
+        }))
+    } else {
+        let health = health.clone();
+        tokio::spawn(async move {
+            loop {
+                health.beat();
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        })
+    };
+
+    let stopping = health.clone();
+    controller::run(ctx, async move {
+        shutdown_signal().await;
+        stopping.set_stopping();
+    })
+    .await;
+    tracing::info!("in-flight signals finished");
+    if args.leader_election {
+        let _ = elector_stop.send(());
+        let _ = elector.await;
+    } else {
+        elector.abort();
+    }
+    let _ = server_stop.send(());
+    let _ = server.await;
     tracing::info!("signalman stopped");
     Ok(())
 }

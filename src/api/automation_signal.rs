@@ -207,7 +207,7 @@ impl AutomationSignalSpec {
 }
 
 impl AutomationSignal {
-    fn spec_schema() -> &'static Value {
+    pub fn spec_schema() -> &'static Value {
         static SCHEMA: OnceLock<Value> = OnceLock::new();
         SCHEMA.get_or_init(spec_schema::<Self>)
     }

@@ -106,7 +106,7 @@ impl WorkflowSignalSpec {
 
 impl WorkflowSignal {
     /// The schema of `spec` as the CRD carries it.
-    fn spec_schema() -> &'static Value {
+    pub fn spec_schema() -> &'static Value {
         static SCHEMA: OnceLock<Value> = OnceLock::new();
         SCHEMA.get_or_init(spec_schema::<Self>)
     }

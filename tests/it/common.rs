@@ -196,6 +196,11 @@ impl Operator {
             .env("SIGNALMAN_KUBECONFIG", &self.env.kubeconfig)
             .env("SIGNALMAN_NAMESPACES", &self.ns)
             .env("POD_NAME", &self.identity)
+            // Leader election per test: the Lease lives in the test's namespace, named after it.
+            .env("POD_NAMESPACE", &self.ns)
+            .env("SIGNALMAN_LEASE_NAME", &self.ns)
+            // Many operators run at once: any free port (tests that scrape pass their own).
+            .env("SIGNALMAN_METRICS_BIND_ADDRESS", "127.0.0.1:0")
             .env("SIGNALMAN_VERIFY_SETTLE_MS", "300")
             .env("SIGNALMAN_LOG_LEVEL", "info,signalman=debug")
             .env_remove("AWS_PROFILE")
@@ -390,4 +395,31 @@ pub fn ready_reason(status: &SignalStatus) -> Option<String> {
         .iter()
         .find(|c| c.type_ == "Ready")
         .map(|c| c.reason.clone())
+}
+
+// --- Schema swaps (schema.rs, malformed.rs) ---
+
+/// Guards the WorkflowSignal CRD's schema, which every test shares: a test that swaps it for a
+/// permissive one for a moment (to write an object around it) holds this for writing; a test
+/// that needs the API server to enforce the real schema holds it for reading.
+pub static CRD_SCHEMA: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+impl World {
+    /// Waits until the named object has an Event with `reason` and returns every reason seen.
+    /// The operator posts an Event after writing the status, so a test that has just seen the
+    /// status change may be a moment ahead of it.
+    pub async fn wait_event(&self, name: &str, reason: &str, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let reasons = self.event_reasons(name).await;
+            if reasons.iter().any(|r| r == reason) {
+                return reasons;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name}: no {reason} event after {timeout:?}: {reasons:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }

@@ -4,6 +4,10 @@
 mod common;
 mod crash;
 mod faults;
+mod leader;
+mod malformed;
+mod metrics;
 mod retry;
+mod schema;
 mod ssm;
 mod swf;

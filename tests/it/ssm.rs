@@ -8,7 +8,7 @@ use aws_sdk_ssm::types::{AutomationExecution, AutomationExecutionStatus, Executi
 use signalman::api::{AutomationSignal, AutomationSignalSpec, Phase, SignalStatus, SignalType};
 use signalman_testenv::{Emulator, OPERATOR_ACCESS_KEY};
 
-use crate::common::{condition, World};
+use crate::common::{condition, ready_reason, World};
 
 /// The access key a person (not the operator) uses to set executions up.
 const PERSON: &str = "release-manager";
@@ -127,7 +127,7 @@ impl SsmWorld {
 
     async fn done(&self, name: &str) -> SignalStatus {
         self.world
-            .wait_done::<AutomationSignal>(name, Duration::from_secs(30))
+            .wait_done::<AutomationSignal>(name, Duration::from_secs(45))
             .await
     }
 
@@ -148,11 +148,9 @@ impl SsmWorld {
         assert_eq!(condition(&status, "Ready").as_deref(), Some("True"));
         assert_eq!(condition(&status, "Reconciling").as_deref(), Some("False"));
         assert_eq!(condition(&status, "Stalled").as_deref(), Some("False"));
-        let reasons = self.world.event_reasons(name).await;
-        assert!(
-            reasons.iter().any(|r| r == "Delivered"),
-            "{name}: events {reasons:?}"
-        );
+        self.world
+            .wait_event(name, "Delivered", Duration::from_secs(10))
+            .await;
         let mut expected = prior.to_vec();
         expected.push((signal_type.as_str().to_string(), self.operator_arn()));
         assert_eq!(
@@ -183,15 +181,6 @@ fn automation_signal(
             retry: None,
         },
     )
-}
-
-/// The Ready condition's reason.
-fn reason(status: &SignalStatus) -> Option<String> {
-    status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .map(|c| c.reason.clone())
 }
 
 /// Asserts the SendAutomationSignal count stays `calls` for a few seconds.
@@ -448,18 +437,20 @@ async fn unknown_execution_and_non_approver_fail_for_good() {
             Some("True"),
             "{name}: {status:?}"
         );
-        assert_eq!(reason(&status).as_deref(), Some(why), "{name}: {status:?}");
+        assert_eq!(
+            ready_reason(&status).as_deref(),
+            Some(why),
+            "{name}: {status:?}"
+        );
         let stalled = status
             .conditions
             .iter()
             .find(|c| c.type_ == "Stalled")
             .expect("Stalled");
         assert_eq!(stalled.reason, why, "{name}: {status:?}");
-        let reasons = sw.world.event_reasons(name).await;
-        assert!(
-            reasons.iter().any(|r| r == "Failed"),
-            "{name}: events {reasons:?}"
-        );
+        sw.world
+            .wait_event(name, "Failed", Duration::from_secs(10))
+            .await;
     }
     assert!(sw.applied(&not_mine).is_empty());
     assert!(sw.applied(unknown).is_empty());
