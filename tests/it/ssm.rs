@@ -463,3 +463,87 @@ async fn unknown_execution_and_non_approver_fail_for_good() {
     assert_eq!(sw.send_calls(), 2);
     assert_no_more_sends(&sw, 2, "after a final failure").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approval_applied_but_response_lost_is_verified_not_resent() {
+    use signalman_testenv::aws_emulator::{FaultConfig, FaultRule, Service};
+    let sw = SsmWorld::new("ssm-ambiguous").await;
+    // Two approvals needed, so the execution still waits after the operator's: verification
+    // must find the operator's own decision, not a settled step.
+    let approvers: &[&str] = &[OPERATOR_ACCESS_KEY, PERSON];
+    let id = sw
+        .start(
+            "Signalman-Approve",
+            &[("Approvers", approvers), ("MinRequiredApprovals", &["2"])],
+            ExecutionMode::Auto,
+        )
+        .await;
+    sw.emu
+        .handle
+        .set_faults(
+            FaultConfig::none().with_rule(
+                Service::Ssm,
+                FaultRule::drop_after_apply()
+                    .on("SendAutomationSignal")
+                    .times(1),
+            ),
+        )
+        .expect("faults");
+    sw.signal("approve", &id, SignalType::Approve, &[("Comment", "ok")])
+        .await;
+    let status = sw.done("approve").await;
+    assert_eq!(status.phase, Some(Phase::Succeeded), "{status:?}");
+    assert_eq!(ready_reason(&status).as_deref(), Some("DeliveryVerified"));
+    assert_eq!(
+        sw.applied(&id),
+        vec![("Approve".to_string(), sw.operator_arn())],
+        "applied once"
+    );
+    assert_eq!(sw.send_calls(), 1, "never sent twice");
+    assert_eq!(
+        sw.execution(&id).await.automation_execution_status(),
+        Some(&AutomationExecutionStatus::Waiting),
+        "still waiting for the second approver"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_error_before_applying_is_verified_then_resent_once() {
+    use signalman_testenv::aws_emulator::{FaultConfig, FaultRule, Service};
+    let sw = SsmWorld::new("ssm-5xx").await;
+    let id = sw.start("Signalman-Pause", &[], ExecutionMode::Auto).await;
+    sw.emu
+        .handle
+        .set_faults(
+            FaultConfig::none().with_rule(
+                Service::Ssm,
+                FaultRule::server_error()
+                    .on("SendAutomationSignal")
+                    .times(1),
+            ),
+        )
+        .expect("faults");
+    sw.signal("resume", &id, SignalType::Resume, &[("StepName", "pause")])
+        .await;
+    let status = sw.done("resume").await;
+    assert_eq!(status.phase, Some(Phase::Succeeded), "{status:?}");
+    assert_eq!(
+        status.attempts, 2,
+        "one failed attempt, one delivered: {status:?}"
+    );
+    assert_eq!(
+        sw.applied(&id),
+        vec![("Resume".to_string(), sw.operator_arn())],
+        "applied once"
+    );
+    assert_eq!(sw.send_calls(), 2);
+    assert!(
+        sw.emu
+            .handle
+            .counters()
+            .ssm
+            .calls_of("GetAutomationExecution")
+            >= 1,
+        "verified before resending"
+    );
+}
