@@ -352,6 +352,23 @@ impl SwfWorld {
     }
 }
 
+impl SwfWorld {
+    /// Asserts the run's history holds exactly one signal with each of `inputs`, and no other.
+    pub async fn assert_each_input_once(
+        &self,
+        workflow_id: &str,
+        run_id: &str,
+        inputs: impl Iterator<Item = String>,
+    ) {
+        let mut seen: std::collections::BTreeMap<String, usize> = Default::default();
+        for (_, input) in self.signals(workflow_id, run_id).await {
+            *seen.entry(input.unwrap_or_default()).or_default() += 1;
+        }
+        let expected: std::collections::BTreeMap<String, usize> = inputs.map(|i| (i, 1)).collect();
+        assert_eq!(seen, expected, "{workflow_id}: every signal exactly once");
+    }
+}
+
 /// A random suffix for names that must not collide between tests.
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{:08x}", rand::random::<u32>())

@@ -146,13 +146,9 @@ async fn burst_with_repeated_kills_delivers_every_signal_exactly_once() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     for (w, run_id) in runs.iter().enumerate() {
-        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
-        for (_, input) in swf.signals(&format!("wf-{w}"), run_id).await {
-            *seen.entry(input.unwrap_or_default()).or_default() += 1;
-        }
-        let expected: BTreeMap<String, usize> =
-            (0..PER_WORKFLOW).map(|i| (format!("{w}-{i}"), 1)).collect();
-        assert_eq!(seen, expected, "workflow wf-{w}: every signal exactly once");
+        let inputs = (0..PER_WORKFLOW).map(|i| format!("{w}-{i}"));
+        swf.assert_each_input_once(&format!("wf-{w}"), run_id, inputs)
+            .await;
     }
 }
 

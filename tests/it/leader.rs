@@ -2,7 +2,6 @@
 //! mid-burst and the standby takes over within the lease duration and finishes, every signal
 //! exactly once; SIGTERM lets the in-flight send finish and record, releases the lease, and
 //! the standby takes over at once.
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -259,13 +258,9 @@ async fn only_the_leader_sends_and_a_standby_finishes_after_the_leader_is_killed
 
     // Every signal exactly once in the SWF history.
     for (w, run_id) in runs.iter().enumerate() {
-        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
-        for (_, input) in swf.signals(&format!("wf-{w}"), run_id).await {
-            *seen.entry(input.unwrap_or_default()).or_default() += 1;
-        }
-        let expected: BTreeMap<String, usize> =
-            (0..PER_WORKFLOW).map(|i| (format!("{w}-{i}"), 1)).collect();
-        assert_eq!(seen, expected, "wf-{w}: every signal exactly once");
+        let inputs = (0..PER_WORKFLOW).map(|i| format!("{w}-{i}"));
+        swf.assert_each_input_once(&format!("wf-{w}"), run_id, inputs)
+            .await;
     }
 }
 
