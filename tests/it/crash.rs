@@ -103,15 +103,25 @@ async fn burst_with_repeated_kills_delivers_every_signal_exactly_once() {
     };
     // Kill (SIGKILL) and restart the operator while the burst is in flight.
     let mut operator = world.operator("op-burst", &[("SIGNALMAN_CONCURRENCY", "8")]);
+    let total = WORKFLOWS * PER_WORKFLOW;
     let mut pending_at_kill = Vec::new();
     for kill in 0..5u64 {
-        tokio::time::sleep(Duration::from_millis(400 + 200 * kill)).await;
+        // Kill only once this incarnation has made progress, so every kill lands mid-burst
+        // however slow the machine is; then a little later each time.
+        let before = pending().await;
+        let progress_deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while pending().await >= before
+            && before > 0
+            && std::time::Instant::now() < progress_deadline
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100 * kill)).await;
         operator.kill();
         pending_at_kill.push(pending().await);
         operator.restart();
     }
     eprintln!("signals not yet delivered at each kill: {pending_at_kill:?}");
-    let total = WORKFLOWS * PER_WORKFLOW;
     assert!(
         pending_at_kill.iter().any(|&p| p > 0 && p < total),
         "kills should land mid-burst: {pending_at_kill:?}"
