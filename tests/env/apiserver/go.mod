@@ -165,7 +165,8 @@ require (
 	sigs.k8s.io/yaml v1.6.0 // indirect
 )
 
-// k8s.io/kubernetes requires its staging modules at v0.0.0; pin each to the matching release.
+// k8s.io/kubernetes requires its staging modules at v0.0.0; pin each to the matching release
+// (k8s.io/sample-cli-plugin is not in the build graph and has no v0.36.3).
 replace (
 	k8s.io/api => k8s.io/api v0.36.3
 	k8s.io/apiextensions-apiserver => k8s.io/apiextensions-apiserver v0.36.3
@@ -201,4 +202,6 @@ replace (
 	k8s.io/streaming => k8s.io/streaming v0.36.3
 )
 
+// kubectl of the same Kubernetes version: go build k8s.io/kubernetes/cmd/kubectl
+// (the tool line keeps its packages in go.sum).
 tool k8s.io/kubernetes/cmd/kubectl

@@ -28,6 +28,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -77,6 +78,11 @@ type config struct {
 }
 
 func main() {
+	// Start-up is allocation-heavy (API schemas, OpenAPI): collecting less
+	// often cuts its CPU time by about a fifth for ~100 MB more memory.
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(400)
+	}
 	os.Exit(run())
 }
 
@@ -134,6 +140,18 @@ func run() int {
 	}
 	if cfg.dataDir, err = filepath.Abs(cfg.dataDir); err != nil {
 		fmt.Fprintf(errOut, "signalman-apiserver: %v\n", err)
+		return 1
+	}
+	// One server per data dir: fail fast instead of fighting over etcd's
+	// files (the lock is held until the process exits).
+	lock, err := os.OpenFile(filepath.Join(cfg.dataDir, ".lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		fmt.Fprintf(errOut, "signalman-apiserver: %v\n", err)
+		return 1
+	}
+	defer lock.Close()
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		fmt.Fprintf(errOut, "signalman-apiserver: data dir %s is in use by another signalman-apiserver: %v\n", cfg.dataDir, err)
 		return 1
 	}
 	if cfg.logFile == "" {
@@ -243,6 +261,11 @@ func redirectStderr(path string) error {
 }
 
 func serve(cfg *config, start time.Time) error {
+	// A kubeconfig left by an earlier run must not look like this one's.
+	if err := os.Remove(cfg.kubeconfig); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove stale kubeconfig: %w", err)
+	}
+
 	certDir := filepath.Join(cfg.dataDir, "certs")
 	if err := os.MkdirAll(certDir, 0o700); err != nil {
 		return err
