@@ -376,7 +376,9 @@ async fn reconcile(
             write_and_tell(kind, &obj, tr, &ctx).await?;
             Ok(Action::await_change())
         }
-        Next::Claim(claim) => claim_send_record(kind, &obj, &signal, claim, dctx, &ctx).await,
+        Next::Claim(claim) => {
+            claim_send_record(kind, &obj, &signal, status.as_ref(), claim, dctx, &ctx).await
+        }
     }
 }
 
@@ -385,7 +387,8 @@ async fn claim_send_record(
     kind: Kind,
     obj: &DynamicObject,
     signal: &Parsed,
-    mut claim: Transition,
+    status: Option<&SignalStatus>,
+    claim: Transition,
     dctx: delivery::Ctx<'_>,
     ctx: &Context,
 ) -> Result<Action, Error> {
@@ -408,26 +411,23 @@ async fn claim_send_record(
         return Ok(Action::requeue(Duration::from_secs(5)));
     }
     // SWF: pin the run before the claim, so verification reads the run that was signalled.
+    let mut run_id = claim.status.run_id.clone();
     if let Parsed::Workflow(ws) = signal {
-        let pinned = ws
-            .spec
-            .run_id
-            .clone()
-            .filter(|r| !r.is_empty())
-            .or_else(|| claim.status.run_id.clone());
-        match pinned {
-            Some(run) => claim.status.run_id = Some(run),
-            None => match ctx
+        run_id = ws.spec.run_id.clone().filter(|r| !r.is_empty()).or(run_id);
+        if run_id.is_none() {
+            let lookup =
+                swf::resolve_open_run(&clients.swf_read, &ws.spec.domain, &ws.spec.workflow_id);
+            match ctx
                 .metrics
                 .observe_aws(
                     "swf",
                     "ListOpenWorkflowExecutions",
-                    swf::resolve_open_run(&clients.swf_read, &ws.spec.domain, &ws.spec.workflow_id),
+                    lookup,
                     metrics::result_outcome,
                 )
                 .await
             {
-                Ok(run) => claim.status.run_id = Some(run),
+                Ok(run) => run_id = Some(run),
                 Err(failure) => {
                     // Nothing was sent: record the lookup's failure as this attempt's outcome.
                     let tr =
@@ -435,9 +435,20 @@ async fn claim_send_record(
                     write_and_tell(kind, obj, tr, ctx).await?;
                     return Ok(Action::await_change());
                 }
-            },
+            }
         }
     }
+    // The rate limit and the run lookup may have taken a while: decide again at the time of the
+    // claim itself, so that its lastAttemptTime and deadline are exact.
+    let dctx = delivery::Ctx {
+        now: Timestamp::now(),
+        ..dctx
+    };
+    let mut claim = match delivery::decide(status, &dctx) {
+        Next::Claim(fresh) => fresh,
+        _ => claim,
+    };
+    claim.status.run_id = run_id;
     let claimed_status = claim.status.clone();
     let claimed_obj = match write_status(kind, obj, &claim.status, ctx).await {
         Ok(o) => o,
