@@ -440,3 +440,36 @@ impl World {
         }
     }
 }
+
+// --- Impersonation (chart.rs) ---
+
+/// A copy of the environment's kubeconfig whose user impersonates `user` (kube-rs honours
+/// `as` in a kubeconfig's user entry, as kubectl does), so that an operator process started
+/// with `SIGNALMAN_KUBECONFIG` pointing at it has exactly the RBAC of, for example, the chart's
+/// ServiceAccount (`system:serviceaccount:NS:NAME`; the API server adds the service-account
+/// groups itself).
+pub fn impersonating_kubeconfig(env: &Env, user: &str) -> PathBuf {
+    let text = std::fs::read_to_string(&env.kubeconfig).expect("reading the kubeconfig");
+    let mut config: serde_yaml::Value =
+        serde_yaml::from_str(&text).expect("parsing the kubeconfig");
+    let users = config["users"]
+        .as_sequence_mut()
+        .expect("users in the kubeconfig");
+    for entry in users {
+        entry["user"]["as"] = serde_yaml::Value::String(user.to_string());
+    }
+    let file: String = user
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let path = env.state_dir.join(format!(
+        "kubeconfig-as-{file}-{:08x}",
+        rand::random::<u32>()
+    ));
+    std::fs::write(
+        &path,
+        serde_yaml::to_string(&config).expect("kubeconfig YAML"),
+    )
+    .expect("writing the kubeconfig");
+    path
+}

@@ -1,0 +1,574 @@
+//! The Helm chart, checked without a cluster: lint, what it renders with the value sets of
+//! `charts/signalman/ci/`, least-privilege RBAC, the pod's security settings, the schema's
+//! refusals, and that its CRDs are the generated ones. `tests/it/chart.rs` has the same value
+//! sets accepted by the real API server and installs the chart.
+//!
+//! `charts/signalman/files/crds/` must be byte-identical to `crds/`. After regenerating the
+//! CRDs run
+//!
+//! ```sh
+//! cp crds/*.yaml charts/signalman/files/crds/
+//! ```
+//!
+//! (or `UPDATE_CHART_CRDS=1 cargo test -p signalman --test chart`) and commit both.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn chart_dir() -> PathBuf {
+    root().join("charts/signalman")
+}
+
+const RESYNC: &str = "cp crds/*.yaml charts/signalman/files/crds/   # or: UPDATE_CHART_CRDS=1 cargo test -p signalman --test chart";
+
+fn helm() -> Command {
+    let bin = signalman_testenv::env_home().join("bin/helm");
+    assert!(
+        bin.exists(),
+        "{} is missing: run tests/env/setup.sh (scripts/test.sh does)",
+        bin.display()
+    );
+    let home = std::env::temp_dir().join(format!("signalman-chart-test-{}", std::process::id()));
+    let mut cmd = Command::new(bin);
+    cmd.env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_DATA_HOME", home.join("data"));
+    cmd
+}
+
+/// The value files of `charts/signalman/ci/` (the chart-testing convention), sorted.
+fn ci_value_files() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(chart_dir().join("ci"))
+        .expect("charts/signalman/ci")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.to_string_lossy().ends_with("-values.yaml"))
+        .collect();
+    files.sort();
+    assert!(
+        files.len() >= 5,
+        "expected the ci value sets, found {files:?}"
+    );
+    files
+}
+
+/// `helm template` of the chart as release `t` in namespace `ops`; Err(stderr) when refused.
+fn try_render(sets: &[&str], files: &[&Path]) -> Result<Vec<Value>, String> {
+    let mut cmd = helm();
+    cmd.args(["template", "t"])
+        .arg(chart_dir())
+        .args(["--namespace", "ops"]);
+    for s in sets {
+        cmd.args(["--set", s]);
+    }
+    for f in files {
+        cmd.arg("-f").arg(f);
+    }
+    let out = cmd.output().expect("running helm");
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(parse_docs(&String::from_utf8_lossy(&out.stdout)))
+}
+
+fn render(sets: &[&str], files: &[&Path]) -> Vec<Value> {
+    try_render(sets, files).unwrap_or_else(|e| panic!("helm template {sets:?} {files:?}: {e}"))
+}
+
+fn parse_docs(yaml: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(yaml)
+        .map(|doc| Value::deserialize(doc).expect("rendered YAML"))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn kinds(objs: &[Value]) -> Vec<String> {
+    let mut k: Vec<String> = objs
+        .iter()
+        .map(|o| {
+            format!(
+                "{}/{}@{}",
+                o["kind"].as_str().unwrap_or("?"),
+                o["metadata"]["name"].as_str().unwrap_or("?"),
+                o["metadata"]["namespace"].as_str().unwrap_or("-")
+            )
+        })
+        .collect();
+    k.sort();
+    k
+}
+
+fn find<'a>(objs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    objs.iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} in {:?}", kinds(objs)))
+}
+
+fn all_of<'a>(objs: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    objs.iter().filter(|o| o["kind"] == kind).collect()
+}
+
+fn container(objs: &[Value]) -> &Value {
+    &find(objs, "Deployment", "t-signalman")["spec"]["template"]["spec"]["containers"][0]
+}
+
+/// The container's env as name → value (or "fieldRef:<path>").
+fn env_of(objs: &[Value]) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    for e in container(objs)["env"].as_array().expect("env") {
+        let name = e["name"].as_str().expect("name").to_string();
+        let value = match (&e["value"], &e["valueFrom"]["fieldRef"]["fieldPath"]) {
+            (Value::String(v), _) => v.clone(),
+            (_, Value::String(p)) => format!("fieldRef:{p}"),
+            _ => "?".to_string(),
+        };
+        assert!(
+            env.insert(name.clone(), value).is_none(),
+            "{name} appears twice"
+        );
+    }
+    env
+}
+
+fn crd_files(dir: &Path) -> BTreeMap<String, String> {
+    std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read_to_string(&p).expect("reading a CRD"),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn chart_crds_are_the_generated_crds() {
+    let generated = crd_files(&root().join("crds"));
+    let chart = chart_dir().join("files/crds");
+    if std::env::var_os("UPDATE_CHART_CRDS").is_some_and(|v| v != "0" && !v.is_empty()) {
+        for (name, _) in crd_files(&chart) {
+            std::fs::remove_file(chart.join(name)).unwrap();
+        }
+        for (name, yaml) in &generated {
+            std::fs::write(chart.join(name), yaml).unwrap();
+        }
+    }
+    let copied = crd_files(&chart);
+    assert!(!generated.is_empty(), "crds/ is empty");
+    let mut drift = Vec::new();
+    for (name, yaml) in &generated {
+        match copied.get(name) {
+            Some(c) if c == yaml => {}
+            Some(_) => drift.push(format!(
+                "charts/signalman/files/crds/{name} differs from crds/{name}"
+            )),
+            None => drift.push(format!("charts/signalman/files/crds/{name} is missing")),
+        }
+    }
+    for name in copied.keys().filter(|n| !generated.contains_key(*n)) {
+        drift.push(format!(
+            "charts/signalman/files/crds/{name} is not in crds/ (delete it)"
+        ));
+    }
+    assert!(
+        drift.is_empty(),
+        "the chart's CRDs have drifted from the generated ones:\n  {}\nresync them with:\n  {RESYNC}\n",
+        drift.join("\n  ")
+    );
+}
+
+fn numbers_as_f64(v: &Value) -> Value {
+    match v {
+        Value::Number(n) => json!(n.as_f64().expect("a number")),
+        Value::Array(a) => Value::Array(a.iter().map(numbers_as_f64).collect()),
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, v)| (k.clone(), numbers_as_f64(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+#[test]
+fn rendered_crds_are_the_generated_crds_kept_on_uninstall() {
+    let objs = render(&[], &[]);
+    let crds = all_of(&objs, "CustomResourceDefinition");
+    let generated = crd_files(&root().join("crds"));
+    assert_eq!(crds.len(), generated.len(), "{:?}", kinds(&objs));
+    for yaml in generated.values() {
+        let want: Value = serde_yaml::from_str(yaml).expect("generated CRD");
+        let name = want["metadata"]["name"].as_str().unwrap();
+        let got = find(&objs, "CustomResourceDefinition", name);
+        // Same spec, value for value (the template re-serializes it: `minimum: 0.0` comes out
+        // as `0`, the same float64 to the API server).
+        assert_eq!(
+            numbers_as_f64(&got["spec"]),
+            numbers_as_f64(&want["spec"]),
+            "{name}: rendered spec differs"
+        );
+        assert_eq!(got["apiVersion"], want["apiVersion"]);
+        assert_eq!(
+            got["metadata"]["annotations"]["helm.sh/resource-policy"], "keep",
+            "{name} must be kept on uninstall"
+        );
+        assert!(
+            got["metadata"].get("namespace").is_none(),
+            "a CRD is cluster-scoped"
+        );
+    }
+    let objs = render(&["crds.keep=false"], &[]);
+    for crd in all_of(&objs, "CustomResourceDefinition") {
+        assert!(crd["metadata"]["annotations"]["helm.sh/resource-policy"].is_null());
+    }
+    let objs = render(&["crds.install=false"], &[]);
+    assert!(
+        all_of(&objs, "CustomResourceDefinition").is_empty(),
+        "crds.install=false still renders CRDs"
+    );
+}
+
+#[test]
+fn helm_lint_strict_is_clean_with_every_value_set() {
+    let files = ci_value_files();
+    let mut sets: Vec<Option<&PathBuf>> = vec![None];
+    sets.extend(files.iter().map(Some));
+    for file in sets {
+        let mut cmd = helm();
+        cmd.args(["lint", "--strict"]).arg(chart_dir());
+        if let Some(f) = file {
+            cmd.arg("-f").arg(f);
+        }
+        let out = cmd.output().expect("running helm lint");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && !text.contains("[WARNING]") && !text.contains("[ERROR]"),
+            "helm lint --strict {file:?}:\n{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn every_value_set_renders() {
+    for file in ci_value_files() {
+        let objs = render(&[], &[&file]);
+        eprintln!("{}: {:?}", file.display(), kinds(&objs));
+        assert!(
+            !all_of(&objs, "Deployment").is_empty(),
+            "{}: no Deployment",
+            file.display()
+        );
+    }
+}
+
+#[test]
+fn defaults_create_every_object() {
+    let objs = render(&[], &[]);
+    assert_eq!(
+        kinds(&objs),
+        vec![
+            "ClusterRole/t-signalman@-",
+            "ClusterRoleBinding/t-signalman@-",
+            "CustomResourceDefinition/automationsignals.signalman.dev@-",
+            "CustomResourceDefinition/workflowsignals.signalman.dev@-",
+            "Deployment/t-signalman@ops",
+            "PodDisruptionBudget/t-signalman@ops",
+            "Role/t-signalman-leader-election@ops",
+            "RoleBinding/t-signalman-leader-election@ops",
+            "Service/t-signalman-metrics@ops",
+            "ServiceAccount/t-signalman@ops",
+        ]
+    );
+    let pdb = find(&objs, "PodDisruptionBudget", "t-signalman");
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
+    let deployment = find(&objs, "Deployment", "t-signalman");
+    assert_eq!(
+        pdb["spec"]["selector"]["matchLabels"],
+        deployment["spec"]["selector"]["matchLabels"]
+    );
+    let svc = find(&objs, "Service", "t-signalman-metrics");
+    assert_eq!(
+        svc["spec"]["ports"],
+        json!([{"name": "http-metrics", "port": 8080, "targetPort": "http-metrics", "protocol": "TCP"}])
+    );
+    assert_eq!(
+        svc["spec"]["selector"],
+        deployment["spec"]["selector"]["matchLabels"]
+    );
+
+    // One replica: no PDB (minAvailable 1 would block every node drain).
+    let objs = render(&["replicaCount=1"], &[]);
+    assert!(all_of(&objs, "PodDisruptionBudget").is_empty());
+}
+
+#[test]
+fn the_pod_is_locked_down_and_elects_a_leader() {
+    let objs = render(&[], &[]);
+    let deployment = find(&objs, "Deployment", "t-signalman");
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "t-signalman");
+    assert_eq!(pod["terminationGracePeriodSeconds"], 30);
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(pod["securityContext"]["runAsUser"], 65532);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    let c = container(&objs);
+    assert_eq!(
+        c["image"],
+        format!(
+            "ghcr.io/signalman-dev/signalman:{}",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+    assert_eq!(c["args"], json!(["run"]));
+    let sc = &c["securityContext"];
+    assert_eq!(sc["runAsNonRoot"], true);
+    assert_eq!(sc["runAsUser"], 65532);
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]));
+    assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
+    assert_eq!(
+        c["ports"],
+        json!([{"name": "http-metrics", "containerPort": 8080, "protocol": "TCP"}])
+    );
+    assert_eq!(
+        c["livenessProbe"]["httpGet"],
+        json!({"path": "/healthz", "port": "http-metrics"})
+    );
+    assert_eq!(
+        c["readinessProbe"]["httpGet"],
+        json!({"path": "/readyz", "port": "http-metrics"})
+    );
+    assert!(c["resources"]["requests"]["memory"].is_string());
+    assert!(c["resources"]["limits"]["memory"].is_string());
+
+    let env = env_of(&objs);
+    assert_eq!(env["POD_NAME"], "fieldRef:metadata.name");
+    assert_eq!(env["POD_NAMESPACE"], "fieldRef:metadata.namespace");
+    assert_eq!(env["SIGNALMAN_LEADER_ELECTION"], "true");
+    assert_eq!(env["SIGNALMAN_LEASE_NAME"], "t-signalman");
+    assert_eq!(env["SIGNALMAN_METRICS_BIND_ADDRESS"], "0.0.0.0:8080");
+    assert!(
+        !env.contains_key("SIGNALMAN_NAMESPACES"),
+        "all namespaces by default"
+    );
+    assert!(!env.contains_key("SIGNALMAN_REGION"));
+    // Every SIGNALMAN_ variable the chart sets is a flag the binary knows.
+    let help = Command::new(env!("CARGO_BIN_EXE_signalman"))
+        .args(["run", "--help"])
+        .output()
+        .expect("signalman run --help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    for name in env.keys() {
+        assert!(
+            help.contains(&format!("[env: {name}=")),
+            "{name} is not a flag of `signalman run`"
+        );
+    }
+}
+
+#[test]
+fn values_reach_the_operator() {
+    let objs = render(
+        &[
+            "watchNamespaces={payments,platform}",
+            "aws.region=eu-west-1",
+            "aws.endpoints.swf=http://swf.local:4566",
+            "aws.endpoints.ssm=http://ssm.local:4566",
+            "aws.endpoints.sts=http://sts.local:4566",
+            "controller.concurrency=4",
+            "rateLimits.swf.perSecond=10",
+            "rateLimits.swf.burst=100",
+            "rateLimits.ssm.perSecond=1.5",
+            "rateLimits.ssm.burst=2",
+            "logging.level=debug",
+            "logging.format=json",
+            "metrics.port=9090",
+            "extraEnv[0].name=SIGNALMAN_LOG_LEVEL",
+            "extraEnv[0].value=trace",
+            "extraEnv[1].name=FOO",
+            "extraEnv[1].value=bar",
+            "image.tag=v9",
+            "fullnameOverride=ops-signalman",
+        ],
+        &[],
+    );
+    let c =
+        &find(&objs, "Deployment", "ops-signalman")["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["image"], "ghcr.io/signalman-dev/signalman:v9");
+    let mut env = BTreeMap::new();
+    for e in c["env"].as_array().unwrap() {
+        let v = e["value"].as_str().unwrap_or("(ref)").to_string();
+        assert!(env
+            .insert(e["name"].as_str().unwrap().to_string(), v)
+            .is_none());
+    }
+    for (k, v) in [
+        ("SIGNALMAN_NAMESPACES", "payments,platform"),
+        ("SIGNALMAN_REGION", "eu-west-1"),
+        ("AWS_ENDPOINT_URL_SWF", "http://swf.local:4566"),
+        ("AWS_ENDPOINT_URL_SSM", "http://ssm.local:4566"),
+        ("AWS_ENDPOINT_URL_STS", "http://sts.local:4566"),
+        ("SIGNALMAN_CONCURRENCY", "4"),
+        ("SIGNALMAN_SWF_RATE", "10"),
+        ("SIGNALMAN_SWF_BURST", "100"),
+        ("SIGNALMAN_SSM_RATE", "1.5"),
+        ("SIGNALMAN_SSM_BURST", "2"),
+        ("SIGNALMAN_LOG_LEVEL", "trace"),
+        ("SIGNALMAN_LOG_FORMAT", "json"),
+        ("SIGNALMAN_METRICS_BIND_ADDRESS", "0.0.0.0:9090"),
+        ("SIGNALMAN_LEASE_NAME", "ops-signalman"),
+        ("FOO", "bar"),
+    ] {
+        assert_eq!(env.get(k).map(String::as_str), Some(v), "{k}");
+    }
+    assert!(!env.contains_key("AWS_ENDPOINT_URL"));
+    assert_eq!(c["ports"][0]["containerPort"], 9090);
+
+    let irsa = render(
+        &["serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::123456789012:role/signalman"],
+        &[],
+    );
+    assert_eq!(
+        find(&irsa, "ServiceAccount", "t-signalman")["metadata"]["annotations"],
+        json!({"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/signalman"})
+    );
+
+    let monitored = render(&["metrics.serviceMonitor.enabled=true"], &[]);
+    let sm = find(&monitored, "ServiceMonitor", "t-signalman");
+    assert_eq!(sm["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(sm["spec"]["endpoints"][0]["port"], "http-metrics");
+    assert_eq!(sm["spec"]["endpoints"][0]["path"], "/metrics");
+    assert!(all_of(&render(&[], &[]), "ServiceMonitor").is_empty());
+}
+
+/// The rules for the two kinds, their status and Events: exactly these, nothing more.
+fn signal_rules() -> Value {
+    json!([
+        {"apiGroups": ["signalman.dev"], "resources": ["workflowsignals", "automationsignals"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["signalman.dev"], "resources": ["workflowsignals/status", "automationsignals/status"], "verbs": ["get", "update", "patch"]},
+        {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
+    ])
+}
+
+fn lease_rules(name: &str) -> Value {
+    json!([
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": [name], "verbs": ["get", "update"]},
+    ])
+}
+
+#[test]
+fn rbac_is_least_privilege() {
+    // All namespaces: one ClusterRole, and the Lease only in the release namespace.
+    let objs = render(&[], &[]);
+    assert_eq!(
+        find(&objs, "ClusterRole", "t-signalman")["rules"],
+        signal_rules()
+    );
+    let crb = find(&objs, "ClusterRoleBinding", "t-signalman");
+    assert_eq!(crb["roleRef"]["name"], "t-signalman");
+    assert_eq!(
+        crb["subjects"],
+        json!([{"kind": "ServiceAccount", "name": "t-signalman", "namespace": "ops"}])
+    );
+    let lease = find(&objs, "Role", "t-signalman-leader-election");
+    assert_eq!(lease["metadata"]["namespace"], "ops");
+    assert_eq!(lease["rules"], lease_rules("t-signalman"));
+    let text = serde_json::to_string(&objs).unwrap();
+    assert!(!text.contains("secrets"), "no rule may name secrets");
+    assert!(!text.contains("\"*\""), "no wildcard rules");
+
+    // Listed namespaces: a Role in each, no cluster-wide access.
+    let objs = render(&["watchNamespaces={payments,platform}"], &[]);
+    assert!(all_of(&objs, "ClusterRole").is_empty());
+    assert!(all_of(&objs, "ClusterRoleBinding").is_empty());
+    for ns in ["payments", "platform"] {
+        let role = all_of(&objs, "Role")
+            .into_iter()
+            .find(|r| r["metadata"]["name"] == "t-signalman" && r["metadata"]["namespace"] == ns)
+            .unwrap_or_else(|| panic!("no Role in {ns}: {:?}", kinds(&objs)));
+        assert_eq!(role["rules"], signal_rules());
+        let rb = all_of(&objs, "RoleBinding")
+            .into_iter()
+            .find(|r| r["metadata"]["name"] == "t-signalman" && r["metadata"]["namespace"] == ns)
+            .unwrap_or_else(|| panic!("no RoleBinding in {ns}"));
+        assert_eq!(
+            rb["subjects"],
+            json!([{"kind": "ServiceAccount", "name": "t-signalman", "namespace": "ops"}])
+        );
+    }
+    assert_eq!(
+        find(&objs, "Role", "t-signalman-leader-election")["metadata"]["namespace"],
+        "ops"
+    );
+
+    // No election, no Lease rights; no RBAC at all when asked.
+    let objs = render(&["leaderElection.enabled=false", "replicaCount=1"], &[]);
+    assert!(!kinds(&objs).iter().any(|k| k.contains("leader-election")));
+    assert_eq!(env_of(&objs)["SIGNALMAN_LEADER_ELECTION"], "false");
+    let objs = render(&["rbac.create=false"], &[]);
+    assert!(!kinds(&objs)
+        .iter()
+        .any(|k| k.starts_with("Role") || k.starts_with("Cluster")));
+}
+
+#[test]
+fn the_schema_and_the_templates_refuse_wrong_values() {
+    for (set, expected) in [
+        ("replicaCount=two", "/replicaCount"),
+        ("replicaCount=0", "/replicaCount"),
+        ("logging.format=xml", "/logging/format"),
+        ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
+        ("image.digest=latest", "/image/digest"),
+        ("watchNamespaces[0]=Not_A_Namespace", "/watchNamespaces/0"),
+        ("controller.concurrency=0", "/controller/concurrency"),
+        ("rateLimits.ssm.perSecond=0", "/rateLimits/ssm/perSecond"),
+        ("rateLimits.swf.burst=-1", "/rateLimits/swf/burst"),
+        ("metrics.port=70000", "/metrics/port"),
+        ("aws.endpoints.swf=not a url", "/aws/endpoints/swf"),
+        ("aws.region=Europe", "/aws/region"),
+        ("crds.install=maybe", "/crds/install"),
+        ("replicas=2", "additional properties 'replicas'"),
+        ("logging.fromat=json", "additional properties 'fromat'"),
+        // Refused by the templates: settings that cannot work together.
+        ("leaderElection.enabled=false", "needs replicaCount: 1"),
+        ("controller.sendTimeoutSeconds=30", "under half"),
+    ] {
+        match try_render(&[set], &[]) {
+            Ok(_) => panic!("--set {set} was accepted"),
+            Err(e) => assert!(
+                e.contains(expected),
+                "--set {set}: expected {expected:?} in:\n{e}"
+            ),
+        }
+    }
+    // Decimals from --set arrive as strings: still accepted where a number is meant.
+    let objs = render(&["rateLimits.ssm.perSecond=0.5"], &[]);
+    assert_eq!(env_of(&objs)["SIGNALMAN_SSM_RATE"], "0.5");
+}
+
+#[test]
+fn chart_versions_follow_the_operator() {
+    let chart: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(chart_dir().join("Chart.yaml")).unwrap())
+            .unwrap();
+    assert_eq!(chart["appVersion"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(chart["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(chart["apiVersion"], "v2");
+}
