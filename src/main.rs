@@ -251,9 +251,21 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
 
     let stopping = health.clone();
+    // Every in-flight send ends within its hard timeout; past that, nothing worth waiting for
+    // is left (e.g. the first list never succeeded), and a claim left behind is verified by
+    // the next leader. So shutdown never waits longer than this.
+    let shutdown_deadline = Duration::from_secs(args.send_timeout_seconds + 15);
     controller::run(ctx, async move {
         shutdown_signal().await;
         stopping.set_stopping();
+        tokio::spawn(async move {
+            tokio::time::sleep(shutdown_deadline).await;
+            tracing::warn!(
+                ?shutdown_deadline,
+                "shutdown did not finish in time; exiting"
+            );
+            std::process::exit(0);
+        });
     })
     .await;
     tracing::info!("in-flight signals finished");
