@@ -1,0 +1,607 @@
+//! `signalman-bench`: measures the operator on the local environment (a real kube-apiserver,
+//! moto's SWF behind the AWS emulator, the SSM emulator) and writes one table, as Markdown and
+//! JSON, into `bench/results/`. Targets are reported as met or not met, never asserted: the
+//! exit code is non-zero only when something went wrong (a signal failed, a wait timed out,
+//! AWS applied a signal twice). See `bench/README.md`.
+mod fixtures;
+mod harness;
+mod machine;
+mod report;
+mod scenarios;
+mod tracker;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::report::{Report, Sizes, Target};
+use crate::scenarios::Bench;
+
+#[derive(Parser)]
+#[command(
+    name = "signalman-bench",
+    about = "Benchmarks signalman on the local environment and writes bench/results/<name>.{md,json}",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Re-render a results JSON as Markdown, with notes from a file added after the targets.
+    Render {
+        /// The results JSON (its .md is written beside it).
+        #[arg(long)]
+        json: PathBuf,
+        /// A Markdown file of notes (what dominates, by the person who ran it).
+        #[arg(long)]
+        notes: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    Latency,
+    Throughput,
+    Quota,
+    Memory,
+    Cli,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Name of the results: `<out-dir>/<name>.md` and `.json`.
+    #[arg(long, default_value = "results")]
+    name: String,
+    /// Where the results go (default: `bench/results` of the repository).
+    #[arg(long)]
+    out_dir: Option<PathBuf>,
+    /// The operator binary (default: `signalman` beside this binary, i.e. the same profile).
+    #[arg(long, env = "SIGNALMAN_BENCH_OPERATOR_BIN")]
+    operator_bin: Option<PathBuf>,
+    /// The aws CLI (default: `.env-cache/bench-venv/bin/aws`, made by `scripts/bench.sh`).
+    /// When it is missing the CLI scenario is skipped, not failed.
+    #[arg(long)]
+    aws_cli: Option<PathBuf>,
+    /// Tiny sizes for CI (10 signals per scenario, 50 finished); explicit sizes still win.
+    #[arg(long)]
+    smoke: bool,
+    /// Only these scenarios (comma separated); all by default.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Scenario>,
+    /// WorkflowSignals created one after another for the latency scenario [500].
+    #[arg(long)]
+    wf_latency: Option<usize>,
+    /// AutomationSignals created one after another for the latency scenario [200].
+    #[arg(long)]
+    am_latency: Option<usize>,
+    /// WorkflowSignals in the burst (throughput against the ceiling) [5000].
+    #[arg(long)]
+    burst: Option<usize>,
+    /// Open SWF executions the WorkflowSignals are spread over [50].
+    #[arg(long)]
+    executions: Option<usize>,
+    /// The operator's --concurrency in the burst, and the ceiling loop's [16, the default].
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// WorkflowSignals under the SWF quota [5000].
+    #[arg(long)]
+    quota_swf: Option<usize>,
+    /// The emulated SWF quota on SignalWorkflowExecution: bucket and refill per second [50].
+    #[arg(long, default_value_t = 50.0)]
+    swf_quota: f64,
+    /// AutomationSignals under the SSM quota [100].
+    #[arg(long)]
+    quota_ssm: Option<usize>,
+    /// The emulated SSM quota on SendAutomationSignal: bucket and refill per second [3].
+    #[arg(long, default_value_t = 3.0)]
+    ssm_quota: f64,
+    /// Finished signals for the memory and restart scenarios [10000].
+    #[arg(long)]
+    finished: Option<usize>,
+    /// Signals sent one by one with the aws CLI [100].
+    #[arg(long)]
+    cli: Option<usize>,
+    /// Requests at once when the benchmark itself creates objects (set-up, not measured).
+    #[arg(long, default_value_t = 32)]
+    setup_concurrency: usize,
+}
+
+impl RunArgs {
+    fn sizes(&self) -> Sizes {
+        let d = |v: Option<usize>, full: usize, smoke: usize| {
+            v.unwrap_or(if self.smoke { smoke } else { full })
+        };
+        Sizes {
+            wf_latency: d(self.wf_latency, 500, 10),
+            am_latency: d(self.am_latency, 200, 10),
+            burst: d(self.burst, 5000, 10),
+            executions: d(self.executions, 50, 5),
+            concurrency: d(self.concurrency, 16, 16),
+            quota_swf: d(self.quota_swf, 5000, 10),
+            quota_ssm: d(self.quota_ssm, 100, 10),
+            finished: d(self.finished, 10_000, 50),
+            cli: d(self.cli, 100, 3),
+        }
+    }
+
+    fn wants(&self, s: Scenario) -> bool {
+        self.only.is_empty() || self.only.contains(&s)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Render { json, notes }) => render(&json, notes.as_deref()),
+        None => run(cli.run),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("signalman-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn render(json: &Path, notes: Option<&Path>) -> anyhow::Result<bool> {
+    let text =
+        std::fs::read_to_string(json).with_context(|| format!("reading {}", json.display()))?;
+    let mut report: Report = serde_json::from_str(&text).context("parsing the results")?;
+    if let Some(notes) = notes {
+        report.notes = Some(
+            std::fs::read_to_string(notes)
+                .with_context(|| format!("reading {}", notes.display()))?,
+        );
+    }
+    std::fs::write(json, serde_json::to_string_pretty(&report)? + "\n")?;
+    let md = json.with_extension("md");
+    std::fs::write(&md, report.markdown())?;
+    println!("wrote {} and {}", json.display(), md.display());
+    Ok(true)
+}
+
+fn profile_of(path: &Path) -> String {
+    let s = path.to_string_lossy();
+    if s.contains("/release/") {
+        "release".into()
+    } else if s.contains("/debug/") {
+        "debug".into()
+    } else {
+        "unknown".into()
+    }
+}
+
+fn git_commit() -> String {
+    let root = signalman_testenv::repo_root();
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(&root)
+        .args(["describe", "--always", "--dirty", "--abbrev=12"])
+        .output();
+    match out {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_string(),
+        _ => "unknown".into(),
+    }
+}
+
+fn run(args: RunArgs) -> anyhow::Result<bool> {
+    let sizes = args.sizes();
+    let here = std::env::current_exe().context("locating this binary")?;
+    let operator_bin = match &args.operator_bin {
+        Some(p) => p.clone(),
+        None => here.with_file_name("signalman"),
+    };
+    if !operator_bin.exists() {
+        anyhow::bail!(
+            "no operator binary at {} (build it: cargo build --release -p signalman, or pass --operator-bin)",
+            operator_bin.display()
+        );
+    }
+    let operator_bin = operator_bin.canonicalize()?;
+    let root = signalman_testenv::repo_root();
+    let aws_cli = args
+        .aws_cli
+        .clone()
+        .unwrap_or_else(|| root.join(".env-cache/bench-venv/bin/aws"));
+    let out_dir = args
+        .out_dir
+        .clone()
+        .unwrap_or_else(|| root.join("bench/results"));
+    std::fs::create_dir_all(&out_dir)?;
+
+    let started_at = chrono::Utc::now();
+    let began = Instant::now();
+    let loadavg_before = machine::loadavg();
+    eprintln!(
+        "signalman-bench: starting the local environment (load average {:.2} {:.2} {:.2})",
+        loadavg_before[0], loadavg_before[1], loadavg_before[2]
+    );
+    let env = signalman_testenv::shared();
+    harness::install_crds(env)?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(async {
+        let sampler = machine::LoadSampler::start(std::time::Duration::from_secs(5));
+        let bench = Bench {
+            env,
+            client: env.client().await,
+            operator_bin: operator_bin.clone(),
+            aws_cli: aws_cli.clone(),
+            sizes: sizes.clone(),
+            setup_concurrency: args.setup_concurrency.max(1),
+        };
+        let mut errors = Vec::new();
+        let mut note = |what: &str, e: anyhow::Error| {
+            eprintln!("signalman-bench: {what} failed: {e:#}");
+            errors.push(format!("{what}: {e:#}"));
+        };
+        macro_rules! scenario {
+            ($name:expr, $call:expr) => {{
+                eprintln!("signalman-bench: {} …", $name);
+                let t = Instant::now();
+                let r = $call.await;
+                eprintln!(
+                    "signalman-bench: {} done in {:.1} s",
+                    $name,
+                    t.elapsed().as_secs_f64()
+                );
+                match r {
+                    Ok(v) => Some(v),
+                    Err(e) => {
+                        note($name, e);
+                        None
+                    }
+                }
+            }};
+        }
+        let latency = if args.wants(Scenario::Latency) {
+            scenario!("latency", bench.latency())
+        } else {
+            None
+        };
+        let throughput = if args.wants(Scenario::Throughput) && sizes.burst > 0 {
+            scenario!("throughput", bench.throughput())
+        } else {
+            None
+        };
+        let (quota_swf, quota_ssm) = if args.wants(Scenario::Quota) {
+            (
+                if sizes.quota_swf > 0 {
+                    scenario!("quota (SWF)", bench.quota_swf(args.swf_quota, args.swf_quota))
+                } else {
+                    None
+                },
+                if sizes.quota_ssm > 0 {
+                    scenario!("quota (SSM)", bench.quota_ssm(args.ssm_quota, args.ssm_quota))
+                } else {
+                    None
+                },
+            )
+        } else {
+            (None, None)
+        };
+        let memory = if args.wants(Scenario::Memory) {
+            scenario!("memory and restart", bench.memory())
+        } else {
+            None
+        };
+        let cli = if args.wants(Scenario::Cli) && sizes.cli > 0 {
+            if aws_cli.exists() {
+                scenario!("aws CLI", bench.cli())
+            } else {
+                eprintln!(
+                    "signalman-bench: no aws CLI at {} (scripts/bench.sh installs it): CLI scenario skipped",
+                    aws_cli.display()
+                );
+                None
+            }
+        } else {
+            None
+        };
+        let mut report = Report {
+            name: args.name.clone(),
+            started_at: started_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            finished_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            wall_seconds: began.elapsed().as_secs_f64(),
+            git_commit: git_commit(),
+            operator_binary: operator_bin
+                .strip_prefix(&root)
+                .unwrap_or(&operator_bin)
+                .display()
+                .to_string(),
+            operator_profile: profile_of(&operator_bin),
+            bench_profile: if cfg!(debug_assertions) {
+                "debug".into()
+            } else {
+                "release".into()
+            },
+            machine: machine::describe(),
+            loadavg_before,
+            loadavg_after: machine::loadavg(),
+            load_samples: sampler.samples(),
+            sizes: sizes.clone(),
+            latency,
+            throughput,
+            quota_swf,
+            quota_ssm,
+            memory,
+            cli,
+            targets: Vec::new(),
+            findings: Vec::new(),
+            errors,
+            notes: None,
+        };
+        finish(&mut report);
+        report
+    });
+
+    let json = out_dir.join(format!("{}.json", args.name));
+    let md = out_dir.join(format!("{}.md", args.name));
+    std::fs::write(&json, serde_json::to_string_pretty(&report)? + "\n")?;
+    let text = report.markdown();
+    std::fs::write(&md, &text)?;
+    println!("{text}");
+    eprintln!(
+        "signalman-bench: wrote {} and {}",
+        json.display(),
+        md.display()
+    );
+    Ok(report.errors.is_empty())
+}
+
+fn yes(b: bool) -> Option<bool> {
+    Some(b)
+}
+
+/// Cross-scenario figures, the targets of issue 5 and the measured breakdown of misses.
+fn finish(r: &mut Report) {
+    let mut targets = Vec::new();
+    let mut findings = Vec::new();
+
+    // CLI ratios need the latency and throughput scenarios.
+    if let Some(cli) = r.cli.as_mut() {
+        if let Some(wf) = r.latency.as_ref().and_then(|l| l.workflow.as_ref()) {
+            let op = wf.create_to_ready.mean_ms;
+            cli.operator_per_signal_ms = Some(op);
+            cli.ratio_sequential = Some(cli.per_signal.mean_ms / op);
+        }
+        if let Some(t) = &r.throughput {
+            cli.ratio_burst = Some(cli.per_signal.mean_ms / (1000.0 / t.operator_per_second));
+        }
+    }
+
+    if let Some(l) = &r.latency {
+        for x in [&l.workflow, &l.automation].into_iter().flatten() {
+            let d = &x.create_to_ready;
+            let ok = d.p99_ms < 50.0;
+            targets.push(Target {
+                what: format!("latency, {} (n={})", x.kind, d.n),
+                target: "p99 < 50 ms".into(),
+                measured: format!(
+                    "p99 {:.1} ms (p50 {:.1}, max {:.1})",
+                    d.p99_ms, d.p50_ms, d.max_ms
+                ),
+                met: yes(ok),
+                note: if ok {
+                    String::new()
+                } else {
+                    format!(
+                        "over by {:.1} ms ({:.1}×)",
+                        d.p99_ms - 50.0,
+                        d.p99_ms / 50.0
+                    )
+                },
+            });
+            let aws: f64 = x.operator_aws_call_mean_ms.values().sum();
+            let aws_list: Vec<String> = x
+                .operator_aws_call_mean_ms
+                .iter()
+                .map(|(k, v)| format!("{k} {v:.1} ms"))
+                .collect();
+            findings.push(format!(
+                "{} latency, p50 {:.1} ms = create call {:.1} + create→claim {:.1} + claim→Ready {:.1} (medians, so the parts need not add up exactly). AWS calls per signal take {:.1} ms together ({}); the rest is the API server round trips (claim write, Events, record write, watch delivery to the operator and to the benchmark) and the reconcile queue. Mean CPU in the window: {}.",
+                x.kind,
+                d.p50_ms,
+                x.create_call.p50_ms,
+                x.create_to_claim.p50_ms,
+                x.claim_to_ready.p50_ms,
+                aws,
+                aws_list.join(", "),
+                cores(&x.cpu)
+            ));
+        }
+    }
+
+    if let Some(t) = &r.throughput {
+        let ok = t.share_of_ceiling >= 0.9;
+        targets.push(Target {
+            what: format!("throughput, burst of {}", t.n),
+            target: "≥ 90 % of the ceiling".into(),
+            measured: format!(
+                "{:.1} % ({:.1}/s vs {:.1}/s)",
+                t.share_of_ceiling * 100.0,
+                t.operator_per_second,
+                t.ceiling_per_second
+            ),
+            met: yes(ok),
+            note: if ok {
+                String::new()
+            } else {
+                format!("short by {:.1} points", 90.0 - t.share_of_ceiling * 100.0)
+            },
+        });
+        findings.push(format!(
+            "Throughput: reconciles in flight on average {:.1} of the {} allowed (reconcile time summed ÷ window; mean reconcile {} ms, the no-op ones after the operator's own writes included).",
+            t.operator_reconciles_in_flight,
+            t.concurrency,
+            t.operator_reconcile_mean_ms
+                .map(|v| format!("{v:.1}"))
+                .unwrap_or_else(|| "–".into()),
+        ));
+        let per_signal = |c: &machine::CpuWindow, n: usize| {
+            let mut parts: Vec<String> = c
+                .cores_by_process
+                .iter()
+                .filter(|(_, v)| **v > 0.0)
+                .map(|(k, v)| format!("{k} {:.2}", v * c.seconds * 1000.0 / n.max(1) as f64))
+                .collect();
+            parts.push(format!(
+                "other processes {:.2}",
+                c.others_cores * c.seconds * 1000.0 / n.max(1) as f64
+            ));
+            parts.join(", ")
+        };
+        findings.push(format!(
+            "Throughput: CPU milliseconds per signal — operator's burst: {}; bare loop: {}.",
+            per_signal(&t.cpu, t.n),
+            per_signal(&t.ceiling_before.cpu, t.ceiling_before.n)
+        ));
+        findings.push(format!(
+            "Throughput: during the bare loop the machine had {:.2} of {} cores busy ({}); during the operator's burst {:.2} ({}). Per signal the operator also makes {:.2} status writes and {:.2} Event writes through the API server, which shares the same cores as moto.",
+            t.ceiling_before.cpu.machine_busy_cores,
+            r.machine.nproc,
+            cores(&t.ceiling_before.cpu),
+            t.cpu.machine_busy_cores,
+            cores(&t.cpu),
+            t.cost.status_writes_per_signal,
+            t.cost.events_per_signal
+        ));
+    }
+
+    for q in [&r.quota_swf, &r.quota_ssm].into_iter().flatten() {
+        let ok = q.share_of_quota >= 0.95 && q.throttled == 0;
+        targets.push(Target {
+            what: format!("quota fidelity, {} {} (n={})", q.service, q.operation, q.n),
+            target: "≥ 95 % of the quota, 0 throttles".into(),
+            measured: format!(
+                "{:.1} % of what the quota admits (steady {:.2}/s of {}/s), {} throttled",
+                q.share_of_quota * 100.0,
+                q.steady_per_second,
+                q.refill_per_second,
+                q.throttled
+            ),
+            met: yes(ok),
+            note: if ok {
+                String::new()
+            } else {
+                let mut why = Vec::new();
+                if q.share_of_quota < 0.95 {
+                    why.push(format!(
+                        "share short by {:.1} points",
+                        95.0 - q.share_of_quota * 100.0
+                    ));
+                }
+                if q.throttled > 0 {
+                    why.push(format!(
+                        "{} throttled calls ({:.2} throttled retries per signal)",
+                        q.throttled, q.cost.throttled_retries_per_signal
+                    ));
+                }
+                why.join("; ")
+            },
+        });
+    }
+
+    if let Some(m) = &r.memory {
+        let (mem, rs) = (&m.memory, &m.restart);
+        let ok = mem.rss_mib < 40.0;
+        targets.push(Target {
+            what: format!("memory with {} finished signals", mem.finished),
+            target: "< 40 MiB (with 10,000)".into(),
+            measured: format!(
+                "VmRSS {:.1} MiB (VmHWM {:.1}); idle {:.1} MiB",
+                mem.rss_mib, mem.hwm_mib, mem.idle_rss_mib
+            ),
+            met: yes(ok),
+            note: if mem.finished != 10_000 {
+                format!("measured with {}, not 10,000", mem.finished)
+            } else if ok {
+                String::new()
+            } else {
+                format!("over by {:.1} MiB", mem.rss_mib - 40.0)
+            },
+        });
+        targets.push(Target {
+            what: format!("restart with {} finished: AWS calls", rs.finished),
+            target: "0".into(),
+            measured: format!(
+                "{} (operator's own count {})",
+                rs.aws_calls, rs.operator_aws_calls
+            ),
+            met: yes(rs.aws_calls == 0),
+            note: String::new(),
+        });
+        targets.push(Target {
+            what: format!("restart with {} finished: status writes", rs.finished),
+            target: "0".into(),
+            measured: format!(
+                "{} ({} Events); idle after {:.1} s",
+                rs.status_writes, rs.events_written, rs.idle_seconds
+            ),
+            met: yes(rs.status_writes == 0),
+            note: String::new(),
+        });
+    }
+
+    if let Some(l) = &r.latency {
+        for x in [&l.workflow, &l.automation].into_iter().flatten() {
+            let c = &x.cost;
+            let lookups_ok = c.run_lookups_per_signal <= 1.0 + 1e-9;
+            let ok = (c.sends_per_signal - 1.0).abs() < 1e-9
+                && lookups_ok
+                && (c.status_writes_per_signal - 2.0).abs() < 1e-9;
+            targets.push(Target {
+                what: format!("cost per signal, {}", x.kind),
+                target: "1 send, ≤ 1 run lookup, 2 status writes".into(),
+                measured: format!(
+                    "{:.2} sends, {:.2} lookups, {:.2} status writes (+ {:.2} Events)",
+                    c.sends_per_signal,
+                    c.run_lookups_per_signal,
+                    c.status_writes_per_signal,
+                    c.events_per_signal
+                ),
+                met: yes(ok),
+                note: String::new(),
+            });
+        }
+    }
+    if let Some(c) = &r.cli {
+        targets.push(Target {
+            what: format!("the aws CLI, {} signals one by one", c.n),
+            target: "(comparison)".into(),
+            measured: format!(
+                "{:.0} ms per signal; {} the operator's one-at-a-time time",
+                c.per_signal.mean_ms,
+                c.ratio_sequential
+                    .map(|x| format!("{x:.1}×"))
+                    .unwrap_or_else(|| "–".into())
+            ),
+            met: None,
+            note: String::new(),
+        });
+    }
+    r.targets = targets;
+    r.findings = findings;
+}
+
+fn cores(c: &machine::CpuWindow) -> String {
+    let mut parts: Vec<String> = c
+        .cores_by_process
+        .iter()
+        .map(|(k, v)| format!("{k} {v:.2}"))
+        .collect();
+    parts.push(format!("other processes {:.2}", c.others_cores));
+    parts.join(", ")
+}

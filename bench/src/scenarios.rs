@@ -1,0 +1,944 @@
+//! The scenarios of issue 5. Each one makes its own namespace, its own emulator (so its
+//! counters see only its own traffic) and its own operator process, and measures one thing.
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use aws_config::BehaviorVersion;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Event as CoreEvent;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::ResourceExt;
+use signalman::api::{AutomationSignal, WorkflowSignal};
+use signalman::aws::clients::{AwsClients, AwsSettings, RateLimit};
+use signalman::delivery::SendOutcome;
+use signalman_testenv::aws_emulator::{Counters, FaultConfig, Service, ThrottleRule};
+use signalman_testenv::{Emulator, Env, OPERATOR_ACCESS_KEY, REGION, SECRET_KEY};
+
+use crate::fixtures::{approval, automation_executions, create_all, input, SwfFixture};
+use crate::harness::{aws_calls, histogram_mean_ms, metric, metric_sum, Operator};
+use crate::machine::{CpuMeter, CpuWindow};
+use crate::report::*;
+use crate::tracker::{Seen, Tracker};
+
+/// What every scenario shares.
+pub struct Bench {
+    pub env: &'static Env,
+    pub client: kube::Client,
+    pub operator_bin: PathBuf,
+    pub aws_cli: PathBuf,
+    pub sizes: Sizes,
+    pub setup_concurrency: usize,
+}
+
+const MIB: f64 = 1024.0;
+
+fn args(list: &[(&str, String)]) -> Vec<String> {
+    list.iter()
+        .flat_map(|(k, v)| [k.to_string(), v.clone()])
+        .collect()
+}
+
+/// Limits so high that the operator's limiter never waits.
+fn unlimited() -> Vec<(&'static str, String)> {
+    vec![
+        ("--swf-rate", "100000".into()),
+        ("--swf-burst", "100000".into()),
+        ("--ssm-rate", "100000".into()),
+        ("--ssm-burst", "100000".into()),
+    ]
+}
+
+fn since(t0: Instant, t: Option<Instant>) -> f64 {
+    t.map(|t| t.saturating_duration_since(t0).as_secs_f64() * 1000.0)
+        .unwrap_or(f64::NAN)
+}
+
+/// Event objects recorded on objects of `kind` in `ns` (a series counts its repeats).
+async fn events_written(client: &kube::Client, ns: &str, kind: &str) -> anyhow::Result<u64> {
+    let api: Api<CoreEvent> = Api::namespaced(client.clone(), ns);
+    let mut total = 0u64;
+    let mut lp = ListParams::default().limit(500);
+    loop {
+        let page = api.list(&lp).await.context("listing Events")?;
+        for e in &page.items {
+            if e.involved_object.kind.as_deref() == Some(kind) {
+                total += 1 + e
+                    .series
+                    .as_ref()
+                    .and_then(|s| s.count)
+                    .map(|c| (c as u64).saturating_sub(1))
+                    .unwrap_or(0);
+            }
+        }
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(c) => lp = lp.continue_token(&c),
+            None => return Ok(total),
+        }
+    }
+}
+
+/// name → resourceVersion of every object of the kind in `ns`.
+async fn resource_versions<K>(api: &Api<K>) -> anyhow::Result<BTreeMap<String, String>>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut out = BTreeMap::new();
+    let mut lp = ListParams::default().limit(500);
+    loop {
+        let page = api.list(&lp).await.context("listing signals")?;
+        for o in &page.items {
+            out.insert(o.name_any(), o.resource_version().unwrap_or_default());
+        }
+        match page.metadata.continue_.clone().filter(|c| !c.is_empty()) {
+            Some(c) => lp = lp.continue_token(&c),
+            None => return Ok(out),
+        }
+    }
+}
+
+/// The cost of `seen` signals, with the emulator's counters of `service` for their traffic.
+fn cost(
+    seen: &[(String, Seen)],
+    counters: &Counters,
+    service: Service,
+    events: u64,
+    send_op: &str,
+) -> Cost {
+    let svc = match service {
+        Service::Swf => (
+            &counters.swf.calls,
+            counters.swf.throttled,
+            counters.swf.applied_signals,
+        ),
+        Service::Ssm => (
+            &counters.ssm.calls,
+            counters.ssm.throttled,
+            counters.ssm.applied_signals,
+        ),
+    };
+    let delivered = seen.iter().filter(|(_, s)| s.ready_at.is_some()).count();
+    let failed = seen.iter().filter(|(_, s)| s.failure.is_some()).count();
+    let per = |x: f64| {
+        if delivered > 0 {
+            x / delivered as f64
+        } else {
+            f64::NAN
+        }
+    };
+    let n = seen.len().max(1) as f64;
+    let writes: u32 = seen.iter().map(|(_, s)| s.status_writes()).sum();
+    let status_writes_per_signal = f64::from(writes) / n;
+    let events_per_signal = events as f64 / n;
+    Cost {
+        delivered,
+        failed,
+        aws_calls_per_signal: svc
+            .0
+            .iter()
+            .map(|(op, c)| (op.clone(), per(*c as f64)))
+            .collect(),
+        sends_per_signal: per(svc.0.get(send_op).copied().unwrap_or(0) as f64),
+        run_lookups_per_signal: per(svc
+            .0
+            .get("ListOpenWorkflowExecutions")
+            .copied()
+            .unwrap_or(0) as f64),
+        throttled: svc.1,
+        applied: svc.2,
+        status_writes_per_signal,
+        status_writes_max: seen
+            .iter()
+            .map(|(_, s)| s.status_writes())
+            .max()
+            .unwrap_or(0),
+        events_per_signal,
+        kube_writes_per_signal: status_writes_per_signal + events_per_signal,
+        attempts_per_signal: seen.iter().map(|(_, s)| f64::from(s.attempts)).sum::<f64>() / n,
+        throttled_retries_per_signal: seen
+            .iter()
+            .map(|(_, s)| f64::from(s.throttled_retries))
+            .sum::<f64>()
+            / n,
+    }
+}
+
+/// Mean duration of each AWS operation of `service` (all when `None`) in the operator's
+/// histogram, in milliseconds.
+fn aws_means(text: &str, only: Option<&str>) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for key in aws_calls(text).keys() {
+        let mut parts = key.split('/');
+        let (Some(service), Some(op)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        if only.is_some_and(|s| s != service) {
+            continue;
+        }
+        let labels = [
+            format!("service=\"{service}\""),
+            format!("operation=\"{op}\""),
+        ];
+        let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+        if let Some(m) = histogram_mean_ms(text, "signalman_aws_call_duration_seconds", &labels) {
+            out.insert(op.to_string(), m);
+        }
+    }
+    out
+}
+
+/// Spawn → first claim → last Ready over a set of signals.
+fn window(seen: &[(String, Seen)]) -> (Option<Instant>, Option<Instant>) {
+    let first = seen.iter().filter_map(|(_, s)| s.sending_at).min();
+    let last = seen.iter().filter_map(|(_, s)| s.ready_at).max();
+    (first, last)
+}
+
+fn check_all_delivered(what: &str, seen: &[(String, Seen)], applied: u64) -> anyhow::Result<()> {
+    let failed: Vec<String> = seen
+        .iter()
+        .filter_map(|(n, s)| s.failure.as_ref().map(|f| format!("{n}: {f}")))
+        .take(3)
+        .collect();
+    if !failed.is_empty() {
+        bail!("{what}: signals failed: {}", failed.join("; "));
+    }
+    let delivered = seen.iter().filter(|(_, s)| s.ready_at.is_some()).count();
+    if delivered as u64 != applied {
+        bail!("{what}: {delivered} signals Ready but AWS applied {applied} (exactly once broken?)");
+    }
+    Ok(())
+}
+
+/// Generous time for `n` signals at `per_second`.
+fn budget(n: usize, per_second: f64) -> Duration {
+    Duration::from_secs_f64(120.0 + 4.0 * n as f64 / per_second)
+}
+
+impl Bench {
+    async fn namespace(&self, prefix: &str) -> String {
+        self.env.namespace(&self.client, prefix).await
+    }
+
+    fn operator(
+        &self,
+        ns: &str,
+        identity: &str,
+        emu: &Emulator,
+        flags: &[(&str, String)],
+    ) -> anyhow::Result<Operator> {
+        Operator::spawn(
+            &self.operator_bin,
+            self.env,
+            ns,
+            identity,
+            &emu.endpoint,
+            &args(flags),
+        )
+    }
+
+    // ------------------------------------------------------------------ 1. latency
+
+    pub async fn latency(&self) -> anyhow::Result<LatencyResults> {
+        let s = &self.sizes;
+        let ns = self.namespace("bench-latency").await;
+        let emu = self.env.private_emulator().await;
+        let executions = s.executions.min(s.wf_latency).max(1);
+        let swf = SwfFixture::start(self.env, "bench-latency", executions).await?;
+        let ids = automation_executions(&emu.endpoint, s.am_latency).await?;
+        emu.handle.reset();
+        let wf_api: Api<WorkflowSignal> = Api::namespaced(self.client.clone(), &ns);
+        let am_api: Api<AutomationSignal> = Api::namespaced(self.client.clone(), &ns);
+        let wf_tr = Tracker::start(wf_api.clone()).await?;
+        let am_tr = Tracker::start(am_api.clone()).await?;
+        let flags = unlimited();
+        let mut op = self.operator(&ns, "bench-latency", &emu, &flags)?;
+        op.wait_leading(Duration::from_secs(120)).await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+
+        let mut workflow = None;
+        if s.wf_latency > 0 {
+            let cpu = CpuMeter::start(&[("operator", op.pid)]);
+            let mut samples = Vec::new();
+            for i in 0..s.wf_latency {
+                let obj = swf.signal("wf", i, false);
+                let name = obj.name_any();
+                let t0 = Instant::now();
+                wf_api.create(&PostParams::default(), &obj).await?;
+                let created = t0.elapsed();
+                let seen = wf_tr.wait_ready(&name, Duration::from_secs(60)).await?;
+                samples.push((t0, created, seen));
+            }
+            let cpu = cpu.stop();
+            let text = op.metrics().await?;
+            let counters = emu.handle.counters();
+            let seen = wf_tr.all();
+            check_all_delivered(
+                "latency/WorkflowSignal",
+                &seen,
+                counters.swf.applied_signals,
+            )?;
+            let events = events_written(&self.client, &ns, "WorkflowSignal").await?;
+            workflow = Some(latency_of(
+                "WorkflowSignal",
+                &samples,
+                &text,
+                "swf",
+                cost(
+                    &seen,
+                    &counters,
+                    Service::Swf,
+                    events,
+                    "SignalWorkflowExecution",
+                ),
+                cpu,
+            ));
+        }
+
+        let mut automation = None;
+        if s.am_latency > 0 {
+            let cpu = CpuMeter::start(&[("operator", op.pid)]);
+            let mut samples = Vec::new();
+            for (i, id) in ids.iter().enumerate() {
+                let obj = approval(&format!("am-{i}"), id);
+                let t0 = Instant::now();
+                am_api.create(&PostParams::default(), &obj).await?;
+                let created = t0.elapsed();
+                let seen = am_tr
+                    .wait_ready(&format!("am-{i}"), Duration::from_secs(60))
+                    .await?;
+                samples.push((t0, created, seen));
+            }
+            let cpu = cpu.stop();
+            let text = op.metrics().await?;
+            let counters = emu.handle.counters();
+            let seen = am_tr.all();
+            check_all_delivered(
+                "latency/AutomationSignal",
+                &seen,
+                counters.ssm.applied_signals,
+            )?;
+            let events = events_written(&self.client, &ns, "AutomationSignal").await?;
+            automation = Some(latency_of(
+                "AutomationSignal",
+                &samples,
+                &text,
+                "ssm",
+                cost(
+                    &seen,
+                    &counters,
+                    Service::Ssm,
+                    events,
+                    "SendAutomationSignal",
+                ),
+                cpu,
+            ));
+        }
+        op.stop();
+        Ok(LatencyResults {
+            operator_args: args(&flags),
+            executions,
+            workflow,
+            automation,
+        })
+    }
+
+    // ------------------------------------------------------------------ 2. throughput
+
+    async fn ceiling(&self, emu: &Emulator, fx: &SwfFixture, n: usize) -> anyhow::Result<Ceiling> {
+        let sdk = aws_config::defaults(BehaviorVersion::latest())
+            .region(aws_config::Region::new(REGION))
+            .endpoint_url(&emu.endpoint)
+            .credentials_provider(aws_sdk_swf::config::Credentials::new(
+                OPERATOR_ACCESS_KEY,
+                SECRET_KEY,
+                None,
+                None,
+                "bench",
+            ))
+            .load()
+            .await;
+        let clients = AwsClients::new(
+            sdk,
+            AwsSettings {
+                send_timeout: Duration::from_secs(20),
+                swf_rate: RateLimit {
+                    per_second: 100_000.0,
+                    burst: 100_000,
+                },
+                ssm_rate: RateLimit {
+                    per_second: 100_000.0,
+                    burst: 100_000,
+                },
+            },
+        );
+        let region = clients
+            .for_region(Some(REGION))
+            .map_err(|e| anyhow::anyhow!(e))?;
+        let client = region.swf_send.clone();
+        emu.handle.reset();
+        let cpu = CpuMeter::start(&[]);
+        let started = Instant::now();
+        let errors = futures::stream::iter(0..n)
+            .map(|i| {
+                let client = client.clone();
+                let (workflow_id, run_id) = fx.run(i).clone();
+                let domain = fx.domain.clone();
+                async move {
+                    let input = input(i);
+                    signalman::aws::swf::send(
+                        &client,
+                        signalman::aws::swf::SwfSignal {
+                            domain: &domain,
+                            workflow_id: &workflow_id,
+                            run_id: &run_id,
+                            signal_name: "approve",
+                            input: Some(&input),
+                        },
+                    )
+                    .await
+                }
+            })
+            .buffer_unordered(self.sizes.concurrency.max(1))
+            .filter(|o| futures::future::ready(matches!(o, SendOutcome::Failed(_))))
+            .count()
+            .await;
+        let seconds = started.elapsed().as_secs_f64();
+        let cpu = cpu.stop();
+        Ok(Ceiling {
+            n,
+            concurrency: self.sizes.concurrency,
+            seconds,
+            per_second: n as f64 / seconds,
+            errors,
+            applied: emu.handle.counters().swf.applied_signals,
+            cpu,
+        })
+    }
+
+    pub async fn throughput(&self) -> anyhow::Result<Throughput> {
+        let s = &self.sizes;
+        let n = s.burst;
+        let executions = s.executions.min(n).max(1);
+        let emu = self.env.private_emulator().await;
+        let fx = SwfFixture::start(self.env, "bench-burst", executions).await?;
+        let ceiling_before = self.ceiling(&emu, &fx, n).await?;
+        if ceiling_before.errors > 0 {
+            bail!("the ceiling loop had {} errors", ceiling_before.errors);
+        }
+
+        let fx = SwfFixture::start(self.env, "bench-burst", executions).await?;
+        emu.handle.reset();
+        let ns = self.namespace("bench-burst").await;
+        let api: Api<WorkflowSignal> = Api::namespaced(self.client.clone(), &ns);
+        let objects = (0..n).map(|i| fx.signal("burst", i, true)).collect();
+        let create_seconds = create_all(&api, objects, self.setup_concurrency)
+            .await?
+            .as_secs_f64();
+        let tracker = Tracker::start(api.clone()).await?;
+        let mut flags = unlimited();
+        flags.push(("--concurrency", s.concurrency.to_string()));
+        let mut op = self.operator(&ns, "bench-burst", &emu, &flags)?;
+        let cpu = CpuMeter::start(&[("operator", op.pid)]);
+        let startup = op.wait_leading(Duration::from_secs(120)).await?;
+        tracker.wait_terminal(n, budget(n, 20.0)).await?;
+        let cpu = cpu.stop();
+        let text = op.metrics().await?;
+        let hwm = op.sample().hwm_kib as f64 / MIB;
+        let spawned = op.spawned_at;
+        op.stop();
+        let counters = emu.handle.counters();
+        let seen = tracker.all();
+        check_all_delivered("burst", &seen, counters.swf.applied_signals)?;
+        let (first, last) = window(&seen);
+        let (Some(first), Some(last)) = (first, last) else {
+            bail!("burst: no claim or no Ready seen");
+        };
+        let operator_seconds = last.duration_since(first).as_secs_f64();
+        let events = events_written(&self.client, &ns, "WorkflowSignal").await?;
+
+        let ceiling_after = if s.burst > 0 {
+            let fx = SwfFixture::start(self.env, "bench-burst", executions).await?;
+            Some(self.ceiling(&emu, &fx, n).await?)
+        } else {
+            None
+        };
+        let ceilings: Vec<f64> = std::iter::once(ceiling_before.per_second)
+            .chain(ceiling_after.iter().map(|c| c.per_second))
+            .collect();
+        let ceiling_per_second = ceilings.iter().sum::<f64>() / ceilings.len() as f64;
+        let operator_per_second = n as f64 / operator_seconds.max(1e-9);
+        Ok(Throughput {
+            n,
+            executions,
+            concurrency: s.concurrency,
+            operator_args: args(&flags),
+            create_seconds,
+            ceiling_before,
+            ceiling_after,
+            ceiling_per_second,
+            operator_seconds,
+            operator_per_second,
+            share_of_ceiling: operator_per_second / ceiling_per_second,
+            operator_startup_seconds: startup.as_secs_f64(),
+            operator_end_to_end_seconds: last.duration_since(spawned).as_secs_f64(),
+            operator_hwm_mib: hwm,
+            operator_aws_call_mean_ms: aws_means(&text, None),
+            operator_reconcile_mean_ms: histogram_mean_ms(
+                &text,
+                "signalman_reconcile_duration_seconds",
+                &["kind=\"WorkflowSignal\""],
+            ),
+            operator_reconciles_in_flight: metric_sum(
+                &text,
+                "signalman_reconcile_duration_seconds_sum",
+                &["kind=\"WorkflowSignal\""],
+            ) / operator_seconds.max(1e-9),
+            cost: cost(
+                &seen,
+                &counters,
+                Service::Swf,
+                events,
+                "SignalWorkflowExecution",
+            ),
+            cpu,
+        })
+    }
+
+    // ------------------------------------------------------------------ 3. quotas
+
+    pub async fn quota_swf(&self, bucket: f64, rate: f64) -> anyhow::Result<Quota> {
+        let s = &self.sizes;
+        let n = s.quota_swf;
+        let executions = s.executions.min(n).max(1);
+        let emu = self.env.private_emulator().await;
+        let fx = SwfFixture::start(self.env, "bench-quota", executions).await?;
+        let ns = self.namespace("bench-quota-swf").await;
+        let api: Api<WorkflowSignal> = Api::namespaced(self.client.clone(), &ns);
+        let objects = (0..n).map(|i| fx.signal("quota", i, true)).collect();
+        create_all(&api, objects, self.setup_concurrency).await?;
+        let tracker = Tracker::start(api.clone()).await?;
+        emu.handle.reset();
+        emu.handle.set_faults(FaultConfig::none().with_throttle(
+            Service::Swf,
+            ThrottleRule::new("SignalWorkflowExecution", bucket, rate),
+        ))?;
+        let flags = vec![
+            ("--swf-rate", format!("{rate}")),
+            ("--swf-burst", format!("{bucket}")),
+        ];
+        let mut op = self.operator(&ns, "bench-quota-swf", &emu, &flags)?;
+        let cpu = CpuMeter::start(&[("operator", op.pid)]);
+        op.wait_leading(Duration::from_secs(120)).await?;
+        tracker.wait_terminal(n, budget(n, rate)).await?;
+        let cpu = cpu.stop();
+        op.stop();
+        let counters = emu.handle.counters();
+        emu.handle.clear_faults();
+        let seen = tracker.all();
+        check_all_delivered("quota/swf", &seen, counters.swf.applied_signals)?;
+        let events = events_written(&self.client, &ns, "WorkflowSignal").await?;
+        Ok(quota_of(
+            "swf",
+            "SignalWorkflowExecution",
+            n,
+            bucket,
+            rate,
+            args(&flags),
+            &seen,
+            cost(
+                &seen,
+                &counters,
+                Service::Swf,
+                events,
+                "SignalWorkflowExecution",
+            ),
+            counters.swf.throttled,
+            cpu,
+        ))
+    }
+
+    pub async fn quota_ssm(&self, bucket: f64, rate: f64) -> anyhow::Result<Quota> {
+        let n = self.sizes.quota_ssm;
+        let emu = self.env.private_emulator().await;
+        let ids = automation_executions(&emu.endpoint, n).await?;
+        let ns = self.namespace("bench-quota-ssm").await;
+        let api: Api<AutomationSignal> = Api::namespaced(self.client.clone(), &ns);
+        let objects = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| approval(&format!("quota-{i}"), id))
+            .collect();
+        create_all(&api, objects, self.setup_concurrency).await?;
+        let tracker = Tracker::start(api.clone()).await?;
+        emu.handle.reset();
+        emu.handle.set_faults(FaultConfig::none().with_throttle(
+            Service::Ssm,
+            ThrottleRule::new("SendAutomationSignal", bucket, rate),
+        ))?;
+        let flags = vec![
+            ("--ssm-rate", format!("{rate}")),
+            ("--ssm-burst", format!("{bucket}")),
+        ];
+        let mut op = self.operator(&ns, "bench-quota-ssm", &emu, &flags)?;
+        let cpu = CpuMeter::start(&[("operator", op.pid)]);
+        op.wait_leading(Duration::from_secs(120)).await?;
+        tracker.wait_terminal(n, budget(n, rate)).await?;
+        let cpu = cpu.stop();
+        op.stop();
+        let counters = emu.handle.counters();
+        emu.handle.clear_faults();
+        let seen = tracker.all();
+        check_all_delivered("quota/ssm", &seen, counters.ssm.applied_signals)?;
+        let events = events_written(&self.client, &ns, "AutomationSignal").await?;
+        Ok(quota_of(
+            "ssm",
+            "SendAutomationSignal",
+            n,
+            bucket,
+            rate,
+            args(&flags),
+            &seen,
+            cost(
+                &seen,
+                &counters,
+                Service::Ssm,
+                events,
+                "SendAutomationSignal",
+            ),
+            counters.ssm.throttled,
+            cpu,
+        ))
+    }
+
+    // ------------------------------------------------------------------ 4 + 5. memory, restart
+
+    pub async fn memory(&self) -> anyhow::Result<MemoryResults> {
+        let f = self.sizes.finished.max(1);
+        let ns = self.namespace("bench-memory").await;
+        let emu = self.env.private_emulator().await;
+        let fx = SwfFixture::start(self.env, "bench-memory", 1).await?;
+        let api: Api<WorkflowSignal> = Api::namespaced(self.client.clone(), &ns);
+        let identity = "bench-memory";
+
+        // Idle: nothing in the namespace.
+        let mut op = self.operator(&ns, identity, &emu, &[])?;
+        op.wait_leading(Duration::from_secs(120)).await?;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let idle = op.sample();
+
+        // One real delivery gives the exact status the operator writes on a finished signal.
+        let tracker = Tracker::start(api.clone()).await?;
+        let first = fx.signal("done", 0, false);
+        api.create(&PostParams::default(), &first).await?;
+        tracker
+            .wait_ready(&first.name_any(), Duration::from_secs(60))
+            .await?;
+        drop(tracker);
+        op.stop();
+        let template = api
+            .get(&first.name_any())
+            .await?
+            .status
+            .context("the delivered signal has no status")?;
+        let template = serde_json::json!({ "status": template });
+
+        // The other f-1, finished by writing that status through the status subresource.
+        let started = Instant::now();
+        let objects: Vec<WorkflowSignal> = (1..f).map(|i| fx.signal("done", i, false)).collect();
+        let cpu_create = CpuMeter::start(&[]);
+        create_all(&api, objects, self.setup_concurrency).await?;
+        let cpu_create = cpu_create.stop();
+        let cpu_patch = CpuMeter::start(&[]);
+        futures::stream::iter(1..f)
+            .map(|i| {
+                let api = api.clone();
+                let patch = template.clone();
+                async move {
+                    api.patch_status(
+                        &format!("done-{i}"),
+                        &PatchParams::default(),
+                        &Patch::Merge(&patch),
+                    )
+                    .await
+                    .context("writing a finished status")
+                }
+            })
+            .buffer_unordered(self.setup_concurrency)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let cpu_patch = cpu_patch.stop();
+        let create_seconds = started.elapsed().as_secs_f64();
+        let apiserver_ms = |c: &CpuWindow| {
+            c.cores_by_process
+                .get("kube-apiserver")
+                .copied()
+                .unwrap_or(0.0)
+                * c.seconds
+                * 1000.0
+                / (f - 1).max(1) as f64
+        };
+
+        let sample_obj = api.get(&format!("done-{}", f - 1)).await?;
+        let object_json_bytes = serde_json::to_vec(&sample_obj)?.len();
+        let managed_fields_json_bytes =
+            serde_json::to_vec(&sample_obj.metadata.managed_fields)?.len();
+
+        // The restart: the same identity (one replica restarted), onto f finished signals.
+        let before = resource_versions(&api).await?;
+        if before.len() != f {
+            bail!("expected {f} signals, found {}", before.len());
+        }
+        let events_before = events_written(&self.client, &ns, "WorkflowSignal").await?;
+        emu.handle.reset();
+        let mut op = self.operator(&ns, identity, &emu, &[])?;
+        let cpu = CpuMeter::start(&[("operator", op.pid)]);
+        let (mut ready, mut leading, mut last_change) = (None, None, op.spawned_at);
+        let mut reconciles = 0.0;
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            op.check_alive()?;
+            if ready.is_none() {
+                if let Ok((200, _)) = crate::harness::http(&op.base, "GET", "/readyz").await {
+                    ready = Some(op.spawned_at.elapsed());
+                }
+            }
+            if let Ok(text) = op.metrics().await {
+                if leading.is_none() && metric(&text, "signalman_leader") == Some(1.0) {
+                    leading = Some(op.spawned_at.elapsed());
+                }
+                let r = metric_sum(&text, "signalman_reconcile_duration_seconds_count", &[]);
+                if r != reconciles {
+                    reconciles = r;
+                    last_change = Instant::now();
+                }
+            }
+            let settled = last_change.elapsed() > Duration::from_secs(3);
+            if ready.is_some() && leading.is_some() && reconciles >= f as f64 && settled {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the restarted operator did not settle within 300 s ({reconciles} reconciles)"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let cpu = cpu.stop();
+        let sample = op.sample();
+        let text = op.metrics().await?;
+        op.stop();
+        let after = resource_versions(&api).await?;
+        let changed = before
+            .iter()
+            .filter(|(name, rv)| after.get(*name) != Some(rv))
+            .count() as u64;
+        let counters = emu.handle.counters();
+        let aws_calls_seen: u64 =
+            counters.swf.calls.values().sum::<u64>() + counters.ssm.calls.values().sum::<u64>();
+        let events_after = events_written(&self.client, &ns, "WorkflowSignal").await?;
+        Ok(MemoryResults {
+            memory: Memory {
+                idle_rss_mib: idle.rss_kib as f64 / MIB,
+                idle_hwm_mib: idle.hwm_kib as f64 / MIB,
+                finished: f,
+                finished_how: format!(
+                    "1 delivered by the operator, the other {} created by the benchmark and given that signal's exact status (Succeeded, Ready=True) through the status subresource, to save time",
+                    f - 1
+                ),
+                create_seconds,
+                rss_mib: sample.rss_kib as f64 / MIB,
+                hwm_mib: sample.hwm_kib as f64 / MIB,
+                apiserver_cpu_ms_per_create: apiserver_ms(&cpu_create),
+                apiserver_cpu_ms_per_status_patch: apiserver_ms(&cpu_patch),
+                object_json_bytes,
+                managed_fields_json_bytes,
+            },
+            restart: Restart {
+                finished: f,
+                how: format!(
+                    "The operator (same identity, so it takes its Lease back at once) started onto {f} finished WorkflowSignals; idle = its reconcile count unchanged for 3 s; status writes = objects whose resourceVersion changed between a list before and a list after."
+                ),
+                ready_seconds: ready.unwrap_or_default().as_secs_f64(),
+                leading_seconds: leading.unwrap_or_default().as_secs_f64(),
+                idle_seconds: last_change.duration_since(op.spawned_at).as_secs_f64(),
+                reconciles: reconciles as u64,
+                aws_calls: aws_calls_seen,
+                operator_aws_calls: aws_calls(&text).values().sum(),
+                status_writes: changed,
+                events_written: events_after.saturating_sub(events_before),
+                cpu,
+            },
+        })
+    }
+
+    // ------------------------------------------------------------------ 6. aws CLI
+
+    pub async fn cli(&self) -> anyhow::Result<Cli> {
+        let n = self.sizes.cli;
+        let executions = self
+            .sizes
+            .executions
+            .min(self.sizes.wf_latency.max(1))
+            .max(1);
+        let emu = self.env.private_emulator().await;
+        let fx = SwfFixture::start(self.env, "bench-latency", executions).await?;
+        let version = tokio::process::Command::new(&self.aws_cli)
+            .arg("--version")
+            .output()
+            .await
+            .with_context(|| format!("running {}", self.aws_cli.display()))?;
+        let version = String::from_utf8_lossy(&version.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap_or("aws-cli")
+            .to_string();
+        emu.handle.reset();
+        let cpu = CpuMeter::start(&[]);
+        let started = Instant::now();
+        let mut times = Vec::with_capacity(n);
+        for i in 0..n {
+            let (workflow_id, _) = fx.run(i);
+            let t0 = Instant::now();
+            let out = tokio::process::Command::new(&self.aws_cli)
+                .args(["swf", "signal-workflow-execution", "--domain"])
+                .arg(&fx.domain)
+                .arg("--workflow-id")
+                .arg(workflow_id)
+                .args(["--signal-name", "approve", "--input"])
+                .arg(input(i))
+                .args(["--endpoint-url", &emu.endpoint, "--region", REGION])
+                .env("AWS_ACCESS_KEY_ID", OPERATOR_ACCESS_KEY)
+                .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+                .env("AWS_CONFIG_FILE", "/nonexistent")
+                .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+                .env("AWS_EC2_METADATA_DISABLED", "true")
+                .env("AWS_PAGER", "")
+                .env_remove("AWS_PROFILE")
+                .env_remove("AWS_ENDPOINT_URL")
+                .output()
+                .await?;
+            if !out.status.success() {
+                bail!(
+                    "aws swf signal-workflow-execution failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            times.push(t0.elapsed().as_secs_f64() * 1000.0);
+        }
+        let total_seconds = started.elapsed().as_secs_f64();
+        let cpu = cpu.stop();
+        let applied = emu.handle.counters().swf.applied_signals;
+        if applied != n as u64 {
+            bail!("the aws CLI sent {n} signals, the emulator applied {applied}");
+        }
+        Ok(Cli {
+            n,
+            version,
+            per_signal: Dist::of(times),
+            total_seconds,
+            applied,
+            operator_per_signal_ms: None,
+            ratio_sequential: None,
+            ratio_burst: None,
+            cpu,
+        })
+    }
+}
+
+type Sample = (Instant, Duration, Seen);
+
+fn latency_of(
+    kind: &str,
+    samples: &[Sample],
+    text: &str,
+    service: &str,
+    cost: Cost,
+    cpu: CpuWindow,
+) -> Latency {
+    let to_ready = samples
+        .iter()
+        .map(|(t0, _, s)| since(*t0, s.ready_at))
+        .collect();
+    let create = samples
+        .iter()
+        .map(|(_, c, _)| c.as_secs_f64() * 1000.0)
+        .collect();
+    let to_claim = samples
+        .iter()
+        .map(|(t0, _, s)| since(*t0, s.sending_at))
+        .collect();
+    let claim_to_ready = samples
+        .iter()
+        .map(|(_, _, s)| match (s.sending_at, s.ready_at) {
+            (Some(a), Some(b)) => b.saturating_duration_since(a).as_secs_f64() * 1000.0,
+            _ => f64::NAN,
+        })
+        .collect();
+    let label = format!("kind=\"{kind}\"");
+    Latency {
+        kind: kind.to_string(),
+        n: samples.len(),
+        create_to_ready: Dist::of(to_ready),
+        create_call: Dist::of(create),
+        create_to_claim: Dist::of(to_claim),
+        claim_to_ready: Dist::of(claim_to_ready),
+        operator_aws_call_mean_ms: aws_means(text, Some(service)),
+        operator_reconcile_mean_ms: histogram_mean_ms(
+            text,
+            "signalman_reconcile_duration_seconds",
+            &[&label],
+        ),
+        cost,
+        cpu,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn quota_of(
+    service: &str,
+    operation: &str,
+    n: usize,
+    bucket: f64,
+    rate: f64,
+    operator_args: Vec<String>,
+    seen: &[(String, Seen)],
+    cost: Cost,
+    throttled: u64,
+    cpu: CpuWindow,
+) -> Quota {
+    let (first, last) = window(seen);
+    let seconds = match (first, last) {
+        (Some(a), Some(b)) => b.saturating_duration_since(a).as_secs_f64(),
+        _ => f64::NAN,
+    };
+    let allowed = bucket + rate * seconds;
+    let mut ready: Vec<Instant> = seen.iter().filter_map(|(_, s)| s.ready_at).collect();
+    ready.sort();
+    let b = (bucket as usize).max(1);
+    let steady_per_second = match (ready.get(b - 1), ready.last()) {
+        (Some(a), Some(z)) if ready.len() > b && z > a => {
+            (ready.len() - b) as f64 / z.duration_since(*a).as_secs_f64()
+        }
+        _ => f64::NAN,
+    };
+    Quota {
+        service: service.to_string(),
+        operation: operation.to_string(),
+        n,
+        bucket,
+        refill_per_second: rate,
+        operator_args,
+        seconds,
+        achieved_per_second: n as f64 / seconds,
+        allowed_in_window: allowed,
+        share_of_quota: n as f64 / allowed,
+        steady_per_second,
+        throttled,
+        cost,
+        cpu,
+    }
+}
