@@ -171,7 +171,10 @@ pub async fn run(
             let synced = ctx.health.cache();
             let objects = reflector(
                 writer,
-                watcher(api, watcher::Config::default().any_semantic()),
+                // managedFields are ~40% of each cached object and never read here; a status
+                // PUT without them leaves the server's copy unchanged.
+                watcher(api, watcher::Config::default().any_semantic())
+                    .modify(|obj| obj.metadata.managed_fields = None),
             )
             .inspect(move |event| {
                 if matches!(event, Ok(watcher::Event::InitDone)) {
