@@ -9,39 +9,6 @@ use anyhow::{anyhow, bail, Context as _};
 use signalman_testenv::{aws_env_at, free_port, Env, OPERATOR_ACCESS_KEY};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Installs both CRDs (server-side apply of `crds/`) and waits until they are established.
-pub fn install_crds(env: &Env) -> anyhow::Result<()> {
-    let crds = signalman_testenv::repo_root().join("crds");
-    let out = env
-        .kubectl()
-        .args(["apply", "--server-side", "-f"])
-        .arg(&crds)
-        .output()
-        .context("running kubectl")?;
-    if !out.status.success() {
-        bail!(
-            "installing the CRDs: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let out = env
-        .kubectl()
-        .args(["wait", "--for=condition=Established", "--timeout=60s"])
-        .args([
-            "crd/workflowsignals.signalman.dev",
-            "crd/automationsignals.signalman.dev",
-        ])
-        .output()
-        .context("running kubectl")?;
-    if !out.status.success() {
-        bail!(
-            "waiting for the CRDs: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(())
-}
-
 /// One HTTP/1.1 request to `base` (`http://host:port`): (status code, body).
 pub async fn http(base: &str, method: &str, path: &str) -> anyhow::Result<(u16, String)> {
     let authority = base

@@ -227,7 +227,7 @@ fn run(args: RunArgs) -> anyhow::Result<bool> {
         loadavg_before[0], loadavg_before[1], loadavg_before[2]
     );
     let env = signalman_testenv::shared();
-    harness::install_crds(env)?;
+    env.install_crds()?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

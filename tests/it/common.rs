@@ -18,32 +18,9 @@ pub fn env() -> &'static Env {
     static CRDS: OnceLock<()> = OnceLock::new();
     let env = signalman_testenv::shared();
     CRDS.get_or_init(|| {
-        let crds = signalman_testenv::repo_root().join("crds");
-        let out = env
-            .kubectl()
-            .args(["apply", "--server-side", "-f"])
-            .arg(&crds)
-            .output()
-            .expect("kubectl");
-        assert!(
-            out.status.success(),
-            "installing CRDs: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let out = env
-            .kubectl()
-            .args(["wait", "--for=condition=Established", "--timeout=60s"])
-            .args([
-                "crd/workflowsignals.signalman.dev",
-                "crd/automationsignals.signalman.dev",
-            ])
-            .output()
-            .expect("kubectl");
-        assert!(
-            out.status.success(),
-            "waiting for CRDs: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        if let Err(e) = env.install_crds() {
+            panic!("{e:#}");
+        }
     });
     env
 }

@@ -196,6 +196,40 @@ impl Env {
         name
     }
 
+    /// Installs signalman's CRDs (server-side apply of `crds/`) and waits until they are
+    /// established.
+    pub fn install_crds(&self) -> anyhow::Result<()> {
+        let crds = repo_root().join("crds");
+        let out = self
+            .kubectl()
+            .args(["apply", "--server-side", "-f"])
+            .arg(&crds)
+            .output()
+            .context("running kubectl")?;
+        if !out.status.success() {
+            bail!(
+                "installing the CRDs: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let out = self
+            .kubectl()
+            .args(["wait", "--for=condition=Established", "--timeout=60s"])
+            .args([
+                "crd/workflowsignals.signalman.dev",
+                "crd/automationsignals.signalman.dev",
+            ])
+            .output()
+            .context("running kubectl")?;
+        if !out.status.success() {
+            bail!(
+                "waiting for the CRDs: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+
     /// `kubectl` against this API server.
     pub fn kubectl(&self) -> Command {
         let mut cmd = Command::new(self.bin_dir.join("kubectl"));
