@@ -20,13 +20,14 @@
 //!   written before its deadline minus the claim time-to-live, and the send's hard timeout is
 //!   less than half that time-to-live (`--send-timeout-seconds`), so a new leader sees a live
 //!   claim and leaves the object alone until the outcome is recorded or the claim is abandoned
-//!   (DESIGN §3). Leadership is the second fence; the conditional claim is the first.
+//!   (docs/design.md, "Exactly once"). Leadership is the second fence; the conditional claim is the first.
 //! - On graceful shutdown the leader first stops leading, waits for its in-flight reconciles
 //!   (the caller does), then releases the lease (empty holder), so a standby takes over at once.
 //!
 //! Two processes with the same identity are one replica restarted: the holder named in the
 //! lease takes it back at once, as a restarted pod does with its own claims.
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -35,9 +36,38 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ObjectMeta, PostParams};
 use tracing::{debug, info, warn};
 
-use crate::controller::Leadership;
+use crate::health::Health;
 use crate::metrics::Metrics;
-use crate::server::Health;
+
+/// Whether this replica may claim and send; followers verify nothing and write nothing.
+/// Set by [`Elector`]; a watch channel so the controllers can look at every object again the
+/// moment leadership is won.
+#[derive(Clone, Debug)]
+pub struct Leadership(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Leadership {
+    pub fn new(leading: bool) -> Self {
+        Self(Arc::new(tokio::sync::watch::Sender::new(leading)))
+    }
+    pub fn is_leader(&self) -> bool {
+        *self.0.borrow()
+    }
+    pub fn set(&self, leading: bool) {
+        self.0
+            .send_if_modified(|now| std::mem::replace(now, leading) != leading);
+    }
+    /// Yields each time this replica becomes the leader.
+    pub fn won(&self) -> impl futures::Stream<Item = ()> + Send + 'static {
+        futures::stream::unfold(self.0.subscribe(), |mut rx| async move {
+            loop {
+                rx.changed().await.ok()?;
+                if *rx.borrow_and_update() {
+                    return Some(((), rx));
+                }
+            }
+        })
+    }
+}
 
 /// The timing of the election.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,7 +1,10 @@
+#![forbid(unsafe_code)]
 pub mod api;
 pub mod aws;
 pub mod controller;
 pub mod delivery;
+pub mod failpoint;
+pub mod health;
 pub mod leader;
 pub mod metrics;
 pub mod server;

@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! `signalman`: the controller (`run`), the CRD YAML (`crds`) and the version (`version`).
 use std::sync::Arc;
 use std::time::Duration;
@@ -5,8 +6,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use signalman::aws::clients::{AwsClients, AwsSettings, RateLimit};
-use signalman::controller::{self, Context, Leadership, Settings};
-use signalman::leader::{Elector, LeaseConfig, Timing};
+use signalman::controller::{self, Context, Settings};
+use signalman::leader::{Elector, LeaseConfig, Leadership, Timing};
 use signalman::server;
 
 #[derive(Parser)]
@@ -135,8 +136,11 @@ fn main() -> anyhow::Result<()> {
 
 fn init_logging(level: &str, format: LogFormat) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(level).context("--log-level")?;
+    // Colour codes only for a person at a terminal: `kubectl logs` and log collectors get
+    // plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

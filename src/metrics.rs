@@ -26,7 +26,9 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::api::{Phase, SignalStatus};
-use crate::delivery::{reason, AwsFailure, SendOutcome, VerifyOutcome};
+use serde::Deserialize;
+
+use crate::delivery::{self, reason, AwsFailure, SendOutcome, VerifyOutcome};
 
 /// The content type of [`Metrics::encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -177,7 +179,7 @@ impl Metrics {
         before: Option<&SignalStatus>,
         after: &SignalStatus,
     ) {
-        if before.is_some_and(is_terminal) {
+        if before.is_some_and(delivery::is_finished) {
             return;
         }
         if let Some(outcome) = terminal_outcome(after) {
@@ -297,13 +299,10 @@ fn pending_object(obj: &DynamicObject) -> bool {
         .data
         .get("status")
         .and_then(|s| s.get("phase"))
-        .and_then(|p| p.as_str());
-    !matches!(phase, Some("Succeeded" | "Failed"))
+        .and_then(|p| Phase::deserialize(p).ok());
+    !phase.is_some_and(delivery::is_finished_phase)
 }
 
-fn is_terminal(status: &SignalStatus) -> bool {
-    matches!(status.phase, Some(Phase::Succeeded | Phase::Failed))
-}
 
 /// The terminal reason of `status` as a label value from the fixed set, if it is terminal.
 pub fn terminal_outcome(status: &SignalStatus) -> Option<&'static str> {

@@ -82,7 +82,7 @@ fn render(sets: &[&str], files: &[&Path]) -> Vec<Value> {
 }
 
 fn parse_docs(yaml: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(yaml)
+    serde_norway::Deserializer::from_str(yaml)
         .map(|doc| Value::deserialize(doc).expect("rendered YAML"))
         .filter(|v| !v.is_null())
         .collect()
@@ -206,7 +206,7 @@ fn rendered_crds_are_the_generated_crds_kept_on_uninstall() {
     let generated = crd_files(&root().join("crds"));
     assert_eq!(crds.len(), generated.len(), "{:?}", kinds(&objs));
     for yaml in generated.values() {
-        let want: Value = serde_yaml::from_str(yaml).expect("generated CRD");
+        let want: Value = serde_norway::from_str(yaml).expect("generated CRD");
         let name = want["metadata"]["name"].as_str().unwrap();
         let got = find(&objs, "CustomResourceDefinition", name);
         // Same spec, value for value (the template re-serializes it: `minimum: 0.0` comes out
@@ -566,7 +566,7 @@ fn the_schema_and_the_templates_refuse_wrong_values() {
 #[test]
 fn chart_versions_follow_the_operator() {
     let chart: Value =
-        serde_yaml::from_str(&std::fs::read_to_string(chart_dir().join("Chart.yaml")).unwrap())
+        serde_norway::from_str(&std::fs::read_to_string(chart_dir().join("Chart.yaml")).unwrap())
             .unwrap();
     assert_eq!(chart["appVersion"], env!("CARGO_PKG_VERSION"));
     assert_eq!(chart["version"], env!("CARGO_PKG_VERSION"));

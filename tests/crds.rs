@@ -60,7 +60,7 @@ fn committed_crds_match_the_types() {
 
 #[test]
 fn crd_yaml_is_both_crds_as_one_stream() {
-    let docs: Vec<CustomResourceDefinition> = serde_yaml::Deserializer::from_str(&crd_yaml())
+    let docs: Vec<CustomResourceDefinition> = serde_norway::Deserializer::from_str(&crd_yaml())
         .map(|d| CustomResourceDefinition::deserialize(d).unwrap())
         .collect();
     let names: Vec<_> = docs
@@ -266,7 +266,7 @@ fn examples() -> Vec<(String, Value)> {
     for path in paths {
         let text = fs::read_to_string(&path).unwrap();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        for doc in serde_yaml::Deserializer::from_str(&text) {
+        for doc in serde_norway::Deserializer::from_str(&text) {
             out.push((name.clone(), Value::deserialize(doc).unwrap()));
         }
     }

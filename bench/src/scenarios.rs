@@ -376,7 +376,7 @@ impl Bench {
         let region = clients
             .for_region(Some(REGION))
             .map_err(|e| anyhow::anyhow!(e))?;
-        let client = region.swf_send.clone();
+        let client = region.swf.send.clone();
         emu.handle.reset();
         let cpu = CpuMeter::start(&[]);
         let started = Instant::now();

@@ -33,13 +33,13 @@ pub fn crd_yaml() -> String {
 /// depend on serde_json's `preserve_order` feature being on somewhere in the build.
 fn to_yaml(crd: &CustomResourceDefinition) -> String {
     let value = serde_json::to_value(crd).expect("CRDs serialize");
-    let body = serde_yaml::to_string(&sorted(value)).expect("YAML serializes");
+    let body = serde_norway::to_string(&sorted(value)).expect("YAML serializes");
     format!("---\n{body}")
 }
 
-fn sorted(value: serde_json::Value) -> serde_yaml::Value {
+fn sorted(value: serde_json::Value) -> serde_norway::Value {
     use serde_json::Value as J;
-    use serde_yaml::Value as Y;
+    use serde_norway::Value as Y;
     match value {
         J::Null => Y::Null,
         J::Bool(b) => Y::Bool(b),

@@ -1,5 +1,5 @@
 //! SDK clients per region, each service with two configurations: a *send* client whose SDK
-//! retries are off (a resent signal could be applied twice, DESIGN §3) and whose operation
+//! retries are off (a resent signal could be applied twice) and whose operation
 //! has a hard timeout well inside the claim's deadline, and a *read* client that keeps the
 //! SDK's standard retries for the idempotent look-ups. Plus one client-side token bucket per
 //! service and region so the operator stays inside the AWS quotas instead of bouncing off them.
@@ -12,6 +12,10 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+
+use super::sdk_error::failure_from_sdk;
+use crate::delivery::{AwsFailure, ErrorClass};
+use crate::metrics::Metrics;
 
 /// A token bucket: `burst` tokens, refilled at `per_second`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -41,15 +45,57 @@ pub struct AwsSettings {
     pub ssm_rate: RateLimit,
 }
 
+/// One service's clients in one region, and the token bucket its calls draw from.
+pub struct ServiceClients<C> {
+    /// SDK retries off, hard operation timeout: for the one non-idempotent send.
+    pub send: C,
+    /// Standard SDK retries: for idempotent look-ups.
+    pub read: C,
+    pub limiter: DefaultDirectRateLimiter,
+}
+
 /// The clients of one region.
 pub struct RegionClients {
-    pub swf_send: aws_sdk_swf::Client,
-    pub swf_read: aws_sdk_swf::Client,
-    pub ssm_send: aws_sdk_ssm::Client,
-    pub ssm_read: aws_sdk_ssm::Client,
+    pub swf: ServiceClients<aws_sdk_swf::Client>,
+    pub ssm: ServiceClients<aws_sdk_ssm::Client>,
     pub sts: aws_sdk_sts::Client,
-    pub swf_limiter: DefaultDirectRateLimiter,
-    pub ssm_limiter: DefaultDirectRateLimiter,
+    /// The ARN these clients sign as, once STS has answered (a failure is not remembered).
+    caller_arn: tokio::sync::OnceCell<String>,
+}
+
+impl RegionClients {
+    /// The ARN the operator signs as (STS GetCallerIdentity), learned once; `None` while STS
+    /// cannot say, asked again next time.
+    pub async fn caller_arn(&self, metrics: &Metrics) -> Option<String> {
+        self.caller_arn
+            .get_or_try_init(|| async {
+                let call = async {
+                    self.sts
+                        .get_caller_identity()
+                        .send()
+                        .await
+                        .map_err(|e| failure_from_sdk(&e))?
+                        .arn()
+                        .map(str::to_string)
+                        .ok_or_else(|| AwsFailure {
+                            class: ErrorClass::Ambiguous,
+                            code: None,
+                            message: "STS named no ARN".into(),
+                        })
+                };
+                metrics
+                    .observe_aws(
+                        "sts",
+                        "GetCallerIdentity",
+                        call,
+                        crate::metrics::result_outcome,
+                    )
+                    .await
+            })
+            .await
+            .ok()
+            .cloned()
+    }
 }
 
 /// Lazily built clients keyed by region (spec.region, else the default region).
@@ -131,13 +177,18 @@ impl AwsClients {
             .timeout_config(read_timeouts.clone())
             .build();
         RegionClients {
-            swf_send: swf(RetryConfig::disabled(), send_timeouts.clone()),
-            swf_read: swf(RetryConfig::standard(), read_timeouts.clone()),
-            ssm_send: ssm(RetryConfig::disabled(), send_timeouts),
-            ssm_read: ssm(RetryConfig::standard(), read_timeouts),
+            swf: ServiceClients {
+                send: swf(RetryConfig::disabled(), send_timeouts.clone()),
+                read: swf(RetryConfig::standard(), read_timeouts.clone()),
+                limiter: self.settings.swf_rate.limiter(),
+            },
+            ssm: ServiceClients {
+                send: ssm(RetryConfig::disabled(), send_timeouts),
+                read: ssm(RetryConfig::standard(), read_timeouts),
+                limiter: self.settings.ssm_rate.limiter(),
+            },
             sts: aws_sdk_sts::Client::from_conf(sts_conf),
-            swf_limiter: self.settings.swf_rate.limiter(),
-            ssm_limiter: self.settings.ssm_rate.limiter(),
+            caller_arn: tokio::sync::OnceCell::new(),
         }
     }
 }

@@ -3,23 +3,96 @@
 use std::collections::HashMap;
 
 use aws_sdk_ssm::operation::RequestId;
-use aws_sdk_ssm::types::SignalType;
+use k8s_openapi::jiff::Timestamp;
 
 use super::classify::ErrorClass;
+use super::clients::RegionClients;
 use super::sdk_error::failure_from_sdk;
-use crate::delivery::{SendOutcome, VerifyOutcome};
+use super::target::SignalTarget;
+use crate::api::{AutomationSignal, SignalStatus, SignalType};
+use crate::delivery::{AwsFailure, SendOutcome, VerifyOutcome};
+use crate::metrics::{self, Metrics};
+
+/// The operation that sends an AutomationSignal.
+pub const SEND_OPERATION: &str = "SendAutomationSignal";
+/// The read that verifies delivery.
+pub const GET_EXECUTION_OPERATION: &str = "GetAutomationExecution";
+
+/// `AutomationSignal` → AWS Systems Manager `SendAutomationSignal`.
+pub struct Ssm;
+
+impl SignalTarget for Ssm {
+    type Resource = AutomationSignal;
+    const KIND: &'static str = "AutomationSignal";
+    const SERVICE: &'static str = "ssm";
+    const SEND_OPERATION: &'static str = SEND_OPERATION;
+
+    fn spec_schema() -> &'static serde_json::Value {
+        AutomationSignal::spec_schema()
+    }
+
+    fn limiter(clients: &RegionClients) -> &governor::DefaultDirectRateLimiter {
+        &clients.ssm.limiter
+    }
+
+    /// Nothing to resolve: the execution id is the whole address.
+    async fn prepare(
+        _signal: &AutomationSignal,
+        _claim: &mut SignalStatus,
+        _clients: &RegionClients,
+        _metrics: &Metrics,
+    ) -> Result<(), AwsFailure> {
+        Ok(())
+    }
+
+    async fn send(
+        signal: &AutomationSignal,
+        _claimed: &SignalStatus,
+        clients: &RegionClients,
+    ) -> SendOutcome {
+        send(&clients.ssm.send, &view(signal)).await
+    }
+
+    async fn verify(
+        signal: &AutomationSignal,
+        _status: &SignalStatus,
+        _since: Timestamp,
+        clients: &RegionClients,
+        metrics: &Metrics,
+    ) -> VerifyOutcome {
+        let me = clients.caller_arn(metrics).await;
+        clients.ssm.limiter.until_ready().await;
+        metrics
+            .observe_aws(
+                Self::SERVICE,
+                GET_EXECUTION_OPERATION,
+                verify(&clients.ssm.read, &view(signal), me.as_deref()),
+                metrics::verify_outcome,
+            )
+            .await
+    }
+}
+
+fn view(signal: &AutomationSignal) -> SsmSignal<'_> {
+    SsmSignal {
+        execution_id: &signal.spec.automation_execution_id,
+        signal_type: signal.spec.signal_type,
+        payload: signal.spec.payload_for_wire(),
+    }
+}
 
 /// What to send, borrowed from an AutomationSignal's spec.
 #[derive(Clone, Debug)]
 pub struct SsmSignal<'a> {
     pub execution_id: &'a str,
-    pub signal_type: &'a str,
+    pub signal_type: SignalType,
     /// Already without empty payloads: `None` is omitted on the wire, never sent as `{}`.
     pub payload: Option<HashMap<String, Vec<String>>>,
 }
 
 impl SsmSignal<'_> {
-    fn payload_value(&self, key: &str) -> Option<&str> {
+    /// The first value of payload entry `key` (a step name, a step execution id).
+    fn first_payload_value(&self, key: &str) -> Option<&str> {
         self.payload.as_ref()?.get(key)?.first().map(String::as_str)
     }
 }
@@ -29,7 +102,9 @@ pub async fn send(client: &aws_sdk_ssm::Client, signal: &SsmSignal<'_>) -> SendO
     let result = client
         .send_automation_signal()
         .automation_execution_id(signal.execution_id)
-        .signal_type(SignalType::from(signal.signal_type))
+        .signal_type(aws_sdk_ssm::types::SignalType::from(
+            signal.signal_type.as_str(),
+        ))
         .set_payload(signal.payload.clone())
         .send()
         .await;
@@ -40,18 +115,6 @@ pub async fn send(client: &aws_sdk_ssm::Client, signal: &SsmSignal<'_>) -> SendO
         },
         Err(e) => SendOutcome::Failed(failure_from_sdk(&e)),
     }
-}
-
-/// The ARN the operator signs as (STS GetCallerIdentity), to find its own decision among an
-/// approval step's ApproverDecisions. `None` when STS cannot say.
-pub async fn caller_arn(client: &aws_sdk_sts::Client) -> Option<String> {
-    client
-        .get_caller_identity()
-        .send()
-        .await
-        .ok()?
-        .arn()
-        .map(str::to_string)
 }
 
 /// One step of an execution, reduced to what verification reads.
@@ -175,8 +238,8 @@ pub fn judge(view: &ExecutionView, signal: &SsmSignal<'_>, me: Option<&str>) -> 
         why: why.to_string(),
     };
     match signal.signal_type {
-        "Approve" | "Reject" => {
-            let (verb, settled) = if signal.signal_type == "Approve" {
+        SignalType::Approve | SignalType::Reject => {
+            let (verb, settled) = if signal.signal_type == SignalType::Approve {
                 ("Approve", "Approved")
             } else {
                 ("Reject", "Rejected")
@@ -213,8 +276,8 @@ pub fn judge(view: &ExecutionView, signal: &SsmSignal<'_>, me: Option<&str>) -> 
                 gone("the execution is no longer waiting for this approval decision")
             }
         }
-        "Resume" | "StartStep" => {
-            let Some(step_name) = signal.payload_value("StepName") else {
+        SignalType::Resume | SignalType::StartStep => {
+            let Some(step_name) = signal.first_payload_value("StepName") else {
                 return gone("the signal names no step");
             };
             match view.steps.iter().rev().find(|s| s.name == step_name) {
@@ -231,8 +294,8 @@ pub fn judge(view: &ExecutionView, signal: &SsmSignal<'_>, me: Option<&str>) -> 
                 None => VerifyOutcome::Absent,
             }
         }
-        "StopStep" => {
-            let Some(id) = signal.payload_value("StepExecutionId") else {
+        SignalType::StopStep => {
+            let Some(id) = signal.first_payload_value("StepExecutionId") else {
                 return gone("the signal names no step execution");
             };
             match view.steps.iter().find(|s| s.step_execution_id == id) {
@@ -245,7 +308,7 @@ pub fn judge(view: &ExecutionView, signal: &SsmSignal<'_>, me: Option<&str>) -> 
             }
         }
         // Revoke ends granted access: the execution leaves its running state.
-        "Revoke" => {
+        SignalType::Revoke => {
             if finished {
                 match view.status.as_str() {
                     "Cancelled" | "Cancelling" | "Success" | "CompletedWithSuccess" => {
@@ -257,7 +320,6 @@ pub fn judge(view: &ExecutionView, signal: &SsmSignal<'_>, me: Option<&str>) -> 
                 VerifyOutcome::Absent
             }
         }
-        _ => gone("unknown signal type"),
     }
 }
 
@@ -279,7 +341,10 @@ mod tests {
     }
 
     fn signal(kind: &str, payload: &[(&str, &str)]) -> SsmSignal<'static> {
-        let kind: &'static str = Box::leak(kind.to_string().into_boxed_str());
+        let kind = SignalType::ALL
+            .into_iter()
+            .find(|t| t.as_str() == kind)
+            .expect("a signal type");
         let payload: HashMap<String, Vec<String>> = payload
             .iter()
             .map(|(k, v)| (k.to_string(), vec![v.to_string()]))

@@ -10,8 +10,108 @@ use aws_smithy_types::DateTime;
 use k8s_openapi::jiff::Timestamp;
 
 use super::classify::ErrorClass;
+use super::clients::RegionClients;
 use super::sdk_error::failure_from_sdk;
+use super::target::SignalTarget;
+use crate::api::{SignalStatus, WorkflowSignal};
 use crate::delivery::{AwsFailure, SendOutcome, VerifyOutcome};
+use crate::metrics::{self, Metrics};
+
+/// The operation that sends a WorkflowSignal.
+pub const SEND_OPERATION: &str = "SignalWorkflowExecution";
+/// The look-up of the open run, for a WorkflowSignal without `runId`.
+pub const LIST_OPEN_OPERATION: &str = "ListOpenWorkflowExecutions";
+/// The read that verifies delivery.
+pub const HISTORY_OPERATION: &str = "GetWorkflowExecutionHistory";
+
+/// `WorkflowSignal` → Amazon SWF `SignalWorkflowExecution`.
+pub struct Swf;
+
+impl SignalTarget for Swf {
+    type Resource = WorkflowSignal;
+    const KIND: &'static str = "WorkflowSignal";
+    const SERVICE: &'static str = "swf";
+    const SEND_OPERATION: &'static str = SEND_OPERATION;
+
+    fn spec_schema() -> &'static serde_json::Value {
+        WorkflowSignal::spec_schema()
+    }
+
+    fn limiter(clients: &RegionClients) -> &governor::DefaultDirectRateLimiter {
+        &clients.swf.limiter
+    }
+
+    /// Pins the run before the claim, so that verification reads the history of the run that
+    /// was signalled: the spec's `runId`, else the run pinned by an earlier claim, else the
+    /// workflow's open run now.
+    async fn prepare(
+        signal: &WorkflowSignal,
+        claim: &mut SignalStatus,
+        clients: &RegionClients,
+        metrics: &Metrics,
+    ) -> Result<(), AwsFailure> {
+        let pinned = signal
+            .spec
+            .run_id
+            .clone()
+            .filter(|r| !r.is_empty())
+            .or_else(|| claim.run_id.clone());
+        let run = match pinned {
+            Some(run) => run,
+            None => {
+                let lookup =
+                    resolve_open_run(&clients.swf.read, &signal.spec.domain, &signal.spec.workflow_id);
+                metrics
+                    .observe_aws(Self::SERVICE, LIST_OPEN_OPERATION, lookup, metrics::result_outcome)
+                    .await?
+            }
+        };
+        claim.run_id = Some(run);
+        Ok(())
+    }
+
+    async fn send(
+        signal: &WorkflowSignal,
+        claimed: &SignalStatus,
+        clients: &RegionClients,
+    ) -> SendOutcome {
+        let run_id = claimed.run_id.as_deref().unwrap_or_default();
+        send(&clients.swf.send, view(signal, run_id)).await
+    }
+
+    async fn verify(
+        signal: &WorkflowSignal,
+        status: &SignalStatus,
+        since: Timestamp,
+        clients: &RegionClients,
+        metrics: &Metrics,
+    ) -> VerifyOutcome {
+        let Some(run_id) = status.run_id.as_deref() else {
+            // No run was pinned, so nothing can have been sent.
+            return VerifyOutcome::Absent;
+        };
+        clients.swf.limiter.until_ready().await;
+        metrics
+            .observe_aws(
+                Self::SERVICE,
+                HISTORY_OPERATION,
+                verify(&clients.swf.read, view(signal, run_id), since),
+                metrics::verify_outcome,
+            )
+            .await
+    }
+}
+
+/// What to signal: the spec, with the pinned run.
+fn view<'a>(signal: &'a WorkflowSignal, run_id: &'a str) -> SwfSignal<'a> {
+    SwfSignal {
+        domain: &signal.spec.domain,
+        workflow_id: &signal.spec.workflow_id,
+        run_id,
+        signal_name: &signal.spec.signal_name,
+        input: signal.spec.input.as_deref(),
+    }
+}
 
 /// What to signal, borrowed from a WorkflowSignal's spec (plus the pinned run).
 #[derive(Clone, Copy, Debug)]

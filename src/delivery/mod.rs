@@ -178,6 +178,11 @@ impl Ctx<'_> {
     fn max_attempts(&self) -> u32 {
         self.retry.max_attempts.max(1)
     }
+
+    /// The same context at another time (an action that waited decides its times anew).
+    pub fn at(&self, now: Timestamp) -> Self {
+        Self { now, ..self.clone() }
+    }
 }
 
 /// What to do next with one object.
@@ -360,7 +365,18 @@ fn phase(s: &SignalStatus) -> Phase {
 }
 
 fn is_terminal(s: &SignalStatus) -> bool {
-    matches!(phase(s), Phase::Succeeded | Phase::Failed)
+    is_finished_phase(phase(s))
+}
+
+/// `Succeeded` or `Failed`: the signal's life is over, and no AWS call or write is due except a
+/// repair of its conditions.
+pub fn is_finished(s: &SignalStatus) -> bool {
+    is_terminal(s)
+}
+
+/// Whether `phase` ends a signal's life.
+pub fn is_finished_phase(phase: Phase) -> bool {
+    matches!(phase, Phase::Succeeded | Phase::Failed)
 }
 
 /// The scheduled next attempt (or verification), if it is still in the future.
@@ -371,7 +387,9 @@ fn scheduled(s: &SignalStatus, ctx: &Ctx) -> Option<Timestamp> {
         .filter(|t| *t > ctx.now)
 }
 
-fn claim(s: &SignalStatus, ctx: &Ctx) -> Transition {
+/// The claim of a new attempt on `s`, stamped at `ctx.now`: what [`decide`] returns as
+/// [`Next::Claim`], built again by an adapter that waited before claiming.
+pub fn claim(s: &SignalStatus, ctx: &Ctx) -> Transition {
     let mut c = s.clone();
     c.phase = Some(Phase::Sending);
     c.attempts = s.attempts.saturating_add(1);

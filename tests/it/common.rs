@@ -427,13 +427,13 @@ impl World {
 /// groups itself).
 pub fn impersonating_kubeconfig(env: &Env, user: &str) -> PathBuf {
     let text = std::fs::read_to_string(&env.kubeconfig).expect("reading the kubeconfig");
-    let mut config: serde_yaml::Value =
-        serde_yaml::from_str(&text).expect("parsing the kubeconfig");
+    let mut config: serde_norway::Value =
+        serde_norway::from_str(&text).expect("parsing the kubeconfig");
     let users = config["users"]
         .as_sequence_mut()
         .expect("users in the kubeconfig");
     for entry in users {
-        entry["user"]["as"] = serde_yaml::Value::String(user.to_string());
+        entry["user"]["as"] = serde_norway::Value::String(user.to_string());
     }
     let file: String = user
         .chars()
@@ -445,7 +445,7 @@ pub fn impersonating_kubeconfig(env: &Env, user: &str) -> PathBuf {
     ));
     std::fs::write(
         &path,
-        serde_yaml::to_string(&config).expect("kubeconfig YAML"),
+        serde_norway::to_string(&config).expect("kubeconfig YAML"),
     )
     .expect("writing the kubeconfig");
     path

@@ -58,7 +58,7 @@ async fn serves_crds_status_watch_cel_leases_events_and_rbac() {
     let ns = env.namespace(&client, "apiserver").await;
 
     // A CRD with a status subresource and a CEL rule.
-    let crd: CustomResourceDefinition = serde_yaml::from_str(CRD).expect("CRD yaml");
+    let crd: CustomResourceDefinition = serde_norway::from_str(CRD).expect("CRD yaml");
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     crds.patch(
         "widgets.testenv.signalman.dev",

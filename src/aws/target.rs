@@ -1,0 +1,75 @@
+//! What differs between the kinds of signal, behind one trait.
+//!
+//! The controller runs one pipeline for every kind (read → validate → decide → claim → send →
+//! record, or verify → record) and never asks which kind it holds. Everything that depends on
+//! the kind is here: the custom resource it reads, the AWS service and operations (metric
+//! labels), the token bucket its calls draw from, what must be resolved and pinned in the claim
+//! before sending (SWF: the run), the send, and the verification.
+//!
+//! Adding a kind: a CRD type in `src/api/`, a file here implementing [`SignalTarget`], and one
+//! line in [`crate::controller::run`], where the kinds are listed.
+use std::future::Future;
+
+use governor::DefaultDirectRateLimiter;
+use k8s_openapi::jiff::Timestamp;
+use kube::CustomResourceExt;
+use serde::de::DeserializeOwned;
+
+use super::clients::RegionClients;
+use crate::api::{Signal, SignalStatus};
+use crate::delivery::{AwsFailure, SendOutcome, VerifyOutcome};
+use crate::metrics::Metrics;
+
+/// One kind of signal and the AWS call it becomes.
+pub trait SignalTarget: Send + Sync + 'static {
+    /// The custom resource that asks for the signal.
+    type Resource: Signal
+        + CustomResourceExt
+        + kube::Resource<DynamicType = ()>
+        + DeserializeOwned
+        + Send
+        + Sync
+        + 'static;
+
+    /// The resource's kind, as a log field and a metric label.
+    const KIND: &'static str;
+    /// The AWS service, as a metric label (`swf`, `ssm`).
+    const SERVICE: &'static str;
+    /// The operation that sends the signal.
+    const SEND_OPERATION: &'static str;
+
+    /// The `spec` part of the resource's CRD schema, checked on the raw object before it is
+    /// parsed, so an object written around the schema is refused with the field named.
+    fn spec_schema() -> &'static serde_json::Value;
+
+    /// The token bucket this kind's calls draw from, out of one region's clients.
+    fn limiter(clients: &RegionClients) -> &DefaultDirectRateLimiter;
+
+    /// Resolves, before the claim, what the send needs and what verification must later read,
+    /// and pins it in the claim (SWF: the open run when the spec names none). An error is this
+    /// attempt's outcome: nothing was sent.
+    fn prepare(
+        signal: &Self::Resource,
+        claim: &mut SignalStatus,
+        clients: &RegionClients,
+        metrics: &Metrics,
+    ) -> impl Future<Output = Result<(), AwsFailure>> + Send;
+
+    /// The one call that sends the signal, on the send client (no SDK retries). `claimed` is
+    /// the status as claimed, with what [`SignalTarget::prepare`] pinned.
+    fn send(
+        signal: &Self::Resource,
+        claimed: &SignalStatus,
+        clients: &RegionClients,
+    ) -> impl Future<Output = SendOutcome> + Send;
+
+    /// Asks AWS whether the signal landed since `since` (the claim of the earliest attempt
+    /// whose outcome is unknown). Records its own AWS calls in `metrics`.
+    fn verify(
+        signal: &Self::Resource,
+        status: &SignalStatus,
+        since: Timestamp,
+        clients: &RegionClients,
+        metrics: &Metrics,
+    ) -> impl Future<Output = VerifyOutcome> + Send;
+}
