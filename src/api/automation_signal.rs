@@ -212,15 +212,21 @@ impl AutomationSignal {
         SCHEMA.get_or_init(spec_schema::<Self>)
     }
 
+    /// The CRD's CEL rules, compiled on first use.
+    fn cel_rules() -> &'static validation::CelRules {
+        static RULES: OnceLock<validation::CelRules> = OnceLock::new();
+        RULES.get_or_init(validation::CelRules::of::<Self>)
+    }
+
     /// Everything the API server checks on create (schema and CEL rules), again, client-side: the
     /// controller's defence in depth. The error lists each problem by field and rule and never
     /// quotes a value (the payload may carry names or secrets).
     pub fn validate(&self) -> Result<(), String> {
-        let mut problems = match serde_json::to_value(&self.spec) {
-            Ok(spec) => validation::check_schema(Self::spec_schema(), &spec, "spec"),
-            Err(_) => vec!["spec: cannot be serialized".to_owned()],
+        let Ok(spec) = serde_json::to_value(&self.spec) else {
+            return Err("spec: cannot be serialized".to_owned());
         };
-        if let Err(errors) = self.validate_cel() {
+        let mut problems = validation::check_schema(Self::spec_schema(), &spec, "spec");
+        if let Err(errors) = Self::cel_rules().check_spec(&spec) {
             problems.extend(validation::describe_cel_errors(&errors));
         }
         validation::into_result(problems)
