@@ -19,6 +19,7 @@ mod identity;
 mod server;
 mod ssm;
 mod sts;
+mod sts_roles;
 mod swf;
 
 use std::collections::BTreeMap;
@@ -33,6 +34,10 @@ pub use faults::{
 };
 pub use identity::default_arn;
 pub use ssm::BUILTIN_DOCUMENTS;
+pub use sts_roles::{
+    ContainerCredentials, OidcProvider, RoleTrust, Session, StsConfig, WebIdentityTrust,
+    CONTAINER_CREDENTIALS_PATH, STS_AUDIENCE,
+};
 
 /// Where and as whom the emulator runs.
 #[derive(Clone, Debug)]
@@ -80,10 +85,14 @@ pub(crate) struct Shared {
     pub identities: Mutex<BTreeMap<String, String>>,
     pub ssm: Mutex<ssm::SsmState>,
     pub http: swf::UpstreamClient,
+    pub sts_roles: sts_roles::Roles,
 }
 
 impl Shared {
     pub fn principal_arn(&self, access_key: &str) -> String {
+        if let Some(arn) = self.sts_roles.principal(access_key) {
+            return arn;
+        }
         lock(&self.identities)
             .get(access_key)
             .cloned()
@@ -159,6 +168,27 @@ impl EmulatorHandle {
         lock(&self.shared.ssm).execution_json(id)
     }
 
+    /// Replaces STS's configuration: OIDC providers, role trust, session lengths, refusals,
+    /// container credentials (issued sessions stay valid until they expire).
+    pub fn set_sts(&self, config: StsConfig) {
+        self.shared.sts_roles.set_config(config);
+    }
+
+    pub fn sts(&self) -> StsConfig {
+        self.shared.sts_roles.config()
+    }
+
+    /// The session of a temporary access key this emulator issued (assumed-role ARN,
+    /// SourceIdentity, tags, expiry).
+    pub fn sts_session(&self, access_key: &str) -> Option<Session> {
+        self.shared.sts_roles.session(access_key)
+    }
+
+    /// Every session issued so far.
+    pub fn sts_sessions(&self) -> Vec<Session> {
+        self.shared.sts_roles.sessions()
+    }
+
     pub fn account_id(&self) -> &str {
         &self.shared.account_id
     }
@@ -202,6 +232,7 @@ pub async fn start(config: EmulatorConfig) -> anyhow::Result<RunningEmulator> {
         identities: Mutex::new(BTreeMap::new()),
         ssm: Mutex::new(ssm::SsmState::default()),
         http: swf::client(),
+        sts_roles: sts_roles::Roles::default(),
     });
     let task = tokio::spawn(server::serve(listener, shared.clone()));
     let host = match addr.ip() {

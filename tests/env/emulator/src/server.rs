@@ -93,6 +93,10 @@ fn content_type_of(service: Service) -> &'static str {
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, DropConnection> {
     let (parts, body) = req.into_parts();
     let body = body.collect().await.map_err(|_| DropConnection)?.to_bytes();
+    // STS role sessions, container credentials and their control API (sts_roles.rs).
+    if let Some(resp) = crate::sts_roles::intercept(&shared, &parts, &body).await {
+        return Ok(resp);
+    }
     let path = parts.uri.path();
     if path == "/_emu" || path.starts_with("/_emu/") {
         return Ok(control::handle(&shared, &parts.method, path, &body));
@@ -141,6 +145,11 @@ async fn aws_call(
     body: Bytes,
 ) -> Result<Resp, DropConnection> {
     lock(&shared.counters).call(service, op);
+    // Temporary credentials are checked before anything else, as AWS authenticates first.
+    if let Err(refusal) = shared.sts_roles.check(&parts.headers) {
+        let err = refusal.json_error(service == Service::Swf);
+        return Ok(aws_error(content_type_of(service), &err));
+    }
     let latency = lock(&shared.faults).latency(service, op);
     if let Some(delay) = latency {
         lock(&shared.counters).fault(service, FaultKind::Latency);
