@@ -6,7 +6,8 @@ use hyper::Method;
 use serde_json::{json, Value};
 
 use crate::faults::FaultConfig;
-use crate::server::{is_read, json_response, Resp};
+use crate::lag::LagConfig;
+use crate::response::{is_read, json_response, Resp};
 use crate::{lock, Shared};
 
 const JSON: &str = "application/json";
@@ -44,10 +45,26 @@ pub(crate) fn handle(shared: &Shared, method: &Method, path: &str, body: &Bytes)
             lock(&shared.faults).set(FaultConfig::none());
             ok(to_json(&FaultConfig::none()))
         }
+        "/_emu/lag" if is_read(method) => ok(to_json(&lock(&shared.lag).config())),
+        "/_emu/lag" if method == Method::PUT => match serde_json::from_slice::<LagConfig>(body) {
+            Ok(config) => match config.validate() {
+                Ok(()) => {
+                    lock(&shared.lag).set(config);
+                    ok(to_json(&lock(&shared.lag).config()))
+                }
+                Err(e) => bad(400, e),
+            },
+            Err(e) => bad(400, format!("not a lag configuration: {e}")),
+        },
+        "/_emu/lag" if method == Method::DELETE => {
+            lock(&shared.lag).set(LagConfig::none());
+            ok(to_json(&LagConfig::none()))
+        }
         "/_emu/presets/aws-quotas" if is_read(method) => ok(to_json(&FaultConfig::aws_quotas())),
         "/_emu/counters" if is_read(method) => ok(to_json(&*lock(&shared.counters))),
         "/_emu/reset" if method == Method::POST => {
             lock(&shared.faults).set(FaultConfig::none());
+            lock(&shared.lag).set(LagConfig::none());
             *lock(&shared.counters) = Default::default();
             ok(json!({}))
         }

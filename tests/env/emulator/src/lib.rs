@@ -7,15 +7,18 @@
 //!   [`BUILTIN_DOCUMENTS`].
 //! - **STS GetCallerIdentity** (Query protocol) for the caller's SigV4 access key.
 //! - **SWF**, forwarded unchanged to moto (`swf_upstream`).
-//! - **Faults on demand** for both services ([`FaultConfig`]), switched at run time through
-//!   [`EmulatorHandle`] or the control API under `/_emu/`, and [`Counters`] of what arrived
-//!   and what was applied.
+//! - **Faults on demand** for both services ([`FaultConfig`]) and **lag mode**
+//!   ([`LagConfig`]: writes answered at once, visible to readers later), switched at run
+//!   time through [`EmulatorHandle`] or the control API under `/_emu/`, and [`Counters`] of
+//!   what arrived and what was applied.
 //!
 //! See the crate's README for the control API and every known difference from AWS.
 mod control;
 mod error;
 pub mod faults;
 mod identity;
+pub mod lag;
+mod response;
 mod server;
 mod ssm;
 mod sts;
@@ -33,6 +36,7 @@ pub use faults::{
     SsmSignal, SwfSignal, ThrottleRule,
 };
 pub use identity::default_arn;
+pub use lag::{LagConfig, LagRule};
 pub use ssm::BUILTIN_DOCUMENTS;
 pub use sts_roles::{
     ContainerCredentials, OidcProvider, RoleTrust, Session, StsConfig, WebIdentityTrust,
@@ -81,6 +85,9 @@ pub(crate) struct Shared {
     pub region: String,
     pub swf_upstream: Option<String>,
     pub faults: Mutex<faults::FaultEngine>,
+    pub lag: Mutex<lag::LagEngine>,
+    /// SWF signals lag mode keeps out of histories for now.
+    pub swf_hidden: Mutex<swf::HiddenSignals>,
     pub counters: Mutex<Counters>,
     pub identities: Mutex<BTreeMap<String, String>>,
     pub ssm: Mutex<ssm::SsmState>,
@@ -137,9 +144,28 @@ impl EmulatorHandle {
         lock(&self.shared.counters).clone()
     }
 
-    /// Clears counters and faults (documents, executions and identities stay).
+    /// Lag mode: from now on, the writes `config` names are answered at once but readers
+    /// see their effect only after the delay (changes already hidden stay hidden until due).
+    pub fn set_lag(&self, config: LagConfig) -> anyhow::Result<()> {
+        config.validate().map_err(anyhow::Error::msg)?;
+        lock(&self.shared.lag).set(config);
+        Ok(())
+    }
+
+    /// The lag configuration in force.
+    pub fn lag(&self) -> LagConfig {
+        lock(&self.shared.lag).config()
+    }
+
+    /// No more lag for new writes.
+    pub fn clear_lag(&self) {
+        lock(&self.shared.lag).set(LagConfig::none());
+    }
+
+    /// Clears counters, faults and lag (documents, executions and identities stay).
     pub fn reset(&self) {
         self.clear_faults();
+        self.clear_lag();
         *lock(&self.shared.counters) = Counters::default();
     }
 
@@ -228,6 +254,8 @@ pub async fn start(config: EmulatorConfig) -> anyhow::Result<RunningEmulator> {
             .swf_upstream
             .map(|u| u.trim_end_matches('/').to_string()),
         faults: Mutex::new(faults::FaultEngine::new(FaultConfig::none())),
+        lag: Mutex::new(lag::LagEngine::new(LagConfig::none())),
+        swf_hidden: Mutex::new(swf::HiddenSignals::default()),
         counters: Mutex::new(Counters::default()),
         identities: Mutex::new(BTreeMap::new()),
         ssm: Mutex::new(ssm::SsmState::default()),

@@ -27,6 +27,9 @@ struct Args {
     /// Start with throttling at the published AWS quotas (ignored with --faults).
     #[arg(long)]
     aws_quotas: bool,
+    /// A lag configuration to start with (JSON, as `PUT /_emu/lag` takes).
+    #[arg(long)]
+    lag: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -55,6 +58,13 @@ async fn main() -> anyhow::Result<()> {
     } else if args.aws_quotas {
         emu.handle
             .set_faults(aws_emulator::FaultConfig::aws_quotas())?;
+    }
+    if let Some(path) = &args.lag {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let config =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        emu.handle.set_lag(config)?;
     }
     println!("ready {}", emu.endpoint);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -1,5 +1,6 @@
-//! The HTTP/1.1 server: routing, faults, the SSM entry point.
+//! The HTTP/1.1 server: routing, faults, lag, the SSM entry point.
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -8,31 +9,17 @@ use hyper::header::CONTENT_TYPE;
 use hyper::http::request::Parts;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{HeaderMap, Method, Request, Response};
+use hyper::{HeaderMap, Request, Response};
 use hyper_util::rt::TokioIo;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use tokio::net::TcpListener;
 
 use crate::error::ApiError;
 use crate::faults::{FaultKind, Service, Verdict};
+use crate::response::{
+    aws_error, json_response, DropConnection, Resp, SSM_CONTENT_TYPE, SWF_CONTENT_TYPE,
+};
 use crate::{control, identity, lock, now, ssm, sts, swf, Shared};
-
-pub(crate) type Resp = Response<Full<Bytes>>;
-
-pub(crate) const SSM_CONTENT_TYPE: &str = "application/x-amz-json-1.1";
-pub(crate) const SWF_CONTENT_TYPE: &str = "application/x-amz-json-1.0";
-
-/// The service function's error: hyper closes the connection without answering.
-#[derive(Debug)]
-pub(crate) struct DropConnection;
-
-impl std::fmt::Display for DropConnection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("connection dropped on purpose (drop_after_apply)")
-    }
-}
-
-impl std::error::Error for DropConnection {}
 
 pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     let mut connections = tokio::task::JoinSet::new();
@@ -59,35 +46,50 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-/// A JSON response with a fresh request id.
-pub(crate) fn json_response(status: u16, content_type: &str, body: &Value) -> Resp {
-    Response::builder()
-        .status(status)
-        .header(CONTENT_TYPE, content_type)
-        .header("x-amzn-RequestId", ssm::new_uuid())
-        .body(Full::new(Bytes::from(body.to_string())))
-        .expect("a valid response")
-}
-
-/// An AWS JSON error: `{"__type", "message"}` plus `x-amzn-ErrorType`.
-pub(crate) fn aws_error(content_type: &str, err: &ApiError) -> Resp {
-    let mut resp = json_response(
-        err.status,
-        content_type,
-        &json!({"__type": err.code, "message": err.message}),
-    );
-    let short = err.code.rsplit('#').next().unwrap_or(&err.code);
-    if let Ok(v) = short.parse() {
-        resp.headers_mut().insert("x-amzn-ErrorType", v);
-    }
-    resp
-}
-
 fn content_type_of(service: Service) -> &'static str {
     match service {
         Service::Ssm => SSM_CONTENT_TYPE,
         Service::Swf => SWF_CONTENT_TYPE,
     }
+}
+
+/// What a request is, from its path, `X-Amz-Target` or Query-protocol `Action`.
+enum Route {
+    Control,
+    Aws(Service, String),
+    UnknownTarget(String),
+    /// A Query-protocol (STS) request, with its form fields (query string and body).
+    Query(Vec<(String, String)>),
+    NotFound,
+}
+
+fn route(parts: &Parts, body: &Bytes) -> Route {
+    let path = parts.uri.path();
+    if path == "/_emu" || path.starts_with("/_emu/") {
+        return Route::Control;
+    }
+    if let Some(target) = parts
+        .headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+    {
+        if let Some(op) = target.strip_prefix("AmazonSSM.") {
+            return Route::Aws(Service::Ssm, op.to_string());
+        }
+        if let Some(op) = target.strip_prefix("SimpleWorkflowService.") {
+            return Route::Aws(Service::Swf, op.to_string());
+        }
+        return Route::UnknownTarget(target.to_string());
+    }
+    let query = parts.uri.query().unwrap_or("").as_bytes();
+    let form: Vec<(String, String)> = form_urlencoded::parse(query)
+        .chain(form_urlencoded::parse(body))
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    if form.iter().any(|(k, _)| k == "Action") {
+        return Route::Query(form);
+    }
+    Route::NotFound
 }
 
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, DropConnection> {
@@ -97,53 +99,47 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Dro
     if let Some(resp) = crate::sts_roles::intercept(&shared, &parts, &body).await {
         return Ok(resp);
     }
-    let path = parts.uri.path();
-    if path == "/_emu" || path.starts_with("/_emu/") {
-        return Ok(control::handle(&shared, &parts.method, path, &body));
-    }
-    let target = parts
-        .headers
-        .get("x-amz-target")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    if let Some(target) = target {
-        if let Some(op) = target.strip_prefix("AmazonSSM.") {
-            return aws_call(shared, Service::Ssm, op, parts, body).await;
+    match route(&parts, &body) {
+        Route::Control => Ok(control::handle(
+            &shared,
+            &parts.method,
+            parts.uri.path(),
+            &body,
+        )),
+        Route::Aws(service, op) => {
+            // Once a request has arrived whole it is handled to the end, whether or not its
+            // caller is still there (as AWS does): what is applied is also counted, even when
+            // the caller disconnects mid-request and hyper drops this future.
+            let call = tokio::spawn(aws_call(shared, service, op, parts, body));
+            call.await.map_err(|_| DropConnection)?
         }
-        if let Some(op) = target.strip_prefix("SimpleWorkflowService.") {
-            return aws_call(shared, Service::Swf, op, parts, body).await;
+        Route::UnknownTarget(target) => {
+            let err = ApiError::client(
+                "UnknownOperationException",
+                format!("aws-emu does not serve X-Amz-Target {target}"),
+            );
+            Ok(aws_error(SSM_CONTENT_TYPE, &err))
         }
-        let err = ApiError::client(
-            "UnknownOperationException",
-            format!("aws-emu does not serve X-Amz-Target {target}"),
-        );
-        return Ok(aws_error(SSM_CONTENT_TYPE, &err));
+        Route::Query(form) => Ok(sts::handle(&shared, &parts.headers, &form)),
+        Route::NotFound => Ok(Response::builder()
+            .status(404)
+            .header(CONTENT_TYPE, "text/plain")
+            .body(Full::new(Bytes::from_static(
+                b"aws-emu: send AWS JSON (X-Amz-Target), an STS Query request (Action=...), or /_emu/...\n",
+            )))
+            .expect("a valid response")),
     }
-    let query = parts.uri.query().unwrap_or("").as_bytes();
-    let form: Vec<(String, String)> = form_urlencoded::parse(query)
-        .chain(form_urlencoded::parse(&body))
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
-    if form.iter().any(|(k, _)| k == "Action") {
-        return Ok(sts::handle(&shared, &parts.headers, &form));
-    }
-    Ok(Response::builder()
-        .status(404)
-        .header(CONTENT_TYPE, "text/plain")
-        .body(Full::new(Bytes::from_static(
-            b"aws-emu: send AWS JSON (X-Amz-Target), an STS Query request (Action=...), or /_emu/...\n",
-        )))
-        .expect("a valid response"))
 }
 
 /// One AWS call of a faultable service: count, latency, throttling, injected faults, apply.
 async fn aws_call(
     shared: Arc<Shared>,
     service: Service,
-    op: &str,
+    op: String,
     parts: Parts,
     body: Bytes,
 ) -> Result<Resp, DropConnection> {
+    let op = op.as_str();
     lock(&shared.counters).call(service, op);
     // Temporary credentials are checked before anything else, as AWS authenticates first.
     if let Err(refusal) = shared.sts_roles.check(&parts.headers) {
@@ -202,13 +198,20 @@ async fn aws_call(
 }
 
 async fn apply(shared: &Shared, service: Service, op: &str, parts: &Parts, body: Bytes) -> Resp {
+    let lag = lock(&shared.lag).delay(service, op);
     match service {
-        Service::Ssm => ssm_call(shared, op, &parts.headers, &body),
-        Service::Swf => swf::forward(shared, op, parts, body).await,
+        Service::Ssm => ssm_call(shared, op, &parts.headers, &body, lag),
+        Service::Swf => swf::call(shared, op, parts, body, lag).await,
     }
 }
 
-fn ssm_call(shared: &Shared, op: &str, headers: &HeaderMap, body: &Bytes) -> Resp {
+fn ssm_call(
+    shared: &Shared,
+    op: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+    lag: Option<std::time::Duration>,
+) -> Resp {
     let Some(key) = identity::access_key(headers) else {
         let err = ApiError::client(
             "MissingAuthenticationTokenException",
@@ -235,6 +238,8 @@ fn ssm_call(shared: &Shared, op: &str, headers: &HeaderMap, body: &Bytes) -> Res
         account_id: &shared.account_id,
         region: &shared.region,
         now: now(),
+        lag,
+        clock: Instant::now(),
     };
     let result = lock(&shared.ssm).handle(&ctx, op, &parsed);
     match result {
@@ -248,9 +253,4 @@ fn ssm_call(shared: &Shared, op: &str, headers: &HeaderMap, body: &Bytes) -> Res
         }
         Err(err) => aws_error(SSM_CONTENT_TYPE, &err),
     }
-}
-
-/// True for methods the control API reads without a body.
-pub(crate) fn is_read(method: &Method) -> bool {
-    method == Method::GET || method == Method::HEAD
 }

@@ -5,8 +5,8 @@ use hyper::header::CONTENT_TYPE;
 use hyper::{HeaderMap, Response};
 
 use crate::identity::{access_key, account_of, user_id};
-use crate::server::Resp;
-use crate::ssm::new_uuid;
+
+use crate::response::{new_uuid, Resp};
 use crate::Shared;
 
 const NS: &str = "https://sts.amazonaws.com/doc/2011-06-15/";

@@ -67,9 +67,21 @@ async fn approve_by_an_approver_moves_the_execution_on() {
     let decisions = output(approve, "ApproverDecisions");
     assert_eq!(decisions.len(), 1);
     let decision: serde_json::Value = serde_json::from_str(decisions[0]).unwrap();
-    assert_eq!(decision["approver"], user_arn("alice"));
-    assert_eq!(decision["decision"], "Approved");
-    assert_eq!(decision["comment"], "looks good");
+    // The field names and values of the public AWS example (see the README).
+    assert_eq!(decision["Approver"], user_arn("alice"));
+    assert_eq!(decision["Decision"], "Approve");
+    assert_eq!(decision["Comment"], "looks good");
+    let when = decision["ApprovalDecisionTime"]
+        .as_str()
+        .expect("a time string");
+    let when = chrono::DateTime::parse_from_rfc3339(when).expect("ISO 8601");
+    let age = chrono::Utc::now().signed_duration_since(when);
+    assert!(age.num_seconds().abs() < 60, "{when}");
+    assert_eq!(
+        decision.as_object().unwrap().len(),
+        4,
+        "only the four documented fields: {decision}"
+    );
     assert_eq!(step_status(&exec, "finish"), "Success");
 
     let counters = emu.handle.counters();
@@ -156,6 +168,16 @@ async fn one_reject_fails_the_step_and_the_execution() {
     let approve = step(&exec, "approve");
     assert_eq!(approve.step_status().map(|s| s.as_str()), Some("Failed"));
     assert_eq!(output(approve, "ApprovalStatus"), ["Rejected"]);
+    let decisions: Vec<serde_json::Value> = output(approve, "ApproverDecisions")
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert_eq!(decisions.len(), 2, "{decisions:?}");
+    assert_eq!(decisions[0]["Decision"], "Approve");
+    assert_eq!(decisions[0].get("Comment"), None);
+    assert_eq!(decisions[1]["Approver"], user_arn("bob"));
+    assert_eq!(decisions[1]["Decision"], "Reject");
+    assert_eq!(decisions[1]["Comment"], "not today");
     let finish = exec
         .step_executions()
         .iter()
@@ -240,7 +262,7 @@ async fn an_assumed_role_session_approves_for_its_role() {
     assert_eq!(status(&exec), "Success");
     let decision: serde_json::Value =
         serde_json::from_str(output(step(&exec, "approve"), "ApproverDecisions")[0]).unwrap();
-    assert_eq!(decision["approver"], session);
+    assert_eq!(decision["Approver"], session);
 }
 
 #[tokio::test]

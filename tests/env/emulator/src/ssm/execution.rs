@@ -412,7 +412,7 @@ impl Execution {
             .map(|(k, v)| (k.clone(), self.resolve(v)))
             .collect();
         let mut exec = StepExec {
-            id: super::new_uuid(),
+            id: crate::response::new_uuid(),
             def,
             status: IN_PROGRESS,
             start: now,
@@ -612,13 +612,15 @@ impl Execution {
         let decision_json: Vec<String> = decisions
             .iter()
             .map(|d| {
+                // The shape of the public examples (see the README): the signal type as
+                // the decision, the decision time in ISO 8601 with microseconds.
                 let mut v = json!({
-                    "approver": d.approver,
-                    "decision": if d.approved { "Approved" } else { "Rejected" },
-                    "time": d.time,
+                    "Approver": d.approver,
+                    "Decision": if d.approved { "Approve" } else { "Reject" },
+                    "ApprovalDecisionTime": iso8601_micros(d.time),
                 });
                 if let Some(c) = &d.comment {
-                    v["comment"] = json!(c);
+                    v["Comment"] = json!(c);
                 }
                 v.to_string()
             })
@@ -902,4 +904,13 @@ mod tests {
         assert_eq!(iso_duration_secs("5S"), None);
         assert_eq!(iso_duration_secs("PT5X"), None);
     }
+}
+
+/// Epoch seconds as `2022-04-06T07:22:51.034463Z`.
+fn iso8601_micros(epoch_seconds: f64) -> String {
+    let micros = (epoch_seconds * 1_000_000.0).round() as i64;
+    chrono::DateTime::from_timestamp_micros(micros)
+        .unwrap_or_default()
+        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string()
 }

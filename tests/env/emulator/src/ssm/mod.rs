@@ -2,7 +2,8 @@
 mod document;
 mod execution;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 
@@ -12,6 +13,7 @@ use execution::{Execution, Mode};
 
 use crate::error::ApiError;
 use crate::faults::SsmSignal;
+use crate::response::new_uuid;
 
 /// Every document and execution of this emulator.
 #[derive(Default)]
@@ -20,6 +22,16 @@ pub(crate) struct SsmState {
     executions: HashMap<String, Execution>,
     /// StartAutomationExecution ClientToken → (document, execution id).
     client_tokens: HashMap<String, (String, String)>,
+    /// Lag mode: executions whose latest changes readers do not see yet.
+    lagging: HashMap<String, Lagging>,
+}
+
+/// What readers of one execution see while some of its changes are still hidden: the
+/// versions become visible in the order they were written, each at its instant (like a
+/// replica that applies a log in order).
+struct Lagging {
+    visible: Execution,
+    pending: VecDeque<(Instant, Execution)>,
 }
 
 /// Who calls, and where.
@@ -28,6 +40,10 @@ pub(crate) struct Ctx<'a> {
     pub account_id: &'a str,
     pub region: &'a str,
     pub now: f64,
+    /// Lag mode: how long this call's change stays hidden from readers.
+    pub lag: Option<Duration>,
+    /// The clock lagged changes are measured on.
+    pub clock: Instant,
 }
 
 /// A successful answer, plus the signal it applied (for the counters).
@@ -40,22 +56,6 @@ impl From<Value> for Outcome {
     fn from(body: Value) -> Self {
         Self { body, signal: None }
     }
-}
-
-/// A random version-4 UUID (36 characters).
-pub(crate) fn new_uuid() -> String {
-    let mut b: [u8; 16] = rand::random();
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
 }
 
 const SIGNAL_TYPES: [&str; 6] = [
@@ -226,6 +226,58 @@ impl SsmState {
             .or_else(|| document::builtin(name))
     }
 
+    /// The version of `id` readers see at `now`: the latest one in lag mode only once its
+    /// delay has passed.
+    fn readable(&mut self, id: &str, now: Instant) -> Option<&Execution> {
+        if let Some(lagging) = self.lagging.get_mut(id) {
+            while lagging.pending.front().is_some_and(|(at, _)| *at <= now) {
+                if let Some((_, version)) = lagging.pending.pop_front() {
+                    lagging.visible = version;
+                }
+            }
+            if lagging.pending.is_empty() {
+                self.lagging.remove(id);
+            }
+        }
+        match self.lagging.get(id) {
+            Some(lagging) => Some(&lagging.visible),
+            None => self.executions.get(id),
+        }
+    }
+
+    /// A copy of `id` before a write, when the write must be queued for readers (it lags,
+    /// or earlier changes of the execution are still hidden and it must come after them).
+    fn version_before_write(&mut self, id: &str, ctx: &Ctx) -> Option<Execution> {
+        let queued = self.readable(id, ctx.clock).is_some() && self.lagging.contains_key(id);
+        if ctx.lag.is_none() && !queued {
+            return None;
+        }
+        self.executions.get(id).cloned()
+    }
+
+    /// Queues the version `id` has after a successful write for readers.
+    fn written(&mut self, id: &str, before: Option<Execution>, ctx: &Ctx) {
+        let (Some(before), Some(after)) = (before, self.executions.get(id).cloned()) else {
+            return;
+        };
+        let due = ctx.clock + ctx.lag.unwrap_or_default();
+        match self.lagging.get_mut(id) {
+            Some(lagging) => {
+                let last = lagging.pending.back().map_or(due, |(at, _)| *at);
+                lagging.pending.push_back((due.max(last), after));
+            }
+            None => {
+                self.lagging.insert(
+                    id.to_string(),
+                    Lagging {
+                        visible: before,
+                        pending: VecDeque::from([(due, after)]),
+                    },
+                );
+            }
+        }
+    }
+
     /// The JSON GetAutomationExecution would give, for in-process inspection.
     pub fn execution_json(&self, id: &str) -> Option<Value> {
         self.executions.get(id).map(Execution::to_json)
@@ -243,18 +295,20 @@ impl SsmState {
             "StartAutomationExecution" => self.start(ctx, body),
             "GetAutomationExecution" => {
                 let id = execution_id(body)?;
-                let exec = self.executions.get(id).ok_or_else(|| not_found(id))?;
+                let exec = self.readable(id, ctx.clock).ok_or_else(|| not_found(id))?;
                 Ok(json!({"AutomationExecution": exec.to_json()}).into())
             }
             "SendAutomationSignal" => self.signal(ctx, body),
-            "DescribeAutomationStepExecutions" => self.describe_steps(body),
+            "DescribeAutomationStepExecutions" => self.describe_steps(ctx, body),
             "StopAutomationExecution" => {
                 let id = execution_id(body)?;
                 if let Some(t) = opt_str(body, "Type")? {
                     check_enum(t, "Type", &["Complete", "Cancel"])?;
                 }
+                let before = self.version_before_write(id, ctx);
                 let exec = self.executions.get_mut(id).ok_or_else(|| not_found(id))?;
                 exec.stop(ctx.now)?;
+                self.written(id, before, ctx);
                 Ok(json!({}).into())
             }
             other => Err(ApiError::client(
@@ -301,7 +355,7 @@ impl SsmState {
                     format!("The content is not valid JSON: {e}"),
                 )
             })?,
-            "YAML" => serde_yaml::from_str(content).map_err(|e| {
+            "YAML" => serde_norway::from_str(content).map_err(|e| {
                 ApiError::client(
                     "InvalidDocumentContent",
                     format!("The content is not valid YAML: {e}"),
@@ -418,9 +472,11 @@ impl SsmState {
         let signal = req_str(body, "SignalType")?;
         check_enum(signal, "SignalType", &SIGNAL_TYPES)?;
         let payload = param_map(body, "Payload")?.unwrap_or_default();
+        let before = self.version_before_write(id, ctx);
         let exec = self.executions.get_mut(id).ok_or_else(|| not_found(id))?;
         let effect = exec.signal(signal, &payload, ctx.principal, ctx.now)?;
         tracing::debug!(execution = %id, signal, status = exec.status(), "signal applied");
+        self.written(id, before, ctx);
         Ok(Outcome {
             body: json!({}),
             signal: Some(SsmSignal {
@@ -433,7 +489,11 @@ impl SsmState {
         })
     }
 
-    fn describe_steps(&self, body: &Map<String, Value>) -> Result<Outcome, ApiError> {
+    fn describe_steps(
+        &mut self,
+        ctx: &Ctx,
+        body: &Map<String, Value>,
+    ) -> Result<Outcome, ApiError> {
         let id = execution_id(body)?;
         let max = match body.get("MaxResults") {
             None | Some(Value::Null) => 50,
@@ -458,7 +518,7 @@ impl SsmState {
         };
         let reverse = opt_bool(body, "ReverseOrder")?.unwrap_or(false);
         let filters = parse_filters(body)?;
-        let exec = self.executions.get(id).ok_or_else(|| not_found(id))?;
+        let exec = self.readable(id, ctx.clock).ok_or_else(|| not_found(id))?;
         let mut steps: Vec<(f64, Value)> = exec
             .started_steps()
             .into_iter()
@@ -631,14 +691,6 @@ fn parse_filters(body: &Map<String, Value>) -> Result<Vec<Filter>, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn uuids_are_36_chars_version_4() {
-        let u = new_uuid();
-        assert_eq!(u.len(), 36);
-        assert_eq!(&u[14..15], "4");
-        assert_ne!(u, new_uuid());
-    }
 
     #[test]
     fn payload_limits() {
