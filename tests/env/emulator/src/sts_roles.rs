@@ -424,7 +424,11 @@ fn trust_of(config: &StsConfig, role_arn: &str) -> Option<RoleTrust> {
             ..RoleTrust::default()
         });
     }
-    config.roles.iter().find(|r| r.role_arn == role_arn).cloned()
+    config
+        .roles
+        .iter()
+        .find(|r| r.role_arn == role_arn)
+        .cloned()
 }
 
 /// The session's lifetime: the override, else the request's DurationSeconds bounded by the
@@ -517,9 +521,9 @@ fn success(action: &str, result: String) -> Resp {
 /// admitting its sessions).
 fn principal_allowed(allowed: &[String], principal: &str) -> bool {
     allowed.is_empty()
-        || allowed.iter().any(|a| {
-            a == "*" || a == principal || crate::identity::approver_matches(a, principal)
-        })
+        || allowed
+            .iter()
+            .any(|a| a == "*" || a == principal || crate::identity::approver_matches(a, principal))
 }
 
 fn assume_role(shared: &Shared, headers: &HeaderMap, form: &[(String, String)]) -> Resp {
@@ -545,8 +549,13 @@ fn assume_role(shared: &Shared, headers: &HeaderMap, form: &[(String, String)]) 
                 "Value at 'tags.{n}' failed to satisfy constraint: a tag key must have length between 1 and 128 and a value at most 256"
             ));
         }
-        if tags.iter().any(|(tk, _): &(String, String)| tk.eq_ignore_ascii_case(k)) {
-            return validation("Duplicate tag keys found. Please note that Tag keys are case insensitive.");
+        if tags
+            .iter()
+            .any(|(tk, _): &(String, String)| tk.eq_ignore_ascii_case(k))
+        {
+            return validation(
+                "Duplicate tag keys found. Please note that Tag keys are case insensitive.",
+            );
         }
         tags.push((k.to_string(), v.to_string()));
     }
@@ -569,7 +578,10 @@ fn assume_role(shared: &Shared, headers: &HeaderMap, form: &[(String, String)]) 
         }
     }
     // Role chaining keeps the first session's SourceIdentity; it cannot be changed.
-    if let Some(inherited) = caller_session.as_ref().and_then(|s| s.source_identity.clone()) {
+    if let Some(inherited) = caller_session
+        .as_ref()
+        .and_then(|s| s.source_identity.clone())
+    {
         match &source_identity {
             Some(si) if *si != inherited => {
                 return access_denied(&format!(
@@ -715,7 +727,11 @@ async fn assume_role_with_web_identity(shared: &Shared, form: &[(String, String)
     };
     if !matches!(
         header.alg,
-        Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 | Algorithm::ES256 | Algorithm::ES384
+        Algorithm::RS256
+            | Algorithm::RS384
+            | Algorithm::RS512
+            | Algorithm::ES256
+            | Algorithm::ES384
     ) {
         return invalid_token("Unsupported signing algorithm");
     }
@@ -733,7 +749,10 @@ async fn assume_role_with_web_identity(shared: &Shared, form: &[(String, String)
     } else {
         provider.client_ids.clone()
     };
-    let Some(aud) = claims.aud.as_ref().filter(|a| client_ids.iter().any(|c| a.contains(c)))
+    let Some(aud) = claims
+        .aud
+        .as_ref()
+        .filter(|a| client_ids.iter().any(|c| a.contains(c)))
     else {
         return invalid_token("Incorrect token audience");
     };
@@ -747,8 +766,7 @@ async fn assume_role_with_web_identity(shared: &Shared, form: &[(String, String)
             "ExpiredTokenException",
             &format!(
                 "Token expired: current date/time {} must be before the expiration date/time {}",
-                now,
-                exp
+                now, exp
             ),
         );
     }
@@ -882,7 +900,10 @@ async fn fetch_jwks(provider: &OidcProvider) -> Result<JwkSet, String> {
         &format!("{base}/.well-known/openid-configuration"),
     )
     .await?;
-    let issuer = discovery.get("issuer").and_then(Value::as_str).unwrap_or("");
+    let issuer = discovery
+        .get("issuer")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     if issuer.trim_end_matches('/') != provider.issuer.trim_end_matches('/') {
         return Err(format!(
             "the discovery document names issuer {issuer:?}, not {:?}",
@@ -902,9 +923,7 @@ async fn fetch_jwks(provider: &OidcProvider) -> Result<JwkSet, String> {
 
 /// `uri` with its scheme and authority replaced by those of `base`.
 fn rebase(uri: &str, base: &str) -> Result<String, String> {
-    let parsed: hyper::Uri = uri
-        .parse()
-        .map_err(|e| format!("jwks_uri {uri:?}: {e}"))?;
+    let parsed: hyper::Uri = uri.parse().map_err(|e| format!("jwks_uri {uri:?}: {e}"))?;
     let base: hyper::Uri = base
         .parse()
         .map_err(|e| format!("discovery URL {base:?}: {e}"))?;
@@ -930,7 +949,10 @@ pub(crate) fn container_credentials(shared: &Shared, method: &Method, headers: &
         return respond(405, json!({"message": "use GET"}));
     }
     let Some(presented) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
-        return respond(400, json!({"message": "Service account token cannot be empty"}));
+        return respond(
+            400,
+            json!({"message": "Service account token cannot be empty"}),
+        );
     };
     let config = shared.sts_roles.config();
     let Some(entry) = config
@@ -941,7 +963,10 @@ pub(crate) fn container_credentials(shared: &Shared, method: &Method, headers: &
         return respond(403, json!({"message": "Invalid authorization token"}));
     };
     if parse_role_arn(&entry.role_arn).is_none() {
-        return respond(500, json!({"message": "the configured role ARN is not valid"}));
+        return respond(
+            500,
+            json!({"message": "the configured role ARN is not valid"}),
+        );
     }
     let seconds = config.session_duration_seconds.unwrap_or(6 * 3600);
     let session_name = entry
@@ -995,13 +1020,19 @@ pub(crate) fn control(shared: &Shared, method: &Method, path: &str, body: &[u8])
                 shared.sts_roles.set_config(config);
                 respond(200, shown(shared.sts_roles.config()))
             }
-            Err(e) => respond(400, json!({"error": format!("not an STS configuration: {e}")})),
+            Err(e) => respond(
+                400,
+                json!({"error": format!("not an STS configuration: {e}")}),
+            ),
         },
         (&Method::GET, "/_emu/sts/sessions") => respond(
             200,
             serde_json::to_value(shared.sts_roles.sessions()).unwrap_or(Value::Null),
         ),
-        _ => respond(404, json!({"error": format!("no control endpoint {method} {path}")})),
+        _ => respond(
+            404,
+            json!({"error": format!("no control endpoint {method} {path}")}),
+        ),
     }
 }
 
@@ -1022,7 +1053,10 @@ mod tests {
 
     #[test]
     fn provider_names_drop_the_scheme() {
-        assert_eq!(provider_name("https://oidc.example.com/id/ABC/"), "oidc.example.com/id/ABC");
+        assert_eq!(
+            provider_name("https://oidc.example.com/id/ABC/"),
+            "oidc.example.com/id/ABC"
+        );
         assert_eq!(provider_name("oidc.example.com"), "oidc.example.com");
     }
 
@@ -1072,7 +1106,10 @@ mod tests {
         assert_eq!(roles.check(&headers), Err(SessionRefusal::Invalid));
         headers.insert("x-amz-security-token", "t".parse().unwrap());
         assert_eq!(roles.check(&headers), Ok(()));
-        lock(&roles.sessions).get_mut("ASIAUNKNOWN").unwrap().expiration = now_secs() - 1;
+        lock(&roles.sessions)
+            .get_mut("ASIAUNKNOWN")
+            .unwrap()
+            .expiration = now_secs() - 1;
         assert_eq!(roles.check(&headers), Err(SessionRefusal::Expired));
         let mut long_term = HeaderMap::new();
         long_term.insert(
