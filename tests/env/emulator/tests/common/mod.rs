@@ -277,3 +277,103 @@ pub fn start_moto(python: &Path) -> Moto {
         }
     }
 }
+
+/// The moto venv's python, or `None` (with a message) when there is none outside CI.
+pub fn python_or_skip(test: &str) -> Option<PathBuf> {
+    let python = moto_python();
+    // In CI the venv is part of the set-up: a missing one is a failure, not a skip.
+    assert!(
+        python.is_some() || std::env::var_os("CI").is_none(),
+        "{test}: no moto venv in CI (tests/env/setup.sh should have made .env-cache/venv)"
+    );
+    if python.is_none() {
+        eprintln!(
+            "SKIPPED {test}: no moto venv (set SIGNALMAN_MOTO_PYTHON, or run tests/env/setup.sh to create .env-cache/venv)"
+        );
+    }
+    python
+}
+
+/// Registers `domain` and the workflow type `order`/`1`.
+pub async fn register_swf(client: &aws_sdk_swf::Client, domain: &str) {
+    use aws_sdk_swf::types::{ChildPolicy, TaskList};
+    client
+        .register_domain()
+        .name(domain)
+        .workflow_execution_retention_period_in_days("1")
+        .send()
+        .await
+        .expect("RegisterDomain");
+    client
+        .register_workflow_type()
+        .domain(domain)
+        .name("order")
+        .version("1")
+        .default_task_list(TaskList::builder().name("orders").build().unwrap())
+        .default_execution_start_to_close_timeout("3600")
+        .default_task_start_to_close_timeout("60")
+        .default_child_policy(ChildPolicy::Terminate)
+        .send()
+        .await
+        .expect("RegisterWorkflowType");
+}
+
+/// Starts workflow `workflow_id` of type `order`/`1`.
+pub async fn start_workflow(
+    client: &aws_sdk_swf::Client,
+    domain: &str,
+    workflow_id: &str,
+) -> aws_sdk_swf::types::WorkflowExecution {
+    use aws_sdk_swf::types::{WorkflowExecution, WorkflowType};
+    let run = client
+        .start_workflow_execution()
+        .domain(domain)
+        .workflow_id(workflow_id)
+        .workflow_type(
+            WorkflowType::builder()
+                .name("order")
+                .version("1")
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .expect("StartWorkflowExecution");
+    WorkflowExecution::builder()
+        .workflow_id(workflow_id)
+        .run_id(run.run_id().expect("a run id"))
+        .build()
+        .unwrap()
+}
+
+/// The names of the WorkflowExecutionSignaled events of one history page.
+pub fn signal_names(events: &[aws_sdk_swf::types::HistoryEvent]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e.event_type() == &aws_sdk_swf::types::EventType::WorkflowExecutionSignaled)
+        .map(|e| {
+            e.workflow_execution_signaled_event_attributes()
+                .expect("signal attributes")
+                .signal_name()
+                .to_string()
+        })
+        .collect()
+}
+
+/// The whole history as one call through `client` returns it (the emulator's first page
+/// when `client` points at the emulator; everything when it points at moto).
+pub async fn history_page(
+    client: &aws_sdk_swf::Client,
+    domain: &str,
+    execution: &aws_sdk_swf::types::WorkflowExecution,
+) -> Vec<aws_sdk_swf::types::HistoryEvent> {
+    client
+        .get_workflow_execution_history()
+        .domain(domain)
+        .execution(execution.clone())
+        .send()
+        .await
+        .expect("GetWorkflowExecutionHistory")
+        .events()
+        .to_vec()
+}
