@@ -52,7 +52,18 @@ impl World {
 
     /// Starts an operator process that watches this test's namespace.
     pub fn operator(&self, identity: &str, extra: &[(&str, &str)]) -> Operator {
-        Operator::start(self.env, &self.ns, identity, extra)
+        Operator::start(self.env, &self.ns, identity, extra, &[])
+    }
+
+    /// An operator without the environment variables named in `remove` (e.g. the static
+    /// access key, to run on web identity or container credentials alone).
+    pub fn operator_without(
+        &self,
+        identity: &str,
+        extra: &[(&str, &str)],
+        remove: &[&str],
+    ) -> Operator {
+        Operator::start(self.env, &self.ns, identity, extra, remove)
     }
 
     pub async fn create<K>(&self, obj: &K) -> K
@@ -141,12 +152,19 @@ pub struct Operator {
     ns: String,
     identity: String,
     extra: Vec<(String, String)>,
+    remove: Vec<String>,
     pub log: PathBuf,
     env: &'static Env,
 }
 
 impl Operator {
-    fn start(env: &'static Env, ns: &str, identity: &str, extra: &[(&str, &str)]) -> Operator {
+    fn start(
+        env: &'static Env,
+        ns: &str,
+        identity: &str,
+        extra: &[(&str, &str)],
+        remove: &[&str],
+    ) -> Operator {
         let mut op = Operator {
             child: None,
             ns: ns.to_string(),
@@ -155,6 +173,7 @@ impl Operator {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            remove: remove.iter().map(|k| k.to_string()).collect(),
             log: env.state_dir.join(format!("operator-{ns}-{identity}.log")),
             env,
         };
@@ -186,6 +205,9 @@ impl Operator {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
+        for k in &self.remove {
+            cmd.env_remove(k);
+        }
         self.child = Some(cmd.spawn().expect("starting the operator"));
     }
 

@@ -4,6 +4,7 @@
 mod chart;
 mod common;
 mod crash;
+mod credentials;
 mod faults;
 mod leader;
 mod malformed;

@@ -33,6 +33,9 @@ pub const REGION: &str = "us-east-1";
 pub const OPERATOR_ACCESS_KEY: &str = "signalman-operator";
 /// Any secret works: the emulators read the principal from the access key, not the signature.
 pub const SECRET_KEY: &str = "not-a-secret";
+/// The API server's `--service-account-issuer` (tests/env/apiserver/main.go): the `iss` of its
+/// ServiceAccount tokens.
+pub const SERVICE_ACCOUNT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 
 /// How long a start-up step may take before the environment gives up.
 const READY_TIMEOUT: Duration = Duration::from_secs(180);
@@ -228,6 +231,88 @@ impl Env {
             );
         }
         Ok(())
+    }
+
+    /// The API server's ServiceAccount issuer as an IAM OIDC provider of the emulator's STS:
+    /// anonymous callers may read its discovery document and JWKS (the binding a cluster whose
+    /// issuer AWS reads needs), fetched from this API server with its CA. Idempotent.
+    pub async fn oidc_provider(&self) -> anyhow::Result<aws_emulator::OidcProvider> {
+        use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleRef, Subject};
+        let binding = ClusterRoleBinding {
+            metadata: ObjectMeta {
+                name: Some("signalman-testenv-oidc-discovery".into()),
+                ..Default::default()
+            },
+            role_ref: RoleRef {
+                api_group: "rbac.authorization.k8s.io".into(),
+                kind: "ClusterRole".into(),
+                name: "system:service-account-issuer-discovery".into(),
+            },
+            subjects: Some(vec![Subject {
+                api_group: Some("rbac.authorization.k8s.io".into()),
+                kind: "Group".into(),
+                name: "system:unauthenticated".into(),
+                namespace: None,
+            }]),
+        };
+        let api = Api::<ClusterRoleBinding>::all(self.client().await);
+        match api.create(&PostParams::default(), &binding).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e).context("binding the issuer discovery role"),
+        }
+        let ca = self.state_dir.join("apiserver/ca.crt");
+        Ok(aws_emulator::OidcProvider {
+            issuer: SERVICE_ACCOUNT_ISSUER.to_string(),
+            discovery_url: Some(self.api_server.clone()),
+            ca_pem: Some(
+                std::fs::read_to_string(&ca)
+                    .with_context(|| format!("reading {}", ca.display()))?,
+            ),
+            client_ids: Vec::new(),
+        })
+    }
+
+    /// A token for ServiceAccount `namespace/name` (created if missing) from the API server's
+    /// TokenRequest, for `audience`, valid `seconds` (the API server's minimum is 600).
+    pub async fn service_account_token(
+        &self,
+        namespace: &str,
+        name: &str,
+        audience: &str,
+        seconds: i64,
+    ) -> anyhow::Result<String> {
+        use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+        use k8s_openapi::api::core::v1::ServiceAccount;
+        let api = Api::<ServiceAccount>::namespaced(self.client().await, namespace);
+        let sa = ServiceAccount {
+            metadata: ObjectMeta {
+                name: Some(name.to_string()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        match api.create(&PostParams::default(), &sa).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e).context("creating the ServiceAccount"),
+        }
+        let request = TokenRequest {
+            spec: TokenRequestSpec {
+                audiences: vec![audience.to_string()],
+                expiration_seconds: Some(seconds),
+                bound_object_ref: None,
+            },
+            ..Default::default()
+        };
+        let issued = api
+            .create_token_request(name, &PostParams::default(), &request)
+            .await
+            .context("TokenRequest")?;
+        issued
+            .status
+            .map(|s| s.token)
+            .context("a TokenRequest without a token")
     }
 
     /// `kubectl` against this API server.

@@ -1,0 +1,369 @@
+//! The credential paths of a pod, for real: the operator runs with no access key at all, only
+//! IRSA's `AWS_ROLE_ARN` + `AWS_WEB_IDENTITY_TOKEN_FILE` (a token from the real API server's
+//! TokenRequest, exchanged by the SDK with the emulator's STS AssumeRoleWithWebIdentity, which
+//! verifies it against the API server's OIDC discovery and JWKS), or only EKS Pod Identity's
+//! container credentials variables. Its signals must be sent as the assumed role.
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use aws_sdk_ssm::types::ExecutionMode;
+use signalman::api::{AutomationSignal, Phase, SignalStatus};
+use signalman_testenv::aws_emulator::{
+    ContainerCredentials, RoleTrust, StsConfig, WebIdentityTrust,
+};
+use signalman_testenv::{Emulator, SERVICE_ACCOUNT_ISSUER};
+
+use crate::common::World;
+
+const ROLE: &str = "arn:aws:iam::123456789012:role/SignalmanApprover";
+const SESSION_PREFIX: &str = "arn:aws:sts::123456789012:assumed-role/SignalmanApprover/";
+/// The static keys every other test gives the operator; these tests take them away.
+const STATIC_KEYS: [&str; 3] = [
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+];
+
+struct CredWorld {
+    world: World,
+    emu: Emulator,
+    ssm: aws_sdk_ssm::Client,
+    dir: PathBuf,
+}
+
+impl CredWorld {
+    async fn new(prefix: &str) -> CredWorld {
+        let world = World::new(prefix).await;
+        let emu = world.env.private_emulator().await;
+        let ssm = signalman_testenv::ssm_client_at(&emu.endpoint, "release-manager");
+        let dir = world.env.state_dir.join(format!("creds-{}", world.ns));
+        std::fs::create_dir_all(&dir).expect("a token directory");
+        CredWorld {
+            world,
+            emu,
+            ssm,
+            dir,
+        }
+    }
+
+    /// STS that trusts the API server's issuer for the operator's ServiceAccount only.
+    async fn trust_irsa(&self, session_seconds: Option<u64>) {
+        let provider = self
+            .world
+            .env
+            .oidc_provider()
+            .await
+            .expect("the API server as an OIDC provider");
+        self.emu.handle.set_sts(StsConfig {
+            oidc_providers: vec![provider],
+            roles: vec![RoleTrust {
+                role_arn: ROLE.into(),
+                web_identities: vec![WebIdentityTrust {
+                    issuer: SERVICE_ACCOUNT_ISSUER.into(),
+                    subject: format!("system:serviceaccount:{}:signalman", self.world.ns),
+                }],
+                ..RoleTrust::default()
+            }],
+            session_duration_seconds: session_seconds,
+            ..StsConfig::default()
+        });
+    }
+
+    /// A projected-token file for the operator's ServiceAccount.
+    async fn token_file(&self, file: &str, audience: &str) -> PathBuf {
+        let token = self
+            .world
+            .env
+            .service_account_token(&self.world.ns, "signalman", audience, 3600)
+            .await
+            .expect("a ServiceAccount token");
+        let path = self.dir.join(file);
+        std::fs::write(&path, token).expect("writing the token");
+        path
+    }
+
+    /// An operator with the emulator's endpoint and region, `vars`, and no static keys.
+    fn operator(&self, identity: &str, vars: &[(&str, String)]) -> crate::common::Operator {
+        let mut env: Vec<(&str, String)> = vec![
+            ("AWS_ENDPOINT_URL", self.emu.endpoint.clone()),
+            ("AWS_REGION", signalman_testenv::REGION.to_string()),
+            ("AWS_EC2_METADATA_DISABLED", "true".to_string()),
+        ];
+        env.extend(vars.iter().cloned());
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        self.world.operator_without(identity, &env, &STATIC_KEYS)
+    }
+
+    /// An execution waiting for an approval by the role.
+    async fn execution(&self) -> String {
+        self.ssm
+            .start_automation_execution()
+            .document_name("Signalman-Approve")
+            .parameters("Approvers", vec![ROLE.to_string()])
+            .mode(ExecutionMode::Auto)
+            .send()
+            .await
+            .expect("StartAutomationExecution")
+            .automation_execution_id()
+            .expect("an id")
+            .to_string()
+    }
+
+    async fn approve(&self, name: &str, id: &str) {
+        // Short backoffs, so a refused credential shows in the status within the test's time.
+        let signal: AutomationSignal = serde_json::from_value(serde_json::json!({
+            "apiVersion": "signalman.dev/v1alpha1",
+            "kind": "AutomationSignal",
+            "metadata": {"name": name},
+            "spec": {
+                "automationExecutionId": id,
+                "signalType": "Approve",
+                "retry": {"maxAttempts": 10, "initialBackoffSeconds": 1, "maxBackoffSeconds": 2},
+            },
+        }))
+        .expect("an AutomationSignal");
+        self.world.create(&signal).await;
+    }
+
+    async fn done(&self, name: &str) -> SignalStatus {
+        self.world
+            .wait_done::<AutomationSignal>(name, Duration::from_secs(60))
+            .await
+    }
+
+    /// The status once it has recorded an attempt's error (or finished), within `timeout`.
+    async fn first_error(&self, name: &str, timeout: Duration) -> SignalStatus {
+        let api = self.world.api::<AutomationSignal>();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = api
+                .get(name)
+                .await
+                .expect("reading the signal")
+                .status
+                .unwrap_or_default();
+            if status.last_error_code.is_some()
+                || matches!(status.phase, Some(Phase::Succeeded | Phase::Failed))
+            {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "{name}: no outcome: {status:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Principals of the SendAutomationSignal calls the emulator applied to `id`.
+    fn applied(&self, id: &str) -> Vec<String> {
+        self.emu
+            .handle
+            .counters()
+            .ssm
+            .signals
+            .into_iter()
+            .filter(|s| s.execution_id == id)
+            .map(|s| s.principal)
+            .collect()
+    }
+}
+
+fn summary(status: &SignalStatus) -> String {
+    let conditions: Vec<String> = status
+        .conditions
+        .iter()
+        .map(|c| format!("{}={}/{}", c.type_, c.status, c.reason))
+        .collect();
+    format!(
+        "phase={:?} attempts={} lastErrorCode={:?} message={:?} conditions=[{}]",
+        status.phase,
+        status.attempts,
+        status.last_error_code,
+        status.message,
+        conditions.join(", ")
+    )
+}
+
+/// IRSA: the approvals are the assumed role's, and with 30-second credentials spread over
+/// more than two lifetimes every send succeeds first time (the SDK refreshes before expiry).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn irsa_sends_as_the_assumed_role_and_refreshes_before_expiry() {
+    let cw = CredWorld::new("creds-irsa").await;
+    cw.trust_irsa(Some(30)).await;
+    let token = cw.token_file("token", "sts.amazonaws.com").await;
+    let _operator = cw.operator(
+        "op-irsa",
+        &[
+            ("AWS_ROLE_ARN", ROLE.to_string()),
+            ("AWS_WEB_IDENTITY_TOKEN_FILE", token.display().to_string()),
+        ],
+    );
+    let begin = Instant::now();
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let id = cw.execution().await;
+        let name = format!("approve-{i}");
+        cw.approve(&name, &id).await;
+        let status = cw.done(&name).await;
+        assert_eq!(
+            status.phase,
+            Some(Phase::Succeeded),
+            "{name}: {}",
+            summary(&status)
+        );
+        assert_eq!(status.attempts, 1, "{name}: {}", summary(&status));
+        let applied = cw.applied(&id);
+        assert_eq!(applied.len(), 1, "{name}: one approval");
+        assert!(
+            applied[0].starts_with(SESSION_PREFIX),
+            "{name}: approved as {}, not the assumed role",
+            applied[0]
+        );
+        let exec = cw
+            .emu
+            .handle
+            .automation_execution(&id)
+            .expect("the execution");
+        assert_eq!(exec["AutomationExecutionStatus"], "Success", "{name}");
+        ids.push(id);
+        tokio::time::sleep(Duration::from_secs(12)).await;
+    }
+    let elapsed = begin.elapsed();
+    let sessions: Vec<_> = cw
+        .emu
+        .handle
+        .sts_sessions()
+        .into_iter()
+        .filter(|s| s.issued_by == "AssumeRoleWithWebIdentity")
+        .collect();
+    eprintln!(
+        "irsa: 6 approvals over {:.0}s with 30s credentials: {} AssumeRoleWithWebIdentity sessions",
+        elapsed.as_secs_f64(),
+        sessions.len()
+    );
+    assert!(
+        sessions.len() >= 2,
+        "credentials were never refreshed in {elapsed:?}: {} sessions",
+        sessions.len()
+    );
+    assert!(sessions.iter().all(|s| s.role_arn == ROLE));
+}
+
+/// IRSA with a token STS refuses: the signal is never sent, and its status says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn irsa_wrong_audience_or_expired_token_is_refused_with_a_clear_status() {
+    let cw = CredWorld::new("creds-irsa-bad").await;
+    cw.trust_irsa(None).await;
+    // A token for another audience (Pod Identity's), exchanged for STS.
+    let wrong = cw
+        .token_file("wrong-audience", "pods.eks.amazonaws.com")
+        .await;
+    let mut operator = cw.operator(
+        "op-irsa-bad",
+        &[
+            ("AWS_ROLE_ARN", ROLE.to_string()),
+            ("AWS_WEB_IDENTITY_TOKEN_FILE", wrong.display().to_string()),
+        ],
+    );
+    let id = cw.execution().await;
+    cw.approve("wrong-audience", &id).await;
+    let status = cw
+        .first_error("wrong-audience", Duration::from_secs(45))
+        .await;
+    eprintln!("irsa wrong audience: {}", summary(&status));
+    assert_ne!(status.phase, Some(Phase::Succeeded), "{}", summary(&status));
+    assert!(status.message.is_some(), "{}", summary(&status));
+    assert!(cw.applied(&id).is_empty(), "nothing was sent");
+    operator.kill();
+
+    // A token past its expiry (STS judges it 2 hours later than now).
+    let mut config = cw.emu.handle.sts();
+    config.web_identity_clock_skew_seconds = 7200;
+    cw.emu.handle.set_sts(config);
+    let token = cw.token_file("token", "sts.amazonaws.com").await;
+    let _operator = cw.operator(
+        "op-irsa-expired",
+        &[
+            ("AWS_ROLE_ARN", ROLE.to_string()),
+            ("AWS_WEB_IDENTITY_TOKEN_FILE", token.display().to_string()),
+        ],
+    );
+    let id = cw.execution().await;
+    cw.approve("expired-token", &id).await;
+    let status = cw
+        .first_error("expired-token", Duration::from_secs(45))
+        .await;
+    eprintln!("irsa expired token: {}", summary(&status));
+    assert_ne!(status.phase, Some(Phase::Succeeded), "{}", summary(&status));
+    assert!(status.message.is_some(), "{}", summary(&status));
+    assert!(cw.applied(&id).is_empty(), "nothing was sent");
+    assert!(
+        cw.emu
+            .handle
+            .sts_sessions()
+            .iter()
+            .all(|s| s.issued_by != "AssumeRoleWithWebIdentity"),
+        "STS issued no credentials for either token"
+    );
+}
+
+/// EKS Pod Identity: only the container credentials variables; the endpoint's answer is the
+/// role's credentials, and the approval is the role's. A wrong token gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_identity_sends_as_the_associated_role() {
+    let cw = CredWorld::new("creds-pod").await;
+    // The Pod Identity agent's token is a ServiceAccount token for its own audience.
+    let token = cw.token_file("pod-token", "pods.eks.amazonaws.com").await;
+    cw.emu.handle.set_sts(StsConfig {
+        container_credentials: vec![ContainerCredentials {
+            authorization_token: std::fs::read_to_string(&token).expect("the token"),
+            role_arn: ROLE.into(),
+            session_name: Some("eks-signalman-pod".into()),
+        }],
+        ..StsConfig::default()
+    });
+    let uri = format!(
+        "{}{}",
+        cw.emu.endpoint,
+        signalman_testenv::aws_emulator::CONTAINER_CREDENTIALS_PATH
+    );
+    let mut operator = cw.operator(
+        "op-pod",
+        &[
+            ("AWS_CONTAINER_CREDENTIALS_FULL_URI", uri.clone()),
+            (
+                "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+                token.display().to_string(),
+            ),
+        ],
+    );
+    let id = cw.execution().await;
+    cw.approve("pod-approve", &id).await;
+    let status = cw.done("pod-approve").await;
+    assert_eq!(status.phase, Some(Phase::Succeeded), "{}", summary(&status));
+    assert_eq!(status.attempts, 1);
+    assert_eq!(
+        cw.applied(&id),
+        vec![format!("{SESSION_PREFIX}eks-signalman-pod")]
+    );
+    operator.kill();
+
+    let other = cw.dir.join("other-token");
+    std::fs::write(&other, "not-the-pod-token").expect("writing a token");
+    let _operator = cw.operator(
+        "op-pod-bad",
+        &[
+            ("AWS_CONTAINER_CREDENTIALS_FULL_URI", uri),
+            (
+                "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+                other.display().to_string(),
+            ),
+        ],
+    );
+    let id = cw.execution().await;
+    cw.approve("pod-bad-token", &id).await;
+    let status = cw
+        .first_error("pod-bad-token", Duration::from_secs(45))
+        .await;
+    eprintln!("pod identity wrong token: {}", summary(&status));
+    assert_ne!(status.phase, Some(Phase::Succeeded), "{}", summary(&status));
+    assert!(cw.applied(&id).is_empty(), "nothing was sent");
+}
