@@ -360,11 +360,20 @@ impl Env {
             self.moto_endpoint,
             self.bin_dir.display()
         );
-        for (k, v) in self.aws_env(OPERATOR_ACCESS_KEY) {
-            out.push_str(&format!("export {k}='{v}'\n"));
-        }
+        out.push_str(&aws_shell_exports(&self.aws_endpoint));
         out
     }
+}
+
+/// `export` lines that point the aws CLI and the SDKs at `endpoint` as the operator. The
+/// aws CLI v1 reads its region only from `AWS_DEFAULT_REGION` (the SDKs from `AWS_REGION`),
+/// so both are set.
+pub fn aws_shell_exports(endpoint: &str) -> String {
+    let mut env = aws_env_at(endpoint, OPERATOR_ACCESS_KEY);
+    env.push(("AWS_DEFAULT_REGION", REGION.to_string()));
+    env.iter()
+        .map(|(k, v)| format!("export {k}='{v}'\n"))
+        .collect()
 }
 
 struct Started {
