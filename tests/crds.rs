@@ -106,14 +106,14 @@ fn names_scope_and_columns() {
             "WorkflowSignal",
             "wfsig",
             &[
-                "Domain", "Workflow", "Signal", "Phase", "Attempts", "Run", "Reason", "Age",
+                "Domain", "Workflow", "Signal", "Phase", "Attempts", "Ready", "Reason", "Run", "Age",
             ][..],
         ),
         (
             "automationsignals.signalman.dev",
             "AutomationSignal",
             "amsig",
-            &["Execution", "Signal", "Phase", "Attempts", "Reason", "Age"][..],
+            &["Execution", "Signal", "Phase", "Attempts", "Ready", "Reason", "Age"][..],
         ),
     ] {
         let c = crd(name);

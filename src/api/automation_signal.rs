@@ -1,4 +1,5 @@
-//! `AutomationSignal`: one AWS Systems Manager `SendAutomationSignal` call (DESIGN §1).
+//! `AutomationSignal`: one AWS Systems Manager `SendAutomationSignal` call (the API in
+//! docs/design.md).
 use std::{
     collections::{BTreeMap, HashMap},
     fmt,
@@ -107,7 +108,8 @@ impl fmt::Display for SignalType {
     printcolumn = r#"{"name": "Signal", "type": "string", "jsonPath": ".spec.signalType", "description": "Signal type"}"#,
     printcolumn = r#"{"name": "Phase", "type": "string", "jsonPath": ".status.phase", "description": "Pending, Sending, Verifying, Succeeded or Failed"}"#,
     printcolumn = r#"{"name": "Attempts", "type": "integer", "jsonPath": ".status.attempts", "description": "Attempts spent"}"#,
-    printcolumn = r#"{"name": "Reason", "type": "string", "priority": 1, "jsonPath": ".status.conditions[?(@.type==\"Ready\")].reason", "description": "Reason of the Ready condition"}"#,
+    printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status", "description": "Status of the Ready condition: True once delivered"}"#,
+    printcolumn = r#"{"name": "Reason", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].reason", "description": "Reason of the Ready condition"}"#,
     printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#,
     selectable = ".spec.automationExecutionId",
     selectable = ".spec.signalType"

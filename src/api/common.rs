@@ -13,7 +13,8 @@ pub const DEFAULT_INITIAL_BACKOFF_SECONDS: u32 = 1;
 /// Default of `spec.retry.maxBackoffSeconds`.
 pub const DEFAULT_MAX_BACKOFF_SECONDS: u32 = 300;
 
-/// `spec.retry`: every field optional; defaults from DESIGN §4.
+/// `spec.retry`: every field optional; the defaults are the constants above (the retry policy in
+/// docs/design.md explains them).
 ///
 /// The bounds are in the CRD schema (and so enforced by the API server); the cross-field rule
 /// is a CEL rule that also runs client-side. The unsigned fields are described to the schema
@@ -63,7 +64,7 @@ impl Default for ResolvedRetry {
 }
 
 impl RetryPolicy {
-    /// The policy with DESIGN §4's defaults filled in (maxAttempts 8, initial 1s, max 300s,
+    /// The policy with the defaults filled in (maxAttempts 8, initial 1s, max 300s,
     /// retryNotFound false).
     ///
     /// The schema already bounds every field; this is still total for an object that slipped past
@@ -88,7 +89,11 @@ impl RetryPolicy {
     }
 }
 
-/// Where a signal is in its life (DESIGN §2).
+/// Where a signal is in its life: Pending (waiting for its first or next attempt), Sending (an
+/// attempt is claimed and may be in flight), Verifying (an attempt's outcome is unknown and AWS is
+/// being asked whether the signal arrived), Succeeded (delivered; final) or Failed (will never be
+/// delivered; final). Absent until the operator first writes the status. The life cycle is
+/// described in docs/design.md (status and phases).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum Phase {
     Pending,
@@ -98,54 +103,67 @@ pub enum Phase {
     Failed,
 }
 
-/// The claim written before an AWS call (DESIGN §3): who is sending, and until when the claim is live.
+/// The claim an operator writes before it calls AWS: who is sending, and until when no other
+/// replica may send. Present only in phase Sending (the exactly-once protocol in docs/design.md).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Claim {
+    /// Identity of the operator replica that claimed the attempt (its pod name).
     pub holder: String,
+    /// Until when the claim is live (RFC 3339). Past it, a replica that finds the signal still in Sending treats the attempt as abandoned and verifies with AWS before sending again.
     pub deadline: Time,
 }
 
-/// Status shared by WorkflowSignal and AutomationSignal.
+/// What the operator has done with the signal, written by the operator alone (status
+/// subresource). The API server fills in `observedGeneration: 0` and `attempts: 0` until the
+/// operator writes its first status, so health checks (kstatus, Flux, Argo CD) read a signal the
+/// operator has not yet seen as in progress rather than as done.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[schemars(extend("default" = {"observedGeneration": 0}))]
 #[serde(rename_all = "camelCase")]
 pub struct SignalStatus {
+    /// The metadata.generation the operator last acted on; 0 until the operator has seen the object. Lower than metadata.generation: the status is not current yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Pending, Sending, Verifying, Succeeded or Failed; absent until the operator first writes the status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
-    /// Attempts spent (a throttled attempt is given back).
+    /// Attempts spent so far (an attempt refused by AWS throttling is given back).
     #[serde(default)]
     #[schemars(with = "i64", range(min = 0))]
     pub attempts: u32,
-    /// Retries that did not spend an attempt (throttling); they still grow the backoff.
+    /// Retries that did not spend an attempt (AWS throttling); they still lengthen the backoff.
     #[serde(default, skip_serializing_if = "is_zero")]
     #[schemars(with = "i64", range(min = 0))]
     pub throttled_retries: u32,
+    /// When the last attempt was claimed (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_attempt_time: Option<Time>,
+    /// When the next attempt or verification is due (RFC 3339); absent when nothing is scheduled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_attempt_time: Option<Time>,
+    /// The claim of the attempt in flight (phase Sending only): which replica sends, and until when.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claim: Option<Claim>,
-    /// Claim time of the earliest attempt that may have reached AWS without a confirmed answer; verification looks for the signal from here on.
+    /// Claim time of the earliest attempt that may have reached AWS without a confirmed answer (RFC 3339); verification looks for the signal from here on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify_since: Option<Time>,
+    /// When AWS accepted the signal, or when verification found it delivered (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sent_time: Option<Time>,
-    /// SWF: the run that was signalled (resolved at claim time when spec.runId is empty).
+    /// WorkflowSignal only: the run that was signalled (resolved when the first attempt is claimed if spec.runId is empty).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_id: Option<String>,
-    /// The AWS request id of the accepted call.
+    /// The AWS request id of the accepted call, for AWS support and CloudTrail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
-    /// The AWS error code of the last failed call, if any.
+    /// The AWS error code of the last failed call, if any (e.g. ThrottlingException).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error_code: Option<String>,
-    /// Last outcome in words; never the input or payload.
+    /// The last outcome in words; never quotes the input or the payload.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
-    /// kstatus conditions (Ready, Reconciling, Stalled), one per type.
+    /// kstatus conditions, one per type, in this order: Ready (True once delivered), Reconciling (True while pending, sending, verifying or waiting to retry), Stalled (True once failed for good). All three carry the same reason (e.g. Delivered, RetriesExhausted) and message.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,

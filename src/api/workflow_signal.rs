@@ -1,4 +1,4 @@
-//! `WorkflowSignal`: one Amazon SWF `SignalWorkflowExecution` call (DESIGN §1).
+//! `WorkflowSignal`: one Amazon SWF `SignalWorkflowExecution` call (the API in docs/design.md).
 use std::sync::OnceLock;
 
 use kube::{CustomResource, KubeSchema};
@@ -34,8 +34,9 @@ pub const WORKFLOW_SIGNAL_IMMUTABLE_MESSAGE: &str =
     printcolumn = r#"{"name": "Signal", "type": "string", "jsonPath": ".spec.signalName", "description": "Signal name"}"#,
     printcolumn = r#"{"name": "Phase", "type": "string", "jsonPath": ".status.phase", "description": "Pending, Sending, Verifying, Succeeded or Failed"}"#,
     printcolumn = r#"{"name": "Attempts", "type": "integer", "jsonPath": ".status.attempts", "description": "Attempts spent"}"#,
+    printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status", "description": "Status of the Ready condition: True once delivered"}"#,
+    printcolumn = r#"{"name": "Reason", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].reason", "description": "Reason of the Ready condition"}"#,
     printcolumn = r#"{"name": "Run", "type": "string", "priority": 1, "jsonPath": ".status.runId", "description": "Run that was signalled"}"#,
-    printcolumn = r#"{"name": "Reason", "type": "string", "priority": 1, "jsonPath": ".status.conditions[?(@.type==\"Ready\")].reason", "description": "Reason of the Ready condition"}"#,
     printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#,
     selectable = ".spec.domain",
     selectable = ".spec.workflowId",

@@ -490,13 +490,22 @@ async fn kubectl_get_signals_lists_both_kinds_with_their_columns() {
     let wfsig = kubectl(&world, &["get", "wfsig"]).await;
     assert_eq!(
         header(&wfsig),
-        ["NAME", "DOMAIN", "WORKFLOW", "SIGNAL", "PHASE", "ATTEMPTS", "AGE"],
+        ["NAME", "DOMAIN", "WORKFLOW", "SIGNAL", "PHASE", "ATTEMPTS", "READY", "REASON", "AGE"],
         "\n{wfsig}"
     );
     let r = row(&wfsig, "wf-one");
     assert_eq!(
-        r[..6],
-        ["wf-one", "orders", "order-42", "approve", "Succeeded", "1"],
+        r[..8],
+        [
+            "wf-one",
+            "orders",
+            "order-42",
+            "approve",
+            "Succeeded",
+            "1",
+            "True",
+            "Delivered"
+        ],
         "\n{wfsig}"
     );
     let wide = kubectl(&world, &["get", "wfsig", "-o", "wide"]).await;
@@ -514,13 +523,30 @@ async fn kubectl_get_signals_lists_both_kinds_with_their_columns() {
     let amsig = kubectl(&world, &["get", "amsig"]).await;
     assert_eq!(
         header(&amsig),
-        ["NAME", "EXECUTION", "SIGNAL", "PHASE", "ATTEMPTS", "AGE"],
+        [
+            "NAME",
+            "EXECUTION",
+            "SIGNAL",
+            "PHASE",
+            "ATTEMPTS",
+            "READY",
+            "REASON",
+            "AGE"
+        ],
         "\n{amsig}"
     );
     let r = row(&amsig, "am-one");
     assert_eq!(
-        r[..5],
-        ["am-one", EXECUTION_ID, "Approve", "Succeeded", "1"],
+        r[..7],
+        [
+            "am-one",
+            EXECUTION_ID,
+            "Approve",
+            "Succeeded",
+            "1",
+            "True",
+            "Delivered"
+        ],
         "\n{amsig}"
     );
 }
