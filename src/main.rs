@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use signalman::aws::clients::{AwsClients, AwsSettings, RateLimit};
 use signalman::controller::{self, Context, Settings};
-use signalman::leader::{Elector, LeaseConfig, Leadership, Timing};
+use signalman::leader::{Elector, Leadership, LeaseConfig, Timing};
 use signalman::server;
 
 #[derive(Parser)]
@@ -79,6 +79,10 @@ struct RunArgs {
     #[arg(long, env = "SIGNALMAN_VERIFY_SETTLE_MS", default_value_t = 2000)]
     verify_settle_ms: u64,
     /// Log filter (tracing syntax), e.g. info or signalman=debug.
+    /// After a verification found a signal absent, read again this much later before sending
+    /// it again (AWS shows a delivered signal only after a delay).
+    #[arg(long, env = "SIGNALMAN_VERIFY_RECHECK_MS", default_value_t = 10_000)]
+    verify_recheck_ms: u64,
     #[arg(long, env = "SIGNALMAN_LOG_LEVEL", default_value = "info")]
     log_level: String,
     #[arg(long, env = "SIGNALMAN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -193,6 +197,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         claim_ttl: Duration::from_secs(args.claim_ttl_seconds),
         send_timeout: Duration::from_secs(args.send_timeout_seconds),
         verify_settle: Duration::from_millis(args.verify_settle_ms),
+        verify_recheck: Duration::from_millis(args.verify_recheck_ms),
         namespaces: args
             .namespaces
             .iter()

@@ -303,7 +303,6 @@ fn pending_object(obj: &DynamicObject) -> bool {
     !phase.is_some_and(delivery::is_finished_phase)
 }
 
-
 /// The terminal reason of `status` as a label value from the fixed set, if it is terminal.
 pub fn terminal_outcome(status: &SignalStatus) -> Option<&'static str> {
     let (condition, known, fallback): (&str, &[&'static str], &'static str) = match status.phase {

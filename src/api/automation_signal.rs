@@ -6,6 +6,7 @@ use std::{
     sync::OnceLock,
 };
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{CustomResource, KubeSchema};
 use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
@@ -153,6 +154,20 @@ pub struct AutomationSignalSpec {
     /// Retry policy; every field optional.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryPolicy>,
+
+    /// Never send after this time (RFC 3339): a signal still undelivered then ends Failed with reason Expired. Recommended under GitOps, where an object may be applied again long after it was meant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub not_after: Option<Time>,
+
+    /// Send even if this signal was delivered before: by an earlier object with the same namespace, name and signal (a receipt), or, when no receipt can tell, as the AWS side shows. Default false: a deleted and re-created signal is not sent twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_duplicate: Option<bool>,
+
+    /// Delete the object this many seconds after it finished (Succeeded or Failed), like a Job's ttlSecondsAfterFinished. Objects a GitOps tool manages are never deleted. Absent: the operator's default (none unless set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 31_536_000))]
+    pub ttl_seconds_after_finished: Option<i32>,
 }
 
 /// The payload's schema: a bounded map of bounded string lists. Written by hand because
@@ -244,6 +259,14 @@ impl super::Signal for AutomationSignal {
         self.spec.retry()
     }
 
+    fn not_after(&self) -> Option<k8s_openapi::jiff::Timestamp> {
+        self.spec.not_after.as_ref().map(|t| t.0)
+    }
+
+    fn allow_duplicate(&self) -> bool {
+        self.spec.allow_duplicate.unwrap_or(false)
+    }
+
     fn validate(&self) -> Result<(), String> {
         AutomationSignal::validate(self)
     }
@@ -274,6 +297,9 @@ mod tests {
             payload,
             region: None,
             retry: None,
+            not_after: None,
+            allow_duplicate: None,
+            ttl_seconds_after_finished: None,
         }
     }
 

@@ -12,6 +12,9 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
 pub const DEFAULT_INITIAL_BACKOFF_SECONDS: u32 = 1;
 /// Default of `spec.retry.maxBackoffSeconds`.
 pub const DEFAULT_MAX_BACKOFF_SECONDS: u32 = 300;
+/// Default of `spec.retry.maxDurationSeconds`: a day outlasts every regional AWS outage on
+/// record, and an approval a day late is still meaningful; `spec.notAfter` bounds it tighter.
+pub const DEFAULT_MAX_DURATION_SECONDS: u32 = 86_400;
 
 /// `spec.retry`: every field optional; the defaults are the constants above (the retry policy in
 /// docs/design.md explains them).
@@ -43,6 +46,10 @@ pub struct RetryPolicy {
     /// Retry "execution not found" until attempts run out instead of failing at once (default false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_not_found: Option<bool>,
+    /// How long failures that heal by themselves (throttling, HTTP 5xx, connection errors, timeouts, expired or missing credentials) are retried, in seconds from the first attempt (default 86400, 60..31536000). They spend no attempt; maxAttempts bounds the failures that cannot heal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<i32>", range(min = 60, max = 31_536_000))]
+    pub max_duration_seconds: Option<u32>,
 }
 
 /// A [`RetryPolicy`] with the defaults applied.
@@ -55,6 +62,8 @@ pub struct ResolvedRetry {
     /// Never below `initial_backoff`.
     pub max_backoff: Duration,
     pub retry_not_found: bool,
+    /// How long transient failures are retried, from the first attempt.
+    pub max_duration: Duration,
 }
 
 impl Default for ResolvedRetry {
@@ -85,6 +94,11 @@ impl RetryPolicy {
             initial_backoff: Duration::from_secs(u64::from(initial)),
             max_backoff: Duration::from_secs(u64::from(max)),
             retry_not_found: self.retry_not_found.unwrap_or(false),
+            max_duration: Duration::from_secs(u64::from(
+                self.max_duration_seconds
+                    .unwrap_or(DEFAULT_MAX_DURATION_SECONDS)
+                    .max(1),
+            )),
         }
     }
 }
@@ -136,6 +150,17 @@ pub struct SignalStatus {
     #[serde(default, skip_serializing_if = "is_zero")]
     #[schemars(with = "i64", range(min = 0))]
     pub throttled_retries: u32,
+    /// Retries after failures that heal by themselves (HTTP 5xx, connection errors, timeouts, credential errors): they spend no attempt, are bounded by spec.retry.maxDurationSeconds, and lengthen the backoff.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(with = "i64", range(min = 0))]
+    pub transient_retries: u32,
+    /// When the first attempt was claimed (RFC 3339); spec.retry.maxDurationSeconds counts from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_attempt_time: Option<Time>,
+    /// Verifications in a row that found the signal absent. AWS shows a delivered signal only after a delay, so a first "absent" is read again after a longer wait before the signal is sent again.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(with = "i64", range(min = 0))]
+    pub absent_reads: u32,
     /// When the last attempt was claimed (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_attempt_time: Option<Time>,
@@ -186,6 +211,7 @@ mod tests {
                 initial_backoff: Duration::from_secs(1),
                 max_backoff: Duration::from_secs(300),
                 retry_not_found: false,
+                max_duration: Duration::from_secs(86_400),
             }
         );
         let all = RetryPolicy {
@@ -193,6 +219,7 @@ mod tests {
             initial_backoff_seconds: Some(5),
             max_backoff_seconds: Some(60),
             retry_not_found: Some(true),
+            max_duration_seconds: None,
         };
         assert_eq!(
             all.resolved(),
@@ -201,6 +228,7 @@ mod tests {
                 initial_backoff: Duration::from_secs(5),
                 max_backoff: Duration::from_secs(60),
                 retry_not_found: true,
+                max_duration: Duration::from_secs(86_400),
             }
         );
     }
@@ -212,6 +240,7 @@ mod tests {
             initial_backoff_seconds: Some(0),
             max_backoff_seconds: Some(0),
             retry_not_found: None,
+            max_duration_seconds: None,
         };
         let r = odd.resolved();
         assert_eq!(r.max_attempts, 1);

@@ -41,6 +41,10 @@ pub trait Signal {
     fn region(&self) -> Option<&str>;
     /// `spec.retry` with defaults applied.
     fn retry(&self) -> ResolvedRetry;
+    /// `spec.notAfter`: never send after this instant.
+    fn not_after(&self) -> Option<k8s_openapi::jiff::Timestamp>;
+    /// `spec.allowDuplicate`: send even if this signal was delivered before.
+    fn allow_duplicate(&self) -> bool;
     /// The API server's rules, checked again client-side; the error never quotes values.
     fn validate(&self) -> Result<(), String>;
     /// The region to use: the spec's, else `default` (the operator's `--region`).
@@ -89,6 +93,9 @@ mod tests {
                 input: None,
                 region: region.map(str::to_owned),
                 retry,
+                not_after: None,
+                allow_duplicate: None,
+                ttl_seconds_after_finished: None,
             },
         )
     }
@@ -106,6 +113,9 @@ mod tests {
                 payload: (!payload.is_empty()).then_some(payload),
                 region: None,
                 retry: None,
+                not_after: None,
+                allow_duplicate: None,
+                ttl_seconds_after_finished: None,
             },
         )
     }

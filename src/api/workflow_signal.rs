@@ -1,6 +1,7 @@
 //! `WorkflowSignal`: one Amazon SWF `SignalWorkflowExecution` call (the API in docs/design.md).
 use std::sync::OnceLock;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -76,6 +77,20 @@ pub struct WorkflowSignalSpec {
     /// Retry policy; every field optional.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryPolicy>,
+
+    /// Never send after this time (RFC 3339): a signal still undelivered then ends Failed with reason Expired. Recommended under GitOps, where an object may be applied again long after it was meant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub not_after: Option<Time>,
+
+    /// Send even if this signal was delivered before: by an earlier object with the same namespace, name and signal (a receipt), or, when no receipt can tell, as the AWS side shows. Default false: a deleted and re-created signal is not sent twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_duplicate: Option<bool>,
+
+    /// Delete the object this many seconds after it finished (Succeeded or Failed), like a Job's ttlSecondsAfterFinished. Objects a GitOps tool manages are never deleted. Absent: the operator's default (none unless set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 31_536_000))]
+    pub ttl_seconds_after_finished: Option<i32>,
 }
 
 impl WorkflowSignalSpec {
@@ -142,6 +157,14 @@ impl super::Signal for WorkflowSignal {
         self.spec.retry()
     }
 
+    fn not_after(&self) -> Option<k8s_openapi::jiff::Timestamp> {
+        self.spec.not_after.as_ref().map(|t| t.0)
+    }
+
+    fn allow_duplicate(&self) -> bool {
+        self.spec.allow_duplicate.unwrap_or(false)
+    }
+
     fn validate(&self) -> Result<(), String> {
         WorkflowSignal::validate(self)
     }
@@ -162,6 +185,9 @@ mod tests {
             input: Some(r#"{"ok": true}"#.into()),
             region: None,
             retry: None,
+            not_after: None,
+            allow_duplicate: None,
+            ttl_seconds_after_finished: None,
         }
     }
 
@@ -184,10 +210,14 @@ mod tests {
                 initial_backoff_seconds: Some(3600),
                 max_backoff_seconds: Some(86400),
                 retry_not_found: Some(true),
+                max_duration_seconds: None,
             }),
             domain: "d".repeat(256),
             workflow_id: "w".repeat(256),
             signal_name: "s".repeat(256),
+            not_after: None,
+            allow_duplicate: None,
+            ttl_seconds_after_finished: None,
         };
         for s in [spec(), full] {
             let o = obj(s);

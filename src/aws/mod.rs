@@ -1,7 +1,6 @@
 //! AWS adapters around the pure delivery machine: error classification, SDK clients per
 //! region, and one [`target::SignalTarget`] per kind of signal (SWF, SSM).
 pub mod adaptive_rate;
-pub mod adaptive_rate;
 pub mod classify;
 pub mod clients;
 pub mod sdk_error;

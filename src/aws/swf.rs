@@ -59,10 +59,18 @@ impl SignalTarget for Swf {
         let run = match pinned {
             Some(run) => run,
             None => {
-                let lookup =
-                    resolve_open_run(&clients.swf.read, &signal.spec.domain, &signal.spec.workflow_id);
+                let lookup = resolve_open_run(
+                    &clients.swf.read,
+                    &signal.spec.domain,
+                    &signal.spec.workflow_id,
+                );
                 metrics
-                    .observe_aws(Self::SERVICE, LIST_OPEN_OPERATION, lookup, metrics::result_outcome)
+                    .observe_aws(
+                        Self::SERVICE,
+                        LIST_OPEN_OPERATION,
+                        lookup,
+                        metrics::result_outcome,
+                    )
                     .await?
             }
         };

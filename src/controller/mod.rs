@@ -49,6 +49,9 @@ pub struct Settings {
     pub send_timeout: Duration,
     /// Wait this long after an attempt before reading AWS to verify it (eventual consistency).
     pub verify_settle: Duration,
+    /// After a verification found the signal absent, read again this much later before sending
+    /// again: AWS shows a delivered signal only after a delay.
+    pub verify_recheck: Duration,
     /// Namespaces to watch; empty means all.
     pub namespaces: Vec<String>,
     pub concurrency: u16,

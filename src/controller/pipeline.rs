@@ -66,6 +66,11 @@ pub(super) async fn reconcile<T: SignalTarget>(
         retry: spec.retry(),
         generation: obj.metadata.generation,
         jitter: rand::random::<f64>(),
+        not_after: match &spec {
+            Spec::Valid(signal) => signal.not_after(),
+            Spec::Skipped | Spec::Invalid(_) => None,
+        },
+        verify_recheck: ctx.settings.verify_recheck,
     };
     let next = delivery::decide(status.as_ref(), &dctx);
     if next == Next::Done {
@@ -78,7 +83,9 @@ pub(super) async fn reconcile<T: SignalTarget>(
         return Ok(Action::requeue(requeue::FOLLOWER));
     }
     let signal = match spec {
-        Spec::Invalid(why) => return record_invalid::<T>(&obj, status.as_ref(), &why, &dctx, ctx).await,
+        Spec::Invalid(why) => {
+            return record_invalid::<T>(&obj, status.as_ref(), &why, &dctx, ctx).await
+        }
         Spec::Valid(signal) => Some(signal),
         Spec::Skipped => None,
     };
@@ -215,7 +222,12 @@ async fn claim_send_record<T: SignalTarget>(
     };
     let outcome = ctx
         .metrics
-        .observe_aws(T::SERVICE, T::SEND_OPERATION, timed_send, metrics::send_outcome)
+        .observe_aws(
+            T::SERVICE,
+            T::SEND_OPERATION,
+            timed_send,
+            metrics::send_outcome,
+        )
         .await;
     drop(in_flight);
     failpoint::hit(failpoint::AFTER_SEND);

@@ -1,4 +1,4 @@
-//! The delivery state machine (DESIGN §3, §4): what to do next with one signal, as pure
+//! The delivery state machine (docs/design.md): what to do next with one signal, as pure
 //! functions. No I/O, no clock, no randomness: the caller passes the time, its identity, the
 //! claim's time to live, the resolved retry policy, the object's generation and a jitter value
 //! in `[0, 1)` in a [`Ctx`]. Deciding twice on the same status with the same `Ctx` gives the
@@ -56,7 +56,7 @@
 //! | Limit (SWF `LimitExceededFault`) | like NotSent: not applied, but a persistent limit, so it spends the attempt | `LimitExceeded` |
 //! | Permission | like NotSent (an operator may fix IAM meanwhile) | `PermissionDenied` |
 //! | NotFound | `Failed`/`ExecutionNotFound`; with `retryNotFound`, like NotSent; when `verifySince` is set (an earlier attempt may have landed, e.g. the signal closed the SWF run) → `Verifying` first | `ExecutionNotFound` |
-//! | InvalidNow | `Failed`/`SignalRejected`; when `verifySince` is set → `Verifying` (DESIGN §3.4) | `SignalRejected` |
+//! | InvalidNow | `Failed`/`SignalRejected`; when `verifySince` is set → `Verifying` (an earlier attempt may be why the execution moved on) | `SignalRejected` |
 //! | Invalid | `Failed`/`InvalidSpec` | `InvalidSpec` |
 //! | Ambiguous | `Verifying`, verifySince = min(verifySince, this claim's lastAttemptTime), verification not before now + max(settle, backoff), attempt kept as spent | `Verifying` |
 //!
@@ -139,17 +139,23 @@ pub mod reason {
     pub const SIGNAL_REJECTED: &str = "SignalRejected";
     pub const INVALID_SPEC: &str = "InvalidSpec";
     pub const RETRIES_EXHAUSTED: &str = "RetriesExhausted";
+    /// Delivered before, by an earlier object with the same signal (a receipt), or as the AWS
+    /// side shows: nothing was sent.
+    pub const ALREADY_DELIVERED: &str = "AlreadyDelivered";
+    /// `spec.notAfter` passed before the signal could be delivered.
+    pub const EXPIRED: &str = "Expired";
     /// Repair fallback for a `Failed` status with no known reason.
     pub const FAILED: &str = "Failed";
 
     /// Reasons of a successful delivery.
-    pub const SUCCESS: &[&str] = &[DELIVERED, DELIVERY_VERIFIED];
+    pub const SUCCESS: &[&str] = &[DELIVERED, DELIVERY_VERIFIED, ALREADY_DELIVERED];
     /// Reasons of a failure for good.
     pub const FAILURE: &[&str] = &[
         EXECUTION_NOT_FOUND,
         SIGNAL_REJECTED,
         INVALID_SPEC,
         RETRIES_EXHAUSTED,
+        EXPIRED,
         FAILED,
     ];
 }
@@ -172,6 +178,11 @@ pub struct Ctx<'a> {
     pub generation: Option<i64>,
     /// A random value in `[0, 1)` for the backoff's jitter.
     pub jitter: f64,
+    /// `spec.notAfter`: no send is claimed from this instant on.
+    pub not_after: Option<Timestamp>,
+    /// After a verification found the signal absent, read once more this much later before
+    /// sending again (AWS shows a delivered signal only after a delay). Zero: trust the first.
+    pub verify_recheck: Duration,
 }
 
 impl Ctx<'_> {
@@ -181,7 +192,10 @@ impl Ctx<'_> {
 
     /// The same context at another time (an action that waited decides its times anew).
     pub fn at(&self, now: Timestamp) -> Self {
-        Self { now, ..self.clone() }
+        Self {
+            now,
+            ..self.clone()
+        }
     }
 }
 
@@ -334,6 +348,9 @@ pub enum VerifyOutcome {
 /// What to do next with an object whose status is `status` (`None`: never written).
 pub fn decide(status: Option<&SignalStatus>, ctx: &Ctx) -> Next {
     let Some(s) = status else {
+        if expired(ctx) {
+            return Next::Write(expire(SignalStatus::default(), ctx));
+        }
         return Next::Claim(claim(&SignalStatus::default(), ctx));
     };
     match phase(s) {
@@ -344,6 +361,7 @@ pub fn decide(status: Option<&SignalStatus>, ctx: &Ctx) -> Next {
             }
             match scheduled(s, ctx) {
                 Some(at) => repair(s, ctx).map_or(Next::WaitUntil(at), Next::Write),
+                None if expired(ctx) => Next::Write(expire(s.clone(), ctx)),
                 None => Next::Claim(claim(s, ctx)),
             }
         }
@@ -394,6 +412,9 @@ pub fn claim(s: &SignalStatus, ctx: &Ctx) -> Transition {
     c.phase = Some(Phase::Sending);
     c.attempts = s.attempts.saturating_add(1);
     c.last_attempt_time = Some(Time(floor_second(ctx.now)));
+    if c.first_attempt_time.is_none() {
+        c.first_attempt_time = c.last_attempt_time.clone();
+    }
     c.next_attempt_time = None;
     c.claim = Some(Claim {
         holder: ctx.holder.to_string(),
@@ -520,6 +541,9 @@ fn send_failed(mut s: SignalStatus, f: &AwsFailure, ctx: &Ctx) -> Transition {
         ErrorClass::Throttled => {
             s.attempts = s.attempts.saturating_sub(1);
             s.throttled_retries = s.throttled_retries.saturating_add(1);
+            if let Some(out) = out_of_time(&s, &d, ctx) {
+                return out;
+            }
             s.phase = Some(Phase::Pending);
             let at = retry_at(&s, ctx);
             s.next_attempt_time = Some(Time(at));
@@ -531,9 +555,9 @@ fn send_failed(mut s: SignalStatus, f: &AwsFailure, ctx: &Ctx) -> Transition {
                 event: Some(EventNote::warning("RetryScheduled", msg)),
             }
         }
-        ErrorClass::NotSent => retry_or_exhaust(s, &d, reason::RETRY_SCHEDULED, ctx),
+        ErrorClass::NotSent => retry_transient(s, &d, reason::RETRY_SCHEDULED, ctx),
         ErrorClass::Limit => retry_or_exhaust(s, &d, reason::LIMIT_EXCEEDED, ctx),
-        ErrorClass::Permission => retry_or_exhaust(s, &d, reason::PERMISSION_DENIED, ctx),
+        ErrorClass::Permission => retry_transient(s, &d, reason::PERMISSION_DENIED, ctx),
         ErrorClass::NotFound | ErrorClass::InvalidNow if s.verify_since.is_some() => {
             recheck(s, &d, ctx)
         }
@@ -626,6 +650,23 @@ pub fn after_verify(status: &SignalStatus, outcome: &VerifyOutcome, ctx: &Ctx) -
             }
         }
         VerifyOutcome::Absent => {
+            if s.absent_reads == 0 && !ctx.verify_recheck.is_zero() {
+                s.absent_reads = 1;
+                let at = ceil_second(backoff::add(ctx.now, ctx.verify_recheck));
+                s.next_attempt_time = Some(Time(at));
+                let msg = format!(
+                    "AWS does not show the signal yet; reading again at {at} before sending \
+                     again, since AWS shows a delivered signal only after a delay"
+                );
+                return Transition {
+                    status: stamp(s, reason::VERIFYING, msg, ctx),
+                    event: None,
+                };
+            }
+            s.absent_reads = 0;
+            if expired(ctx) {
+                return expire(s, ctx);
+            }
             if s.attempts >= ctx.max_attempts() {
                 let last = s.last_error_code.as_deref().unwrap_or("none recorded");
                 let msg = format!(
@@ -665,6 +706,28 @@ pub fn after_verify(status: &SignalStatus, outcome: &VerifyOutcome, ctx: &Ctx) -
                 );
                 Transition {
                     status: stamp(s, reason::THROTTLED, msg.clone(), ctx),
+                    event: Some(EventNote::warning("RetryScheduled", msg)),
+                }
+            }
+            ErrorClass::NotSent | ErrorClass::Ambiguous | ErrorClass::Permission => {
+                s.last_error_code.clone_from(&f.code);
+                s.transient_retries = s.transient_retries.saturating_add(1);
+                let d = describe(f);
+                if let Some(out) = out_of_time(&s, &d, ctx) {
+                    return out;
+                }
+                let at = retry_at(&s, ctx);
+                s.next_attempt_time = Some(Time(at));
+                let why = if f.class == ErrorClass::Permission {
+                    reason::PERMISSION_DENIED
+                } else {
+                    reason::VERIFYING
+                };
+                let msg = format!(
+                    "could not verify whether the signal landed ({d}); checking again at {at}"
+                );
+                Transition {
+                    status: stamp(s, why, msg.clone(), ctx),
                     event: Some(EventNote::warning("RetryScheduled", msg)),
                 }
             }
@@ -717,6 +780,28 @@ fn verify_not_found(mut s: SignalStatus, f: Option<&AwsFailure>, ctx: &Ctx) -> T
         retry_or_exhaust(s, &d, reason::EXECUTION_NOT_FOUND, ctx)
     } else {
         fail(s, reason::EXECUTION_NOT_FOUND, d, ctx)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// already_delivered
+
+/// The status to write when, before any send, a receipt or the AWS side shows this very signal
+/// was delivered before (by an earlier object that was deleted and created again): `Succeeded`,
+/// reason `AlreadyDelivered`, nothing sent. `evidence` says how it is known, in words.
+pub fn already_delivered(status: Option<&SignalStatus>, evidence: &str, ctx: &Ctx) -> Transition {
+    let mut s = status.cloned().unwrap_or_default();
+    if is_terminal(&s) {
+        return unchanged(&s);
+    }
+    s.phase = Some(Phase::Succeeded);
+    s.claim = None;
+    s.next_attempt_time = None;
+    s.last_error_code = None;
+    let msg = format!("already delivered ({}); not sending again", cut(evidence));
+    Transition {
+        status: stamp(s, reason::ALREADY_DELIVERED, msg.clone(), ctx),
+        event: Some(EventNote::normal("AlreadyDelivered", msg)),
     }
 }
 
@@ -790,9 +875,74 @@ fn retry_or_exhaust(mut s: SignalStatus, d: &str, why: &'static str, ctx: &Ctx) 
     }
 }
 
-/// The backoff for the retries this status has seen (attempts + throttled retries).
+/// A failure that heals by itself (connection refused, credentials, a failed read): the
+/// attempt is given back and the retry is bounded by `spec.retry.maxDurationSeconds` instead.
+fn retry_transient(mut s: SignalStatus, d: &str, why: &'static str, ctx: &Ctx) -> Transition {
+    s.attempts = s.attempts.saturating_sub(1);
+    s.transient_retries = s.transient_retries.saturating_add(1);
+    if let Some(out) = out_of_time(&s, d, ctx) {
+        return out;
+    }
+    s.phase = Some(Phase::Pending);
+    let at = retry_at(&s, ctx);
+    s.next_attempt_time = Some(Time(at));
+    let msg = format!("the call failed ({d}); retrying at {at} without spending an attempt");
+    Transition {
+        status: stamp(s, why, msg.clone(), ctx),
+        event: Some(EventNote::warning("RetryScheduled", msg)),
+    }
+}
+
+/// `Failed`/`RetriesExhausted` when transient failures have been retried for
+/// `spec.retry.maxDurationSeconds` since the first attempt.
+fn out_of_time(s: &SignalStatus, d: &str, ctx: &Ctx) -> Option<Transition> {
+    let first = s
+        .first_attempt_time
+        .as_ref()
+        .or(s.last_attempt_time.as_ref())?
+        .0;
+    if backoff::add(first, ctx.retry.max_duration) > ctx.now {
+        return None;
+    }
+    let msg = format!(
+        "failures were retried for {}s since the first attempt; giving up; last error: {d}",
+        ctx.retry.max_duration.as_secs()
+    );
+    let maybe = if s.verify_since.is_some() {
+        " The signal may or may not have been delivered."
+    } else {
+        ""
+    };
+    Some(fail(
+        s.clone(),
+        reason::RETRIES_EXHAUSTED,
+        format!("{msg}.{maybe}"),
+        ctx,
+    ))
+}
+
+/// Whether `spec.notAfter` has passed.
+fn expired(ctx: &Ctx) -> bool {
+    ctx.not_after.is_some_and(|t| t <= ctx.now)
+}
+
+/// `Failed`/`Expired`: `spec.notAfter` passed with the signal undelivered.
+fn expire(s: SignalStatus, ctx: &Ctx) -> Transition {
+    let when = ctx.not_after.map(|t| t.to_string()).unwrap_or_default();
+    fail(
+        s,
+        reason::EXPIRED,
+        format!("spec.notAfter ({when}) passed before the signal was delivered; never sending it"),
+        ctx,
+    )
+}
+
+/// The backoff for the retries this status has seen (attempts and retries of either kind).
 fn delay(s: &SignalStatus, ctx: &Ctx) -> Duration {
-    let n = s.attempts.saturating_add(s.throttled_retries);
+    let n = s
+        .attempts
+        .saturating_add(s.throttled_retries)
+        .saturating_add(s.transient_retries);
     backoff(
         n,
         ctx.retry.initial_backoff,

@@ -27,6 +27,7 @@ fn retry(max_attempts: u32, retry_not_found: bool) -> ResolvedRetry {
         initial_backoff: Duration::from_secs(1),
         max_backoff: Duration::from_secs(300),
         retry_not_found,
+        max_duration: Duration::from_secs(86_400),
     }
 }
 
@@ -39,6 +40,8 @@ fn ctx_at(now: Timestamp) -> Ctx<'static> {
         retry: retry(8, false),
         generation: Some(1),
         jitter: 0.5,
+        not_after: None,
+        verify_recheck: Duration::ZERO,
     }
 }
 
@@ -581,7 +584,10 @@ fn throttled_is_refunded_and_scheduled() {
 #[test]
 fn a_throttle_storm_never_exhausts_attempts() {
     let c = Ctx {
-        retry: retry(2, false),
+        retry: ResolvedRetry {
+            max_duration: Duration::from_secs(10 * 365 * 86_400),
+            ..retry(2, false)
+        },
         ..ctx()
     };
     let (s, sends) = drive(
@@ -616,20 +622,57 @@ fn a_throttle_storm_never_exhausts_attempts() {
 }
 
 #[test]
-fn retryable_failures_spend_attempts_until_exhausted() {
+fn transient_failures_spend_no_attempt_and_end_with_the_time_budget() {
     for (class, code, why) in [
         (ErrorClass::NotSent, "NotSent", reason::RETRY_SCHEDULED),
         (
-            ErrorClass::Limit,
-            "LimitExceededFault",
-            reason::LIMIT_EXCEEDED,
-        ),
-        (
             ErrorClass::Permission,
-            "AccessDeniedException",
+            "ExpiredTokenException",
             reason::PERMISSION_DENIED,
         ),
+        (ErrorClass::Throttled, "ThrottlingException", reason::THROTTLED),
     ] {
+        let c = Ctx {
+            retry: ResolvedRetry {
+                max_duration: Duration::from_secs(3600),
+                ..retry(2, false)
+            },
+            ..ctx()
+        };
+        let first = after_send(&claimed(&c), &failed(class, code), &c);
+        assert_eq!(first.status.phase, Some(Phase::Pending), "{class:?}");
+        assert_eq!(first.status.attempts, 0, "{class:?} spends no attempt");
+        assert_eq!(first.status.first_attempt_time, Some(at(T0)));
+        assert_in_progress(&first.status, why);
+
+        // Far more failures than maxAttempts, all retried, until an hour has passed.
+        let (s, sends) = drive(
+            None,
+            &c,
+            |_| failed(class, code),
+            |_| panic!("no verify"),
+            10_000,
+        );
+        assert!(sends > 2, "{class:?}: {sends} sends");
+        assert_failed(&s, reason::RETRIES_EXHAUSTED);
+        let last = s.last_attempt_time.clone().unwrap().0;
+        // The first failure past the hour ends it: at most one backoff step (300 s) either side.
+        assert!(
+            last >= t(T0 + 3600 - 300) && last <= t(T0 + 3600 + 300),
+            "{class:?}: {last}"
+        );
+        assert!(s.message.as_deref().unwrap().contains("3600s"), "{:?}", s.message);
+        assert!(s.message.as_deref().unwrap().contains(code));
+    }
+}
+
+#[test]
+fn retryable_failures_spend_attempts_until_exhausted() {
+    for (class, code, why) in [(
+        ErrorClass::Limit,
+        "LimitExceededFault",
+        reason::LIMIT_EXCEEDED,
+    )] {
         let c = Ctx {
             retry: retry(3, false),
             ..ctx()
@@ -666,7 +709,11 @@ fn the_last_retryable_failure_fails_at_once() {
         retry: retry(1, false),
         ..ctx()
     };
-    let tr = after_send(&claimed(&c), &failed(ErrorClass::NotSent, "X"), &c);
+    let tr = after_send(
+        &claimed(&c),
+        &failed(ErrorClass::Limit, "LimitExceededFault"),
+        &c,
+    );
     assert_failed(&tr.status, reason::RETRIES_EXHAUSTED);
     let event = tr.event.unwrap();
     assert_eq!((event.warning, event.reason), (true, "Failed"));
@@ -1011,18 +1058,31 @@ fn a_throttled_verification_is_retried_for_free() {
 #[test]
 fn a_failed_verification_spends_an_attempt_and_ends_eventually() {
     let c = Ctx {
-        retry: retry(3, false),
+        retry: ResolvedRetry {
+            max_duration: Duration::from_secs(3600),
+            ..retry(3, false)
+        },
         ..ctx()
     };
     let v = verifying(&c);
+    // A failure that heals by itself (credentials, 5xx, network) spends no attempt...
     let tr = after_verify(
         &v,
         &VerifyOutcome::Failed(failure(ErrorClass::Permission, "AccessDeniedException")),
         &c,
     );
     let s = &tr.status;
-    assert_eq!((s.phase, s.attempts), (Some(Phase::Verifying), 2));
+    assert_eq!((s.phase, s.attempts), (Some(Phase::Verifying), 1));
+    assert_eq!(s.transient_retries, 1);
     assert_in_progress(s, reason::PERMISSION_DENIED);
+    // ...one that cannot heal does.
+    let limit = after_verify(
+        &v,
+        &VerifyOutcome::Failed(failure(ErrorClass::Limit, "LimitExceededFault")),
+        &c,
+    )
+    .status;
+    assert_eq!((limit.phase, limit.attempts), (Some(Phase::Verifying), 2));
     assert_eq!(s.last_error_code.as_deref(), Some("AccessDeniedException"));
     let amb = after_verify(
         &v,
@@ -1037,6 +1097,16 @@ fn a_failed_verification_spends_an_attempt_and_ends_eventually() {
         &c,
         |_| panic!("never resend without knowing"),
         |_| VerifyOutcome::Failed(failure(ErrorClass::Permission, "AccessDeniedException")),
+        10_000,
+    );
+    assert_eq!(sends, 0);
+    assert_failed(&end, reason::RETRIES_EXHAUSTED);
+    assert!(end.message.as_deref().unwrap().contains("may or may not"));
+    let (end, sends) = drive(
+        Some(verifying(&c)),
+        &c,
+        |_| panic!("never resend without knowing"),
+        |_| VerifyOutcome::Failed(failure(ErrorClass::Limit, "LimitExceededFault")),
         100,
     );
     assert_eq!(sends, 0);
@@ -1134,7 +1204,7 @@ fn done_never_becomes_anything_else() {
             };
             after_send(
                 &claimed(&one),
-                &failed(ErrorClass::Permission, "AccessDenied"),
+                &failed(ErrorClass::Limit, "LimitExceededFault"),
                 &one,
             )
             .status
@@ -1694,4 +1764,74 @@ fn error_class_names_are_stable() {
             "Invalid"
         ]
     );
+}
+
+#[test]
+fn a_signal_past_not_after_is_never_claimed() {
+    let c = Ctx {
+        not_after: Some(t(T0)),
+        ..ctx()
+    };
+    let Next::Write(tr) = decide(None, &c) else {
+        panic!("expected a write")
+    };
+    assert_failed(&tr.status, reason::EXPIRED);
+    assert_eq!(tr.status.attempts, 0);
+    // Still in time a second earlier.
+    let early = Ctx {
+        now: t(T0 - 1),
+        ..c.clone()
+    };
+    assert!(matches!(decide(None, &early), Next::Claim(_)));
+    // A pending retry due after notAfter expires instead of sending.
+    let pending = after_send(&claimed(&early), &failed(ErrorClass::NotSent, "X"), &early).status;
+    let later = Ctx {
+        now: t(T0 + 3600),
+        ..c.clone()
+    };
+    let Next::Write(tr) = decide(Some(&pending), &later) else {
+        panic!("expected a write")
+    };
+    assert_failed(&tr.status, reason::EXPIRED);
+    // A verification that finds the signal absent after notAfter expires it too.
+    let absent = after_verify(&verifying(&early), &VerifyOutcome::Absent, &later).status;
+    assert_failed(&absent, reason::EXPIRED);
+}
+
+#[test]
+fn absent_is_read_again_after_the_recheck_wait_before_sending_again() {
+    let c = Ctx {
+        verify_recheck: Duration::from_secs(10),
+        ..ctx()
+    };
+    let first = after_verify(&verifying(&c), &VerifyOutcome::Absent, &c);
+    assert_eq!(first.status.phase, Some(Phase::Verifying));
+    assert_eq!(first.status.absent_reads, 1);
+    assert_eq!(first.status.next_attempt_time, Some(at(T0 + 10)));
+    assert!(first.event.is_none());
+    assert_eq!(decide(Some(&first.status), &c), Next::WaitUntil(t(T0 + 10)));
+    let due = Ctx {
+        now: t(T0 + 10),
+        ..c.clone()
+    };
+    assert_eq!(decide(Some(&first.status), &due), Next::Verify);
+    // The lagging write shows up on the second read: delivered, never resent.
+    let seen = after_verify(&first.status, &VerifyOutcome::Delivered, &due).status;
+    assert_succeeded(&seen, reason::DELIVERY_VERIFIED);
+    // Absent twice: sent again, and the count starts over.
+    let again = after_verify(&first.status, &VerifyOutcome::Absent, &due).status;
+    assert_eq!((again.phase, again.absent_reads), (Some(Phase::Pending), 0));
+}
+
+#[test]
+fn already_delivered_succeeds_without_an_attempt() {
+    let c = ctx();
+    let tr = already_delivered(None, "a receipt of an earlier object", &c);
+    assert_succeeded(&tr.status, reason::ALREADY_DELIVERED);
+    assert_eq!(tr.status.attempts, 0);
+    assert_eq!(tr.event.as_ref().unwrap().reason, "AlreadyDelivered");
+    assert_eq!(decide(Some(&tr.status), &c), Next::Done);
+    // Never undoes a finished signal.
+    let failed_before = invalid_spec(None, "bad", &c).status;
+    assert_eq!(already_delivered(Some(&failed_before), "x", &c).status, failed_before);
 }

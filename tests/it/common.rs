@@ -390,6 +390,9 @@ pub fn wf_signal(
             input: input.map(Into::into),
             region: None,
             retry: Some(fast_retry()),
+            not_after: None,
+            allow_duplicate: None,
+            ttl_seconds_after_finished: None,
         },
     )
 }
@@ -401,6 +404,7 @@ pub fn fast_retry() -> signalman::api::RetryPolicy {
         initial_backoff_seconds: Some(1),
         max_backoff_seconds: Some(2),
         retry_not_found: None,
+        max_duration_seconds: None,
     }
 }
 

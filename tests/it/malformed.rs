@@ -182,6 +182,9 @@ fn good(name: &str, domain: &str, workflow_id: &str) -> WorkflowSignal {
             input: None,
             region: None,
             retry: None,
+            not_after: None,
+            allow_duplicate: None,
+            ttl_seconds_after_finished: None,
         },
     )
 }

@@ -132,6 +132,7 @@ async fn a_scrape_shows_the_counts_a_scenario_caused() {
         initial_backoff_seconds: Some(300),
         max_backoff_seconds: Some(300),
         retry_not_found: Some(true),
+        max_duration_seconds: None,
     });
     world.create(&waiting).await;
 

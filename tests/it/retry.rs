@@ -28,7 +28,11 @@ async fn signal_applied_before_its_workflow_starts_lands_once_with_retry_not_fou
                     initial_backoff_seconds: Some(1),
                     max_backoff_seconds: Some(2),
                     retry_not_found: Some(true),
+                    max_duration_seconds: None,
                 }),
+                not_after: None,
+                allow_duplicate: None,
+                ttl_seconds_after_finished: None,
             },
         ))
         .await;

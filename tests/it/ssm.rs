@@ -179,6 +179,9 @@ fn automation_signal(
             payload: (!payload.is_empty()).then_some(payload),
             region: None,
             retry: None,
+            not_after: None,
+            allow_duplicate: None,
+            ttl_seconds_after_finished: None,
         },
     )
 }

@@ -22,6 +22,9 @@ fn signal(
             input: input.map(Into::into),
             region: None,
             retry: None,
+            not_after: None,
+            allow_duplicate: None,
+            ttl_seconds_after_finished: None,
         },
     )
 }
