@@ -892,9 +892,27 @@ impl Execution {
     }
 }
 
+/// Epoch seconds as `2022-04-06T07:22:51.034463Z`.
+fn iso8601_micros(epoch_seconds: f64) -> String {
+    let micros = (epoch_seconds * 1_000_000.0).round() as i64;
+    chrono::DateTime::from_timestamp_micros(micros)
+        .unwrap_or_default()
+        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decision_times_are_written_like_the_public_example() {
+        assert_eq!(
+            iso8601_micros(1_649_229_771.034_463),
+            "2022-04-06T07:22:51.034463Z"
+        );
+        assert_eq!(iso8601_micros(0.0), "1970-01-01T00:00:00.000000Z");
+    }
 
     #[test]
     fn durations() {
@@ -904,13 +922,4 @@ mod tests {
         assert_eq!(iso_duration_secs("5S"), None);
         assert_eq!(iso_duration_secs("PT5X"), None);
     }
-}
-
-/// Epoch seconds as `2022-04-06T07:22:51.034463Z`.
-fn iso8601_micros(epoch_seconds: f64) -> String {
-    let micros = (epoch_seconds * 1_000_000.0).round() as i64;
-    chrono::DateTime::from_timestamp_micros(micros)
-        .unwrap_or_default()
-        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
-        .to_string()
 }
