@@ -99,18 +99,17 @@ impl SwfFixture {
     /// `i mod executions`; with `pin_run` its runId is in the spec (no run lookup).
     pub fn signal(&self, prefix: &str, i: usize, pin_run: bool) -> WorkflowSignal {
         let (workflow_id, run_id) = self.run(i);
-        WorkflowSignal::new(
-            &format!("{prefix}-{i}"),
-            WorkflowSignalSpec {
-                domain: self.domain.clone(),
-                workflow_id: workflow_id.clone(),
-                run_id: pin_run.then(|| run_id.clone()),
-                signal_name: "approve".into(),
-                input: Some(input(i)),
-                region: None,
-                retry: None,
-            },
-        )
+        // Through JSON, as a user's manifest would be: optional fields the API grows later
+        // stay absent without this fixture naming each one.
+        let spec: WorkflowSignalSpec = serde_json::from_value(serde_json::json!({
+            "domain": self.domain,
+            "workflowId": workflow_id,
+            "runId": pin_run.then(|| run_id.clone()),
+            "signalName": "approve",
+            "input": input(i),
+        }))
+        .expect("a valid WorkflowSignal spec");
+        WorkflowSignal::new(&format!("{prefix}-{i}"), spec)
     }
 }
 
@@ -148,19 +147,16 @@ pub async fn automation_executions(endpoint: &str, n: usize) -> anyhow::Result<V
 
 /// An Approve of execution `id`, with a comment.
 pub fn approval(name: &str, id: &str) -> AutomationSignal {
-    AutomationSignal::new(
-        name,
-        AutomationSignalSpec {
-            automation_execution_id: id.to_string(),
-            signal_type: SignalType::Approve,
-            payload: Some(BTreeMap::from([(
-                "Comment".to_string(),
-                vec!["approved by the benchmark".to_string()],
-            )])),
-            region: None,
-            retry: None,
-        },
-    )
+    let spec: AutomationSignalSpec = serde_json::from_value(serde_json::json!({
+        "automationExecutionId": id,
+        "signalType": SignalType::Approve,
+        "payload": BTreeMap::from([(
+            "Comment".to_string(),
+            vec!["approved by the benchmark".to_string()],
+        )]),
+    }))
+    .expect("a valid AutomationSignal spec");
+    AutomationSignal::new(name, spec)
 }
 
 /// Creates `objects` with `concurrency` requests at once; returns how long it took.

@@ -154,6 +154,34 @@ pub struct Quota {
     pub cpu: CpuWindow,
 }
 
+/// One second of the unknown-quota run, as counted by the emulator (cumulative since the
+/// operator started) and as the operator reported its own limit.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RatePoint {
+    /// Seconds since the operator was spawned.
+    pub t: f64,
+    /// Calls of the throttled operation received so far, and how many were throttled.
+    pub calls: u64,
+    pub throttled: u64,
+    /// Signals finished (Succeeded or Failed) so far.
+    pub finished: usize,
+    /// The operator's own limit for the operation (calls per second), when it exports one.
+    pub operator_limit_per_second: Option<f64>,
+}
+
+/// A backlog against a quota the operator is not told: its rate flags at their defaults.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct UnknownQuota {
+    /// The figures of the known-quota scenario (share of quota, throttled, cost, CPU).
+    pub run: Quota,
+    /// Calls of the throttled operation, throttled or not.
+    pub calls: u64,
+    /// Throttled ÷ calls of the operation.
+    pub throttled_share: f64,
+    /// Sampled every second.
+    pub timeline: Vec<RatePoint>,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Memory {
     pub idle_rss_mib: f64,
@@ -239,6 +267,10 @@ pub struct Sizes {
     pub quota_ssm: usize,
     pub finished: usize,
     pub cli: usize,
+    #[serde(default)]
+    pub unknown_swf: usize,
+    #[serde(default)]
+    pub unknown_ssm: usize,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -260,6 +292,10 @@ pub struct Report {
     pub throughput: Option<Throughput>,
     pub quota_swf: Option<Quota>,
     pub quota_ssm: Option<Quota>,
+    #[serde(default)]
+    pub unknown_swf: Option<UnknownQuota>,
+    #[serde(default)]
+    pub unknown_ssm: Option<UnknownQuota>,
     pub memory: Option<MemoryResults>,
     pub cli: Option<Cli>,
     pub targets: Vec<Target>,
@@ -571,6 +607,69 @@ impl Report {
             let _ = writeln!(o);
         }
 
+        let unknown: Vec<&UnknownQuota> = [&self.unknown_swf, &self.unknown_ssm]
+            .into_iter()
+            .flatten()
+            .collect();
+        if !unknown.is_empty() {
+            let _ = writeln!(o, "## 3b. A quota the operator does not know\n");
+            let _ = writeln!(
+                o,
+                "The emulator enforces a token bucket on the operation that the operator is not told of: it runs with its default rate flags and works a backlog. Share of quota as above; throttled share = throttled calls ÷ all calls of the operation. Targets: ≥ 90 % of the quota, ≤ 5 % of calls throttled.\n"
+            );
+            let _ = writeln!(
+                o,
+                "| service | operation | n | hidden quota | operator flags | seconds | achieved/s | steady/s | share of quota | calls | throttled | throttled share |"
+            );
+            let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+            for u in &unknown {
+                let q = &u.run;
+                let flags = if q.operator_args.is_empty() {
+                    "(defaults)".to_string()
+                } else {
+                    format!("`{}`", q.operator_args.join(" "))
+                };
+                let _ = writeln!(
+                    o,
+                    "| {} | {} | {} | bucket {}, {}/s | {} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} |",
+                    q.service,
+                    q.operation,
+                    q.n,
+                    q.bucket,
+                    q.refill_per_second,
+                    flags,
+                    q.seconds,
+                    q.achieved_per_second,
+                    q.steady_per_second,
+                    pct(q.share_of_quota),
+                    u.calls,
+                    q.throttled,
+                    pct(u.throttled_share)
+                );
+            }
+            let _ = writeln!(o);
+            for u in &unknown {
+                let _ = writeln!(
+                    o,
+                    "Rate over time, {} {} (emulator counts per interval; the operator's limit as it exports it, at the end of the interval):\n",
+                    u.run.service, u.run.operation
+                );
+                let _ = writeln!(
+                    o,
+                    "| from s | to s | calls/s | accepted/s | throttled/s | signals finished | operator's limit/s |"
+                );
+                let _ = writeln!(o, "|---|---|---|---|---|---|---|");
+                for row in rate_rows(&u.timeline, 24) {
+                    let _ = writeln!(o, "{row}");
+                }
+                let _ = writeln!(o);
+            }
+            for u in &unknown {
+                let _ = writeln!(o, "- {} CPU: {}", u.run.service, cpu_line(&u.run.cpu));
+            }
+            let _ = writeln!(o);
+        }
+
         if let Some(mr) = &self.memory {
             let (m, r) = (&mr.memory, &mr.restart);
             let _ = writeln!(o, "## 4. Memory\n");
@@ -682,6 +781,13 @@ impl Report {
         for q in &quotas {
             cost_rows(&mut o, &format!("{} under quota", q.service), &q.cost);
         }
+        for u in &unknown {
+            cost_rows(
+                &mut o,
+                &format!("{} under an unknown quota", u.run.service),
+                &u.run.cost,
+            );
+        }
         let _ = writeln!(o);
         if !self.errors.is_empty() {
             let _ = writeln!(o, "## Errors\n");
@@ -693,7 +799,7 @@ impl Report {
         let s = &self.sizes;
         let _ = writeln!(
             o,
-            "Sizes: `--wf-latency {} --am-latency {} --burst {} --executions {} --concurrency {} --quota-swf {} --quota-ssm {} --finished {} --cli {}`. How to read this: `bench/README.md`.",
+            "Sizes: `--wf-latency {} --am-latency {} --burst {} --executions {} --concurrency {} --quota-swf {} --quota-ssm {} --unknown-swf {} --unknown-ssm {} --finished {} --cli {}`. How to read this: `bench/README.md`.",
             s.wf_latency,
             s.am_latency,
             s.burst,
@@ -701,9 +807,72 @@ impl Report {
             s.concurrency,
             s.quota_swf,
             s.quota_ssm,
+            s.unknown_swf,
+            s.unknown_ssm,
             s.finished,
             s.cli
         );
         o
+    }
+}
+
+/// The timeline as Markdown rows, intervals merged so that there are at most `max_rows`.
+fn rate_rows(points: &[RatePoint], max_rows: usize) -> Vec<String> {
+    if points.is_empty() {
+        return vec!["| – | – | – | – | – | – | – |".into()];
+    }
+    let step = points.len().div_ceil(max_rows.max(1)).max(1);
+    let mut rows = Vec::new();
+    let mut prev: Option<&RatePoint> = None;
+    for chunk in points.chunks(step) {
+        let last = chunk.last().expect("chunks are not empty");
+        let (t0, calls0, throttled0) = prev.map_or((0.0, 0, 0), |p| (p.t, p.calls, p.throttled));
+        let dt = (last.t - t0).max(1e-9);
+        let calls = last.calls.saturating_sub(calls0) as f64;
+        let throttled = last.throttled.saturating_sub(throttled0) as f64;
+        rows.push(format!(
+            "| {:.1} | {:.1} | {:.2} | {:.2} | {:.2} | {} | {} |",
+            t0,
+            last.t,
+            calls / dt,
+            (calls - throttled).max(0.0) / dt,
+            throttled / dt,
+            last.finished,
+            last.operator_limit_per_second
+                .map(|v| format!("{v:.2}"))
+                .unwrap_or_else(|| "–".into())
+        ));
+        prev = Some(last);
+    }
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(t: f64, calls: u64, throttled: u64) -> RatePoint {
+        RatePoint {
+            t,
+            calls,
+            throttled,
+            finished: calls.saturating_sub(throttled) as usize,
+            operator_limit_per_second: None,
+        }
+    }
+
+    #[test]
+    fn rate_rows_turn_cumulative_counts_into_rates_per_interval() {
+        let points: Vec<RatePoint> = (1..=4).map(|i| point(i as f64, 10 * i, 2 * i)).collect();
+        let rows = rate_rows(&points, 2);
+        assert_eq!(
+            rows,
+            vec![
+                "| 0.0 | 2.0 | 10.00 | 8.00 | 2.00 | 16 | – |",
+                "| 2.0 | 4.0 | 10.00 | 8.00 | 2.00 | 32 | – |"
+            ]
+        );
+        assert_eq!(rate_rows(&points, 24).len(), 4);
+        assert_eq!(rate_rows(&[], 24).len(), 1);
     }
 }

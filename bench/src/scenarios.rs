@@ -612,6 +612,145 @@ impl Bench {
         ))
     }
 
+    // ------------------------------------------------------------------ 3b. unknown quota
+
+    /// A backlog against a quota the operator is not told of: the emulator throttles the
+    /// service's signal operation at `bucket` and `rate`, the operator runs with its default
+    /// rate flags. Sampled every second: the emulator's calls and throttles, signals finished,
+    /// and the operator's own limit for the operation if it exports one.
+    pub async fn unknown_quota(
+        &self,
+        service: Service,
+        bucket: f64,
+        rate: f64,
+    ) -> anyhow::Result<UnknownQuota> {
+        let (svc, operation, n, kind) = match service {
+            Service::Swf => (
+                "swf",
+                "SignalWorkflowExecution",
+                self.sizes.unknown_swf,
+                "WorkflowSignal",
+            ),
+            Service::Ssm => (
+                "ssm",
+                "SendAutomationSignal",
+                self.sizes.unknown_ssm,
+                "AutomationSignal",
+            ),
+        };
+        let emu = self.env.private_emulator().await;
+        let ns = self.namespace(&format!("bench-unknown-{svc}")).await;
+        // Kept alive for the run (its executions are the signals' targets).
+        let mut _fixture = None;
+        let tracker = match service {
+            Service::Swf => {
+                let executions = self.sizes.executions.min(n).max(1);
+                let fx = SwfFixture::start(self.env, "bench-unknown", executions).await?;
+                let api: Api<WorkflowSignal> = Api::namespaced(self.client.clone(), &ns);
+                let objects = (0..n).map(|i| fx.signal("unknown", i, true)).collect();
+                create_all(&api, objects, self.setup_concurrency).await?;
+                _fixture = Some(fx);
+                Tracker::start(api).await?
+            }
+            Service::Ssm => {
+                let ids = automation_executions(&emu.endpoint, n).await?;
+                let api: Api<AutomationSignal> = Api::namespaced(self.client.clone(), &ns);
+                let objects = ids
+                    .iter()
+                    .enumerate()
+                    .map(|(i, id)| approval(&format!("unknown-{i}"), id))
+                    .collect();
+                create_all(&api, objects, self.setup_concurrency).await?;
+                Tracker::start(api).await?
+            }
+        };
+        emu.handle.reset();
+        emu.handle.set_faults(
+            FaultConfig::none().with_throttle(service, ThrottleRule::new(operation, bucket, rate)),
+        )?;
+        // No rate flags: the operator does not know the quota.
+        let flags: Vec<(&str, String)> = Vec::new();
+        let mut op = self.operator(&ns, &format!("bench-unknown-{svc}"), &emu, &flags)?;
+        let cpu = CpuMeter::start(&[("operator", op.pid)]);
+        op.wait_leading(Duration::from_secs(120)).await?;
+        let counts = |c: &Counters| match service {
+            Service::Swf => (
+                c.swf.calls.get(operation).copied().unwrap_or(0),
+                c.swf.throttled,
+            ),
+            Service::Ssm => (
+                c.ssm.calls.get(operation).copied().unwrap_or(0),
+                c.ssm.throttled,
+            ),
+        };
+        let mut timeline = Vec::new();
+        {
+            let sampling = async {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let (calls, throttled) = counts(&emu.handle.counters());
+                    let limit = match op.metrics().await {
+                        Ok(text) => operator_limit(&text, svc, operation),
+                        Err(_) => None,
+                    };
+                    timeline.push(RatePoint {
+                        t: op.spawned_at.elapsed().as_secs_f64(),
+                        calls,
+                        throttled,
+                        finished: tracker.terminal_count(),
+                        operator_limit_per_second: limit,
+                    });
+                }
+            };
+            tokio::select! {
+                done = tracker.wait_terminal(n, budget(n, rate)) => done?,
+                _ = sampling => {}
+            }
+        }
+        let cpu = cpu.stop();
+        let (calls, throttled) = counts(&emu.handle.counters());
+        timeline.push(RatePoint {
+            t: op.spawned_at.elapsed().as_secs_f64(),
+            calls,
+            throttled,
+            finished: tracker.terminal_count(),
+            operator_limit_per_second: match op.metrics().await {
+                Ok(text) => operator_limit(&text, svc, operation),
+                Err(_) => None,
+            },
+        });
+        op.stop();
+        let counters = emu.handle.counters();
+        emu.handle.clear_faults();
+        let seen = tracker.all();
+        let applied = match service {
+            Service::Swf => counters.swf.applied_signals,
+            Service::Ssm => counters.ssm.applied_signals,
+        };
+        check_all_delivered(&format!("unknown/{svc}"), &seen, applied)?;
+        let events = events_written(&self.client, &ns, kind).await?;
+        let run = quota_of(
+            svc,
+            operation,
+            n,
+            bucket,
+            rate,
+            args(&flags),
+            &seen,
+            cost(&seen, &counters, service, events, operation),
+            throttled,
+            cpu,
+        );
+        Ok(UnknownQuota {
+            run,
+            calls,
+            throttled_share: throttled as f64 / calls.max(1) as f64,
+            timeline,
+        })
+    }
+
     // ------------------------------------------------------------------ 4 + 5. memory, restart
 
     pub async fn memory(&self) -> anyhow::Result<MemoryResults> {
@@ -940,5 +1079,44 @@ fn quota_of(
         throttled,
         cost,
         cpu,
+    }
+}
+
+/// The operator's own limit for one operation, calls per second: the gauge
+/// `signalman_aws_rate_limit_per_second{service, operation}` when the operator exports it.
+fn operator_limit(text: &str, service: &str, operation: &str) -> Option<f64> {
+    let want = [
+        format!("service=\"{service}\""),
+        format!("operation=\"{operation}\""),
+    ];
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix("signalman_aws_rate_limit_per_second{")?;
+        let (labels, value) = rest.split_once("} ")?;
+        want.iter()
+            .all(|w| labels.split(',').any(|l| l == w))
+            .then(|| value.split_whitespace().next()?.parse().ok())
+            .flatten()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::operator_limit;
+
+    #[test]
+    fn the_operator_limit_is_read_for_its_service_and_operation_only() {
+        let text = "# TYPE signalman_aws_rate_limit_per_second gauge\n\
+            signalman_aws_rate_limit_per_second{service=\"ssm\",operation=\"SendAutomationSignal\"} 2.5\n\
+            signalman_aws_rate_limit_per_second{service=\"swf\",operation=\"SignalWorkflowExecution\"} 4.25\n";
+        assert_eq!(
+            operator_limit(text, "swf", "SignalWorkflowExecution"),
+            Some(4.25)
+        );
+        assert_eq!(
+            operator_limit(text, "ssm", "SendAutomationSignal"),
+            Some(2.5)
+        );
+        assert_eq!(operator_limit(text, "ssm", "GetAutomationExecution"), None);
+        assert_eq!(operator_limit("", "swf", "SignalWorkflowExecution"), None);
     }
 }

@@ -1,5 +1,5 @@
 //! CI's small version of the benchmark: every scenario with tiny sizes (`--smoke`: 10 signals
-//! per scenario, 50 finished signals), on the real local environment and the real operator
+//! per scenario, 5 under the unknown SSM quota, 50 finished signals), on the real local environment and the real operator
 //! binary. It fails only on errors (a signal that fails, a wait that times out, a signal AWS
 //! applied twice, results that are not written), never on timing: the targets are reported in
 //! the results, not asserted.
@@ -63,7 +63,15 @@ fn the_benchmark_runs_every_scenario_with_tiny_sizes() {
     let md = std::fs::read_to_string(out_dir.join("smoke.md")).expect("smoke.md written");
     assert!(md.contains("## Targets"), "{md}");
     assert_eq!(report["errors"], serde_json::json!([]), "{md}");
-    for scenario in ["latency", "throughput", "quota_swf", "quota_ssm", "memory"] {
+    for scenario in [
+        "latency",
+        "throughput",
+        "quota_swf",
+        "quota_ssm",
+        "unknown_swf",
+        "unknown_ssm",
+        "memory",
+    ] {
         assert!(
             !report[scenario].is_null(),
             "{scenario} missing from the results: {md}"
@@ -72,5 +80,25 @@ fn the_benchmark_runs_every_scenario_with_tiny_sizes() {
     // Exactly once, whatever the timing: every delivered signal applied once by AWS.
     let burst = &report["throughput"]["cost"];
     assert_eq!(burst["delivered"], burst["applied"], "{md}");
+    // The unknown quota is reported with a timeline and judged against its target.
+    for scenario in ["unknown_swf", "unknown_ssm"] {
+        let u = &report[scenario];
+        assert_eq!(
+            u["run"]["cost"]["delivered"], u["run"]["cost"]["applied"],
+            "{md}"
+        );
+        assert!(
+            !u["timeline"].as_array().expect("a timeline").is_empty(),
+            "{md}"
+        );
+    }
+    assert!(
+        md.contains("## 3b. A quota the operator does not know"),
+        "{md}"
+    );
+    assert!(
+        md.contains("unknown quota, swf SignalWorkflowExecution"),
+        "{md}"
+    );
     let _ = std::fs::remove_dir_all(&out_dir);
 }
