@@ -137,6 +137,7 @@ impl Env {
             .await
             .expect("the emulator's start task")
             .expect("starting a private emulator");
+        apply_lag_profile(&running.handle).expect("SIGNALMAN_EMU_LAG");
         Emulator {
             endpoint: running.endpoint.clone(),
             handle: running.handle.clone(),
@@ -437,6 +438,7 @@ fn owner_thread(
                 region: REGION.to_string(),
             }))
             .context("starting the AWS emulator")?;
+        apply_lag_profile(&emulator.handle)?;
         eprintln!(
             "testenv: kube-apiserver {api_server}, moto {moto_endpoint}, emulator {} ready in {:.1}s (state in {})",
             emulator.endpoint,
@@ -571,6 +573,50 @@ pub fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
+/// The variable that turns lag mode on in every emulator the environment starts (the shared
+/// one and every private one): a `LagConfig` as JSON (`PUT /_emu/lag`'s body), or `MS` /
+/// `MIN-MAX` milliseconds for every write that can lag (SSM SendAutomationSignal and
+/// StopAutomationExecution, SWF SignalWorkflowExecution).
+pub const LAG_VARIABLE: &str = "SIGNALMAN_EMU_LAG";
+
+/// The lag profile `SIGNALMAN_EMU_LAG` asks for, if any.
+pub fn lag_profile() -> anyhow::Result<Option<aws_emulator::LagConfig>> {
+    match std::env::var(LAG_VARIABLE) {
+        Ok(v) if !v.trim().is_empty() => parse_lag(&v).map(Some),
+        _ => Ok(None),
+    }
+}
+
+fn parse_lag(text: &str) -> anyhow::Result<aws_emulator::LagConfig> {
+    use aws_emulator::{LagConfig, LagRule, Service};
+    let text = text.trim();
+    let config = if text.starts_with('{') {
+        serde_json::from_str(text).context("SIGNALMAN_EMU_LAG is not a lag configuration")?
+    } else {
+        let ms = |s: &str| {
+            s.trim()
+                .parse::<u64>()
+                .with_context(|| format!("SIGNALMAN_EMU_LAG: {s:?} is not milliseconds"))
+        };
+        let rule = match text.split_once('-') {
+            Some((min, max)) => LagRule::between(ms(min)?, ms(max)?),
+            None => LagRule::fixed(ms(text)?),
+        };
+        LagConfig::none()
+            .with_rule(Service::Ssm, rule.clone())
+            .with_rule(Service::Swf, rule)
+    };
+    config.validate().map_err(anyhow::Error::msg)?;
+    Ok(config)
+}
+
+fn apply_lag_profile(handle: &EmulatorHandle) -> anyhow::Result<()> {
+    if let Some(config) = lag_profile()? {
+        handle.set_lag(config)?;
+    }
+    Ok(())
+}
+
 /// Environment variables that point an AWS SDK (the operator, the aws CLI) at `endpoint`.
 pub fn aws_env_at(endpoint: &str, access_key: &str) -> Vec<(&'static str, String)> {
     vec![
@@ -610,4 +656,26 @@ pub fn swf_client_at(endpoint: &str) -> aws_sdk_swf::Client {
         ))
         .build();
     aws_sdk_swf::Client::from_conf(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_emulator::{LagRule, Service};
+
+    #[test]
+    fn lag_profiles_parse() {
+        let fixed = parse_lag("2500").unwrap();
+        assert_eq!(fixed.rules(Service::Ssm), [LagRule::fixed(2500)]);
+        assert_eq!(fixed.rules(Service::Swf), [LagRule::fixed(2500)]);
+        let range = parse_lag(" 1000-4000 ").unwrap();
+        assert_eq!(range.rules(Service::Swf), [LagRule::between(1000, 4000)]);
+        let json =
+            parse_lag(r#"{"ssm": [{"operation": "SendAutomationSignal", "min_ms": 9}]}"#).unwrap();
+        assert_eq!(json.rules(Service::Ssm)[0].min_ms, 9);
+        assert!(json.rules(Service::Swf).is_empty());
+        for bad in ["soon", "5-1", "1-x", r#"{"sqs": []}"#] {
+            assert!(parse_lag(bad).is_err(), "{bad}");
+        }
+    }
 }

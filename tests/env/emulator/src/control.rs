@@ -64,7 +64,6 @@ pub(crate) fn handle(shared: &Shared, method: &Method, path: &str, body: &Bytes)
         "/_emu/counters" if is_read(method) => ok(to_json(&*lock(&shared.counters))),
         "/_emu/reset" if method == Method::POST => {
             lock(&shared.faults).set(FaultConfig::none());
-            lock(&shared.lag).set(LagConfig::none());
             *lock(&shared.counters) = Default::default();
             ok(json!({}))
         }

@@ -162,10 +162,10 @@ impl EmulatorHandle {
         lock(&self.shared.lag).set(LagConfig::none());
     }
 
-    /// Clears counters, faults and lag (documents, executions and identities stay).
+    /// Clears counters and faults (documents, executions, identities and lag stay: lag is
+    /// a property of the environment under test, not of one scenario).
     pub fn reset(&self) {
         self.clear_faults();
-        self.clear_lag();
         *lock(&self.shared.counters) = Counters::default();
     }
 

@@ -92,6 +92,10 @@ async fn lag_is_switched_through_the_control_api_and_random_within_bounds() {
     let (_, got) = http_json(ep, "GET", "/_emu/lag", "").await;
     assert_eq!(got["ssm"][0]["max_ms"], 900);
     assert_eq!(emu.handle.lag().ssm[0].min_ms, 400);
+    // A reset between scenarios keeps the lag of the environment.
+    let (code, _) = http_json(ep, "POST", "/_emu/reset", "").await;
+    assert_eq!(code, 200);
+    assert_eq!(emu.handle.lag().ssm[0].max_ms, Some(900));
     let (code, _) = http_json(
         ep,
         "PUT",
