@@ -6,7 +6,8 @@
 //!   Interactive mode and the service model's error codes. Built-in documents:
 //!   [`BUILTIN_DOCUMENTS`].
 //! - **STS GetCallerIdentity** (Query protocol) for the caller's SigV4 access key.
-//! - **SWF**, forwarded unchanged to moto (`swf_upstream`).
+//! - **SWF**, forwarded to moto (`swf_upstream`), with required members checked and
+//!   GetWorkflowExecutionHistory paged as SWF pages it (moto returns one page).
 //! - **Faults on demand** for both services ([`FaultConfig`]) and **lag mode**
 //!   ([`LagConfig`]: writes answered at once, visible to readers later), switched at run
 //!   time through [`EmulatorHandle`] or the control API under `/_emu/`, and [`Counters`] of
