@@ -131,7 +131,8 @@ impl CredWorld {
             .await
     }
 
-    /// The status once it has recorded an attempt's error (or finished), within `timeout`.
+    /// The status once an attempt has been recorded with a message (or the signal finished),
+    /// within `timeout`.
     async fn first_error(&self, name: &str, timeout: Duration) -> SignalStatus {
         let api = self.world.api::<AutomationSignal>();
         let deadline = Instant::now() + timeout;
@@ -142,7 +143,11 @@ impl CredWorld {
                 .expect("reading the signal")
                 .status
                 .unwrap_or_default();
-            if status.last_error_code.is_some()
+            let recorded = status.attempts >= 1
+                && status.message.is_some()
+                && !matches!(status.phase, None | Some(Phase::Pending | Phase::Sending));
+            if recorded
+                || status.last_error_code.is_some()
                 || matches!(status.phase, Some(Phase::Succeeded | Phase::Failed))
             {
                 return status;
@@ -271,6 +276,8 @@ async fn irsa_wrong_audience_or_expired_token_is_refused_with_a_clear_status() {
     eprintln!("irsa wrong audience: {}", summary(&status));
     assert_ne!(status.phase, Some(Phase::Succeeded), "{}", summary(&status));
     assert!(status.message.is_some(), "{}", summary(&status));
+    // Retries go on; none of them may reach SSM.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(cw.applied(&id).is_empty(), "nothing was sent");
     operator.kill();
 
@@ -294,6 +301,8 @@ async fn irsa_wrong_audience_or_expired_token_is_refused_with_a_clear_status() {
     eprintln!("irsa expired token: {}", summary(&status));
     assert_ne!(status.phase, Some(Phase::Succeeded), "{}", summary(&status));
     assert!(status.message.is_some(), "{}", summary(&status));
+    // Retries go on; none of them may reach SSM.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(cw.applied(&id).is_empty(), "nothing was sent");
     assert!(
         cw.emu
@@ -365,5 +374,7 @@ async fn pod_identity_sends_as_the_associated_role() {
         .await;
     eprintln!("pod identity wrong token: {}", summary(&status));
     assert_ne!(status.phase, Some(Phase::Succeeded), "{}", summary(&status));
+    // Retries go on; none of them may reach SSM.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(cw.applied(&id).is_empty(), "nothing was sent");
 }

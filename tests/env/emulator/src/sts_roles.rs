@@ -864,7 +864,9 @@ async fn get_json(provider: &OidcProvider, url: &str) -> Result<Value, String> {
     let req = hyper::Request::builder()
         .method(Method::GET)
         .uri(url)
-        .header("accept", "application/json")
+        // The API server serves its JWKS as application/jwk-set+json and refuses (406) a
+        // request that accepts only application/json.
+        .header("accept", "application/json, application/jwk-set+json")
         .body(Full::new(Bytes::new()))
         .map_err(|e| format!("bad URL {url}: {e}"))?;
     let fetch = async {
