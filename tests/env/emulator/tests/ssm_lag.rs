@@ -41,7 +41,7 @@ async fn a_lagged_approval_is_answered_at_once_and_read_later() {
     emu.handle
         .set_lag(LagConfig::none().with_rule(
             Service::Ssm,
-            LagRule::fixed(1500).on("SendAutomationSignal"),
+            LagRule::fixed(3000).on("SendAutomationSignal"),
         ))
         .unwrap();
 
@@ -69,7 +69,7 @@ async fn a_lagged_approval_is_answered_at_once_and_read_later() {
         "InvalidAutomationSignalException"
     );
 
-    tokio::time::sleep(Duration::from_millis(1500).saturating_sub(sent.elapsed())).await;
+    tokio::time::sleep(Duration::from_millis(3000).saturating_sub(sent.elapsed())).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let exec = get(&alice, &id).await;
     assert_eq!(status(&exec), "Success");
@@ -138,7 +138,7 @@ async fn lag_is_switched_through_the_control_api_and_random_within_bounds() {
     for at in seen {
         let at = at.expect("visible in the end");
         assert!(
-            (Duration::from_millis(380)..Duration::from_millis(1400)).contains(&at),
+            (Duration::from_millis(380)..Duration::from_millis(2500)).contains(&at),
             "visible after {at:?}, configured 400..=900 ms"
         );
     }
@@ -173,7 +173,7 @@ async fn lagged_changes_become_visible_in_order() {
     )
     .await;
     emu.handle
-        .set_lag(LagConfig::none().with_rule(Service::Ssm, LagRule::fixed(800)))
+        .set_lag(LagConfig::none().with_rule(Service::Ssm, LagRule::fixed(2500)))
         .unwrap();
     let sent = Instant::now();
     send(&alice, &id, SignalType::Approve, &[]).await.unwrap();
@@ -182,7 +182,7 @@ async fn lagged_changes_become_visible_in_order() {
     let exec = get(&alice, &id).await;
     assert_eq!(status(&exec), "Waiting");
     assert!(output(step(&exec, "approve"), "ApproverDecisions").is_empty());
-    tokio::time::sleep(Duration::from_millis(900).saturating_sub(sent.elapsed())).await;
+    tokio::time::sleep(Duration::from_millis(2600).saturating_sub(sent.elapsed())).await;
     let exec = get(&alice, &id).await;
     assert_eq!(status(&exec), "Success");
     assert_eq!(output(step(&exec, "approve"), "ApproverDecisions").len(), 2);
@@ -199,7 +199,7 @@ async fn boto3_sees_lagged_state_and_error_messages() {
     emu.handle
         .set_lag(LagConfig::none().with_rule(
             Service::Ssm,
-            LagRule::fixed(1200).on("SendAutomationSignal"),
+            LagRule::fixed(2500).on("SendAutomationSignal"),
         ))
         .unwrap();
     let script = r#"
@@ -220,7 +220,7 @@ try:
     raise SystemExit("a second approval was accepted")
 except c.exceptions.InvalidAutomationSignalException as err:
     assert "Approve signal" in err.response["Error"]["Message"], err.response
-time.sleep(1.3)
+time.sleep(2.6)
 e = c.get_automation_execution(AutomationExecutionId=i)["AutomationExecution"]
 assert e["AutomationExecutionStatus"] == "Success", e
 print("boto3 ok")

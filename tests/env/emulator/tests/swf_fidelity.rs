@@ -228,7 +228,7 @@ async fn lag_keeps_signals_out_of_histories_until_due() {
         &emu.endpoint,
         "PUT",
         "/_emu/lag",
-        r#"{"swf": [{"operation": "SignalWorkflowExecution", "min_ms": 1500}]}"#,
+        r#"{"swf": [{"operation": "SignalWorkflowExecution", "min_ms": 3000}]}"#,
     )
     .await;
     assert_eq!(code, 200, "{body}");
@@ -259,7 +259,7 @@ async fn lag_keeps_signals_out_of_histories_until_due() {
         "a history is shown in order: nothing after a hidden signal"
     );
     tokio::time::sleep(
-        Duration::from_millis(1500).saturating_sub(sent.elapsed()) + Duration::from_millis(100),
+        Duration::from_millis(3000).saturating_sub(sent.elapsed()) + Duration::from_millis(100),
     )
     .await;
     assert_eq!(
@@ -380,8 +380,12 @@ async fn signals_are_counted_when_the_caller_disconnects_mid_request() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     drop(raw);
 
-    // Every forwarded call ends, answered or not; then counter and history agree.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Every forwarded call ends, answered or not (each answer takes 800 ms to come back);
+    // then counter and history agree.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while emu.handle.counters().swf.applied_signals < 4 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let history = signal_names(&history_page(&setup, "honest", &execution).await);
     assert_eq!(
         history,
