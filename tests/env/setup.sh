@@ -6,6 +6,8 @@
 #     bin/signalman-apiserver   etcd + kube-apiserver in one process (tests/env/apiserver)
 #     bin/kubectl               same Kubernetes version, built from the same module
 #     bin/helm                  helm v3
+#     bin/signalman-health      kstatus, the Argo CD health Lua and Flux's health expressions
+#                               over live objects (tests/health; used by tests/it/health.rs)
 #     venv/                     Python venv with tests/env/moto/requirements.txt
 #     stamps/                   hashes of the inputs each of the above was built from
 #
@@ -131,6 +133,21 @@ else
   log "helm: built in $(since "$t")"
 fi
 
+# ---------------------------------------------------------------- health checker
+# Its own module (the GitOps tools' libraries), outside the API server's.
+HEALTH_SRC=$REPO_ROOT/tests/health
+health_hash=$(cd "$HEALTH_SRC" && { echo "$GO_ENV_KEY"; for f in go.mod go.sum *.go; do echo "== $f"; cat "$f"; done; } | hash_of)
+if stamp_ok signalman-health "$health_hash" "$ENV_HOME/bin/signalman-health"; then
+  log "signalman-health: up to date"
+else
+  log "signalman-health: building tests/health ..."
+  t=$(now)
+  (cd "$HEALTH_SRC" && go build "${GO_BUILD_FLAGS[@]}" -ldflags="-s -w" -o "$ENV_HOME/bin/signalman-health.tmp" .)
+  mv -f "$ENV_HOME/bin/signalman-health.tmp" "$ENV_HOME/bin/signalman-health"
+  stamp_write signalman-health "$health_hash"
+  log "signalman-health: built in $(since "$t")"
+fi
+
 # ---------------------------------------------------------------- Python venv
 if [ ! -f "$REQUIREMENTS" ]; then
   log "$REQUIREMENTS is missing: writing a placeholder"
@@ -151,4 +168,4 @@ else
   log "venv: installed in $(since "$t")"
 fi
 
-log "done in $(since "$T0"): $ENV_HOME/{bin/signalman-apiserver,bin/kubectl,bin/helm,venv}"
+log "done in $(since "$T0"): $ENV_HOME/{bin/signalman-apiserver,bin/kubectl,bin/helm,bin/signalman-health,venv}"

@@ -1,0 +1,125 @@
+// Command signalman-health reads signalman's objects from a real API server and prints, for
+// each, what the GitOps tools would make of it: kstatus (the library Flux and kpt use), the
+// Argo CD health Lua run by gopher-lua (the interpreter Argo CD embeds), and, when given the
+// Flux Kustomization, Flux's own evaluator of its healthCheckExprs.
+//
+//	signalman-health -kubeconfig FILE -namespace NS -lua FILE [-flux FILE]
+//
+// One JSON object per line, sorted by kind and name.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"sort"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
+)
+
+// report is one output line.
+type report struct {
+	Kind           string `json:"kind"`
+	Name           string `json:"name"`
+	Kstatus        string `json:"kstatus"`
+	KstatusMessage string `json:"kstatusMessage"`
+	Argo           string `json:"argo"`
+	ArgoMessage    string `json:"argoMessage"`
+	Flux           string `json:"flux,omitempty"`
+}
+
+var resources = []schema.GroupVersionResource{
+	{Group: "signalman.dev", Version: "v1alpha1", Resource: "automationsignals"},
+	{Group: "signalman.dev", Version: "v1alpha1", Resource: "workflowsignals"},
+}
+
+func main() {
+	kubeconfig := flag.String("kubeconfig", "", "kubeconfig of the API server")
+	namespace := flag.String("namespace", "", "namespace whose signals are read")
+	luaPath := flag.String("lua", "", "the Argo CD health Lua script")
+	fluxPath := flag.String("flux", "", "a Flux Kustomization manifest whose healthCheckExprs are evaluated (optional)")
+	flag.Parse()
+	if *kubeconfig == "" || *namespace == "" || *luaPath == "" {
+		flag.Usage()
+		os.Exit(2)
+	}
+	if err := run(*kubeconfig, *namespace, *luaPath, *fluxPath); err != nil {
+		fmt.Fprintln(os.Stderr, "signalman-health:", err)
+		os.Exit(1)
+	}
+}
+
+func run(kubeconfig, namespace, luaPath, fluxPath string) error {
+	ctx := context.Background()
+	script, err := os.ReadFile(luaPath)
+	if err != nil {
+		return err
+	}
+	var flux *fluxChecks
+	if fluxPath != "" {
+		if flux, err = loadFluxChecks(fluxPath); err != nil {
+			return err
+		}
+	}
+	config, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return err
+	}
+	client, err := dynamic.NewForConfig(config)
+	if err != nil {
+		return err
+	}
+	var out []report
+	for _, gvr := range resources {
+		list, err := client.Resource(gvr).Namespace(namespace).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return fmt.Errorf("listing %s: %w", gvr.Resource, err)
+		}
+		for i := range list.Items {
+			r, err := assess(ctx, &list.Items[i], string(script), flux)
+			if err != nil {
+				return fmt.Errorf("%s/%s: %w", list.Items[i].GetKind(), list.Items[i].GetName(), err)
+			}
+			out = append(out, r)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Kind != out[j].Kind {
+			return out[i].Kind < out[j].Kind
+		}
+		return out[i].Name < out[j].Name
+	})
+	enc := json.NewEncoder(os.Stdout)
+	for _, r := range out {
+		if err := enc.Encode(r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func assess(ctx context.Context, obj *unstructured.Unstructured, script string, flux *fluxChecks) (report, error) {
+	r := report{Kind: obj.GetKind(), Name: obj.GetName()}
+	res, err := status.Compute(obj)
+	if err != nil {
+		return r, fmt.Errorf("kstatus: %w", err)
+	}
+	r.Kstatus, r.KstatusMessage = res.Status.String(), res.Message
+	r.Argo, r.ArgoMessage, err = argoHealth(script, obj.Object)
+	if err != nil {
+		return r, fmt.Errorf("argo health lua: %w", err)
+	}
+	if flux != nil {
+		if r.Flux, err = flux.evaluate(ctx, obj); err != nil {
+			return r, fmt.Errorf("flux healthCheckExprs: %w", err)
+		}
+	}
+	return r, nil
+}
