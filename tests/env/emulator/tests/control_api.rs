@@ -182,7 +182,7 @@ async fn sts_get_caller_identity_names_the_signing_principal() {
         "POST",
         "/",
         &[("Content-Type", FORM_TYPE), ("Authorization", &operator)],
-        "Action=AssumeRole&Version=2011-06-15",
+        "Action=GetSessionToken&Version=2011-06-15",
     )
     .await;
     assert_eq!(code, 400);
