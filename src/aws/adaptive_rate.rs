@@ -18,9 +18,10 @@
 //! - **Probe.** Successes raise the rate along a cubic curve centred on the rate of the last
 //!   cut: quickly at first, flat near that rate (where the quota was), then faster again to
 //!   find out whether the quota has grown. The curve regains the old rate after
-//!   [`PROBE_CALLS`] calls' worth of time at least, so that at a few calls per second a cycle
-//!   of cut and probe spans enough calls that its one throttle stays a small share of them;
-//!   at high rates the classic CUBIC constant ([`CUBIC_C`]) makes it slower still.
+//!   [`PROBE_CALLS`] calls' worth of time (at most [`PROBE_MAX_SECS`]), so that at a few calls
+//!   per second a cycle of cut and probe spans enough calls that its one throttle stays a
+//!   small share of them; at high rates the classic CUBIC constant ([`CUBIC_C`]) makes it
+//!   slower still.
 //! - **Bounds.** Never above the configured ceiling, never below the floor (a quota that
 //!   throttles everything still sees calls at the floor rate, which is how the limiter
 //!   notices the quota coming back).
@@ -41,6 +42,9 @@ pub const BETA: f64 = 0.85;
 pub const CUBIC_C: f64 = 0.4;
 /// The probe regains the rate of the last cut after at least this many calls' worth of time.
 pub const PROBE_CALLS: f64 = 40.0;
+/// ...but no more than this many seconds, so that a rate far down (at the floor after a
+/// quota that refused everything) does not take many minutes to climb back.
+pub const PROBE_MAX_SECS: f64 = 30.0;
 /// The floor when none is configured (calls per second); lower if the configured rate is.
 pub const DEFAULT_FLOOR: f64 = 0.5;
 /// Time constant of the measured sending rate.
@@ -342,14 +346,17 @@ impl AdaptiveRate {
             }
         }
         // The rate to cut from: the fill rate, unless less was sent or admitted. Admitted =
-        // calls accepted since the last cut over the time since, one more than seen, so that
-        // a short epoch with no success does not read as a quota of nothing.
+        // calls accepted since the last cut over the time since, one more than seen so that a
+        // short epoch does not read as a quota of nothing; half of one when none was accepted
+        // at all (a rate far above the quota, coming down after a burst, halves at once
+        // instead of stepping down by BETA with a throttle each step).
         let sending = self.send_rate(now);
         let epoch = now
             .saturating_duration_since(self.epoch_start)
             .as_secs_f64();
         let admitted = if epoch > 0.0 {
-            (self.epoch_accepted as f64 + 1.0) / epoch
+            let unseen = if self.epoch_accepted == 0 { 0.5 } else { 1.0 };
+            (self.epoch_accepted as f64 + unseen) / epoch
         } else {
             f64::INFINITY
         };
@@ -367,7 +374,9 @@ impl AdaptiveRate {
         // The curve's depth is that of an ordinary cut even when the floor holds the rate up,
         // so that a rate cut at the floor still probes upward afterwards.
         let depth = w_max * (1.0 - BETA);
-        let k = (depth / CUBIC_C).cbrt().max(PROBE_CALLS / w_max);
+        let k = (depth / CUBIC_C)
+            .cbrt()
+            .max((PROBE_CALLS / w_max).min(PROBE_MAX_SECS));
         let probe = Probe {
             cut_at: now,
             w_max,
@@ -743,7 +752,7 @@ mod tests {
         assert!((45..=55).contains(&sent), "{sent}");
         assert_eq!(throttled, sent);
         // And it does notice: the quota returns and the rate climbs off the floor, without a
-        // throttle (slowly: the probe spends 40 calls' worth of time near each rate it found).
+        // throttle (slowly: the probe spends up to 30 s near each rate it found).
         sim.server.change(secs(300), 5.0, 5.0);
         sim.run_until(secs(900));
         let at = |s: u64| {
@@ -759,7 +768,7 @@ mod tests {
             at(899),
             sim.counts(secs(301), secs(900)).1
         );
-        assert!(at(600) > 0.6, "{}", at(600));
+        assert!(at(400) > 1.0, "{}", at(400));
         assert!(at(899) >= 4.5, "{}", at(899));
     }
 
@@ -780,8 +789,11 @@ mod tests {
         assert!(cuts[0]);
         assert_eq!(lim.cuts(), 1);
         assert_eq!(lim.throttles(), 16);
+        // Cut once, from what the service admitted in the 30 ms since the start: nothing (half
+        // a call counted), below the 20/s that was configured.
         let rate = lim.current_rate();
-        assert!((rate - 20.0 * BETA).abs() < 1e-9, "{rate}");
+        let expected = (0.5 / 0.030_f64).min(20.0) * BETA;
+        assert!((rate - expected).abs() < 1e-6, "{rate} vs {expected}");
         // The next call waits one interval at the new rate, then a throttle of a call sent
         // after the cut is a new epoch and cuts again.
         let wait = lim
