@@ -328,6 +328,9 @@ pub struct SsmSignal {
     pub step_execution_id: Option<String>,
     /// The caller's ARN.
     pub principal: String,
+    /// The SourceIdentity of the caller's STS session, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_identity: Option<String>,
 }
 
 /// One SignalWorkflowExecution that moto accepted (the input itself is not kept).

@@ -244,7 +244,8 @@ fn ssm_call(
     let result = lock(&shared.ssm).handle(&ctx, op, &parsed);
     match result {
         Ok(outcome) => {
-            if let Some(signal) = outcome.signal {
+            if let Some(mut signal) = outcome.signal {
+                signal.source_identity = shared.sts_roles.source_identity(&key);
                 let mut counters = lock(&shared.counters);
                 counters.ssm.applied_signals += 1;
                 counters.ssm.signals.push(signal);

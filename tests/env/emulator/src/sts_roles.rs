@@ -207,6 +207,13 @@ impl Roles {
         lock(&self.sessions).values().cloned().collect()
     }
 
+    /// The SourceIdentity of the session of a key this emulator issued.
+    pub(crate) fn source_identity(&self, access_key: &str) -> Option<String> {
+        lock(&self.sessions)
+            .get(access_key)
+            .and_then(|s| s.source_identity.clone())
+    }
+
     /// The assumed-role ARN of a key this emulator issued.
     pub(crate) fn principal(&self, access_key: &str) -> Option<String> {
         lock(&self.sessions).get(access_key).map(|s| s.arn.clone())

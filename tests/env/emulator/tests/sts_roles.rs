@@ -486,7 +486,12 @@ async fn assume_role_records_tags_and_source_identity_and_can_refuse() {
     send(&ssm, &id, SignalType::Approve, &[])
         .await
         .expect("approved as the role");
-    assert_eq!(emu.handle.counters().ssm.signals[0].principal, arn);
+    let applied = emu.handle.counters().ssm.signals;
+    assert_eq!(applied[0].principal, arn);
+    assert_eq!(
+        applied[0].source_identity.as_deref(),
+        Some("alice@example.com")
+    );
 
     // Role chaining keeps the SourceIdentity; changing it is refused.
     let chained = sts(&emu.endpoint, Some(&creds));

@@ -485,6 +485,7 @@ impl SsmState {
                 step_name: effect.step_name,
                 step_execution_id: effect.step_execution_id,
                 principal: ctx.principal.to_string(),
+                source_identity: None,
             }),
         })
     }
