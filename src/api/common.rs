@@ -128,10 +128,7 @@ pub struct Claim {
     pub deadline: Time,
 }
 
-/// What the operator has done with the signal, written by the operator alone (status
-/// subresource). The API server fills in `observedGeneration: 0` and `attempts: 0` until the
-/// operator writes its first status, so health checks (kstatus, Flux, Argo CD) read a signal the
-/// operator has not yet seen as in progress rather than as done.
+/// What the operator has done with the signal, written by the operator alone (status subresource). Until the operator writes its first status, the API server serves observedGeneration 0 and attempts 0, so health checks (kstatus, Flux, Argo CD) read a signal the operator has not yet seen as in progress rather than as done.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[schemars(extend("default" = {"observedGeneration": 0}))]
 #[serde(rename_all = "camelCase")]
