@@ -375,46 +375,54 @@ struct Common<'a> {
 }
 
 /// The parameter checks both Assume* actions share, in the order of the model's members.
-fn common_params<'a>(form: &'a [(String, String)]) -> Result<Common<'a>, Resp> {
+fn common_params<'a>(form: &'a [(String, String)]) -> Result<Common<'a>, Box<Resp>> {
     let Some(role_arn) = param(form, "RoleArn") else {
-        return Err(validation(
+        return Err(Box::new(validation(
             "Value null at 'roleArn' failed to satisfy constraint: Member must not be null",
-        ));
+        )));
     };
     if role_arn.len() < 20 || role_arn.len() > 2048 {
-        return Err(validation(
+        return Err(Box::new(validation(
             "Value at 'roleArn' failed to satisfy constraint: Member must have length between 20 and 2048",
-        ));
+        )));
     }
     let Some(session_name) = param(form, "RoleSessionName") else {
-        return Err(validation(
+        return Err(Box::new(validation(
             "Value null at 'roleSessionName' failed to satisfy constraint: Member must not be null",
-        ));
+        )));
     };
     if session_name.len() < 2 || session_name.len() > 64 {
-        return Err(validation(
+        return Err(Box::new(validation(
             "Value at 'roleSessionName' failed to satisfy constraint: Member must have length between 2 and 64",
-        ));
+        )));
     }
     if !session_chars_ok(session_name) {
-        return Err(validation(
+        return Err(Box::new(validation(
             "Value at 'roleSessionName' failed to satisfy constraint: Member must satisfy regular expression pattern: [\\w+=,.@-]*",
-        ));
+        )));
     }
     let duration = match param(form, "DurationSeconds") {
         None => None,
         Some(v) => match v.parse::<u64>() {
             Ok(d) if (MIN_DURATION..=MAX_DURATION).contains(&d) => Some(d),
             Ok(_) => {
-                return Err(validation(&format!(
+                return Err(Box::new(validation(&format!(
                     "Value '{v}' at 'durationSeconds' failed to satisfy constraint: Member must have value greater than or equal to {MIN_DURATION} and less than or equal to {MAX_DURATION}"
+                ))))
+            }
+            Err(_) => {
+                return Err(Box::new(error(
+                    400,
+                    "MalformedInput",
+                    "DurationSeconds is not a number",
                 )))
             }
-            Err(_) => return Err(error(400, "MalformedInput", "DurationSeconds is not a number")),
         },
     };
     if parse_role_arn(role_arn).is_none() {
-        return Err(validation(&format!("{role_arn} is not a valid role ARN")));
+        return Err(Box::new(validation(&format!(
+            "{role_arn} is not a valid role ARN"
+        ))));
     }
     Ok(Common {
         role_arn,
@@ -440,13 +448,17 @@ fn trust_of(config: &StsConfig, role_arn: &str) -> Option<RoleTrust> {
 
 /// The session's lifetime: the override, else the request's DurationSeconds bounded by the
 /// role's MaxSessionDuration.
-fn lifetime(config: &StsConfig, trust: &RoleTrust, requested: Option<u64>) -> Result<u64, Resp> {
+fn lifetime(
+    config: &StsConfig,
+    trust: &RoleTrust,
+    requested: Option<u64>,
+) -> Result<u64, Box<Resp>> {
     let max = trust.max_session_duration.unwrap_or(DEFAULT_DURATION);
     if let Some(d) = requested {
         if d > max {
-            return Err(validation(
+            return Err(Box::new(validation(
                 "The requested DurationSeconds exceeds the MaxSessionDuration set for this role.",
-            ));
+            )));
         }
     }
     Ok(config
@@ -543,7 +555,7 @@ fn assume_role(shared: &Shared, headers: &HeaderMap, form: &[(String, String)]) 
     };
     let common = match common_params(form) {
         Ok(c) => c,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let mut tags = Vec::new();
     for n in 1.. {
@@ -617,7 +629,7 @@ fn assume_role(shared: &Shared, headers: &HeaderMap, form: &[(String, String)]) 
     }
     let seconds = match lifetime(&config, &trust, common.duration) {
         Ok(s) => s,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let session = issue(
         shared,
@@ -684,7 +696,7 @@ fn provider_name(issuer: &str) -> &str {
 async fn assume_role_with_web_identity(shared: &Shared, form: &[(String, String)]) -> Resp {
     let common = match common_params(form) {
         Ok(c) => c,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let Some(token) = param(form, "WebIdentityToken") else {
         return validation(
@@ -795,7 +807,7 @@ async fn assume_role_with_web_identity(shared: &Shared, form: &[(String, String)
     }
     let seconds = match lifetime(&config, &trust, common.duration) {
         Ok(s) => s,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     if let Some(si) = &claims.source_identity {
         if si.len() < 2 || si.len() > 64 || !session_chars_ok(si) {
