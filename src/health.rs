@@ -20,6 +20,8 @@ struct HealthInner {
     /// Caches listed at least once.
     synced: AtomicUsize,
     stopping: AtomicBool,
+    /// A controller stopped while the process was not shutting down.
+    controller_died: AtomicBool,
 }
 
 /// What `/healthz` and `/readyz` report. Cheap to clone.
@@ -50,6 +52,7 @@ impl Health {
             caches: AtomicUsize::new(0),
             synced: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
+            controller_died: AtomicBool::new(false),
         }))
     }
 
@@ -78,7 +81,20 @@ impl Health {
         self.0.stopping.store(true, Ordering::SeqCst);
     }
 
+    /// A controller ended although nobody asked it to: the process is no longer live, so the
+    /// kubelet restarts it.
+    pub fn controller_died(&self) {
+        self.0.controller_died.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.0.stopping.load(Ordering::SeqCst)
+    }
+
     pub fn is_live(&self) -> bool {
+        if self.0.controller_died.load(Ordering::SeqCst) {
+            return false;
+        }
         let last = Duration::from_millis(self.0.last_beat_ms.load(Ordering::SeqCst));
         self.0.started.elapsed().saturating_sub(last) < LIVENESS_STALE_AFTER
     }

@@ -83,6 +83,17 @@ struct RunArgs {
     /// it again (AWS shows a delivered signal only after a delay).
     #[arg(long, env = "SIGNALMAN_VERIFY_RECHECK_MS", default_value_t = 10_000)]
     verify_recheck_ms: u64,
+    /// Namespace of the receipts of delivered signals (default: the operator's own namespace).
+    #[arg(long, env = "SIGNALMAN_RECEIPT_NAMESPACE")]
+    receipt_namespace: Option<String>,
+    /// Days a receipt is kept after its delivery; a signal created again within them is not
+    /// sent again. At least a year covers the longest SWF run.
+    #[arg(long, env = "SIGNALMAN_RECEIPT_RETENTION_DAYS", default_value_t = 400)]
+    receipt_retention_days: u64,
+    /// Delete finished signals this many seconds after they finished, unless their spec says
+    /// otherwise or a GitOps tool manages them (default: keep them).
+    #[arg(long, env = "SIGNALMAN_TTL_SECONDS_AFTER_FINISHED")]
+    ttl_seconds_after_finished: Option<u64>,
     #[arg(long, env = "SIGNALMAN_LOG_LEVEL", default_value = "info")]
     log_level: String,
     #[arg(long, env = "SIGNALMAN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -177,6 +188,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         })?;
     let client = kube_client(args.kubeconfig.as_deref()).await?;
     let identity = args.identity.clone().unwrap_or_else(default_identity);
+    let own_namespace = args
+        .leader_election_namespace
+        .clone()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| client.default_namespace().to_string());
+    if args.receipt_retention_days < 30 {
+        anyhow::bail!("--receipt-retention-days must be at least 30");
+    }
     let aws = AwsClients::from_env(
         args.region.clone(),
         AwsSettings {
@@ -205,6 +224,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             .cloned()
             .collect(),
         concurrency: args.concurrency,
+        receipt_namespace: args
+            .receipt_namespace
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| own_namespace.clone()),
+        receipt_retention: Duration::from_secs(args.receipt_retention_days * 86_400),
+        default_ttl: args.ttl_seconds_after_finished.map(Duration::from_secs),
     };
     tracing::info!(%identity, pid = std::process::id(), namespaces = ?settings.namespaces, region = ?aws.default_region(), "signalman starting");
     let leadership = Leadership::new(!args.leader_election);
@@ -229,11 +255,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     // The election keeps renewing while in-flight sends finish, and releases the lease after.
     let (elector_stop, elector_stopped) = tokio::sync::oneshot::channel::<()>();
     let elector = if args.leader_election {
-        let namespace = args
-            .leader_election_namespace
-            .clone()
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| client.default_namespace().to_string());
+        let namespace = own_namespace.clone();
         let elector = Elector::new(
             client.clone(),
             LeaseConfig {

@@ -10,6 +10,7 @@
 //! | `signalman_signals_pending` | gauge | `kind`: watched objects not yet `Succeeded` or `Failed` |
 //! | `signalman_signals_in_flight` | gauge | `kind`: sends this process is waiting on AWS for |
 //! | `signalman_leader` | gauge | 1 while this replica holds the lease |
+//! | `signalman_aws_circuit_open` | gauge | `service`, `region`: 1 while AWS keeps failing and only one probe at a time calls it |
 //!
 //! Every label value is one of a fixed set of `&'static str`: no object names, ids, inputs or
 //! payloads, so cardinality stays bounded and nothing sensitive leaves through a scrape.
@@ -63,6 +64,13 @@ struct OperationLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CircuitLabels {
+    service: &'static str,
+    /// A region the operator was configured for or a spec named (bounded by AWS's regions).
+    region: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     kind: &'static str,
 }
@@ -86,6 +94,7 @@ struct Inner {
     pending: Family<KindLabels, Gauge>,
     in_flight: Family<KindLabels, Gauge>,
     leader: Gauge,
+    circuit_open: Family<CircuitLabels, Gauge>,
     /// The controllers' caches, read at each scrape to count pending signals.
     stores: Mutex<Vec<(&'static str, Store<DynamicObject>)>>,
 }
@@ -153,6 +162,12 @@ impl Metrics {
             "1 while this replica holds the leader lease, else 0",
             leader.clone(),
         );
+        let circuit_open = Family::<CircuitLabels, Gauge>::default();
+        registry.register(
+            "signalman_aws_circuit_open",
+            "1 while calls to an AWS service in a region keep failing and only one probe at a time is let through",
+            circuit_open.clone(),
+        );
         for kind in KINDS {
             // Present from the first scrape, so dashboards see 0 rather than nothing.
             pending.get_or_create(&KindLabels { kind }).set(0);
@@ -167,6 +182,7 @@ impl Metrics {
             pending,
             in_flight,
             leader,
+            circuit_open,
             stores: Mutex::new(Vec::new()),
         }))
     }
@@ -238,6 +254,18 @@ impl Metrics {
         let gauge = self.0.in_flight.get_or_create(&KindLabels { kind }).clone();
         gauge.inc();
         InFlight(gauge)
+    }
+
+    pub fn set_circuit(&self, service: &'static str, region: &str, open: bool) {
+        // Regions come from the operator's flag or a validated spec field (a region name's
+        // shape), so the label set stays small.
+        self.0
+            .circuit_open
+            .get_or_create(&CircuitLabels {
+                service,
+                region: region.to_string(),
+            })
+            .set(i64::from(open));
     }
 
     pub fn set_leader(&self, leading: bool) {

@@ -280,11 +280,14 @@ fn defaults_create_every_object() {
             "ClusterRole/t-signalman@-",
             "ClusterRoleBinding/t-signalman@-",
             "CustomResourceDefinition/automationsignals.signalman.dev@-",
+            "CustomResourceDefinition/signalreceipts.signalman.dev@-",
             "CustomResourceDefinition/workflowsignals.signalman.dev@-",
             "Deployment/t-signalman@ops",
             "PodDisruptionBudget/t-signalman@ops",
             "Role/t-signalman-leader-election@ops",
+            "Role/t-signalman-receipts@ops",
             "RoleBinding/t-signalman-leader-election@ops",
+            "RoleBinding/t-signalman-receipts@ops",
             "Service/t-signalman-metrics@ops",
             "ServiceAccount/t-signalman@ops",
         ]
@@ -490,6 +493,12 @@ fn rbac_is_least_privilege() {
     let lease = find(&objs, "Role", "t-signalman-leader-election");
     assert_eq!(lease["metadata"]["namespace"], "ops");
     assert_eq!(lease["rules"], lease_rules("t-signalman"));
+    let receipts = find(&objs, "Role", "t-signalman-receipts");
+    assert_eq!(receipts["metadata"]["namespace"], "ops");
+    assert_eq!(
+        receipts["rules"],
+        json!([{"apiGroups": ["signalman.dev"], "resources": ["signalreceipts"], "verbs": ["get", "list", "create", "delete"]}])
+    );
     let text = serde_json::to_string(&objs).unwrap();
     assert!(!text.contains("secrets"), "no rule may name secrets");
     assert!(!text.contains("\"*\""), "no wildcard rules");

@@ -59,7 +59,7 @@ fn committed_crds_match_the_types() {
 }
 
 #[test]
-fn crd_yaml_is_both_crds_as_one_stream() {
+fn crd_yaml_is_every_crd_as_one_stream() {
     let docs: Vec<CustomResourceDefinition> = serde_norway::Deserializer::from_str(&crd_yaml())
         .map(|d| CustomResourceDefinition::deserialize(d).unwrap())
         .collect();
@@ -71,6 +71,7 @@ fn crd_yaml_is_both_crds_as_one_stream() {
         names,
         [
             "automationsignals.signalman.dev",
+            "signalreceipts.signalman.dev",
             "workflowsignals.signalman.dev"
         ]
     );
@@ -106,14 +107,23 @@ fn names_scope_and_columns() {
             "WorkflowSignal",
             "wfsig",
             &[
-                "Domain", "Workflow", "Signal", "Phase", "Attempts", "Ready", "Reason", "Run", "Age",
+                "Domain", "Workflow", "Signal", "Phase", "Attempts", "Ready", "Reason", "Run",
+                "Age",
             ][..],
         ),
         (
             "automationsignals.signalman.dev",
             "AutomationSignal",
             "amsig",
-            &["Execution", "Signal", "Phase", "Attempts", "Ready", "Reason", "Age"][..],
+            &[
+                "Execution",
+                "Signal",
+                "Phase",
+                "Attempts",
+                "Ready",
+                "Reason",
+                "Age",
+            ][..],
         ),
     ] {
         let c = crd(name);

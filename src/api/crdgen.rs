@@ -2,11 +2,15 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-use super::{AutomationSignal, WorkflowSignal};
+use super::{AutomationSignal, SignalReceipt, WorkflowSignal};
 
-/// Both CRDs, in a fixed order (by CRD name).
+/// Every CRD, in a fixed order (by CRD name).
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![AutomationSignal::crd(), WorkflowSignal::crd()]
+    vec![
+        AutomationSignal::crd(),
+        SignalReceipt::crd(),
+        WorkflowSignal::crd(),
+    ]
 }
 
 /// One `(file name, YAML)` per CRD, as committed under `crds/` (`<crd name>.yaml`).

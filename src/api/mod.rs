@@ -10,12 +10,14 @@
 mod automation_signal;
 mod common;
 mod crdgen;
+mod receipt;
 pub mod validation;
 mod workflow_signal;
 
 pub use automation_signal::*;
 pub use common::*;
 pub use crdgen::{crd_files, crd_yaml, crds};
+pub use receipt::{SignalReceipt, SignalReceiptSpec};
 pub use workflow_signal::*;
 
 use kube::CustomResourceExt;

@@ -13,6 +13,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
+use super::circuit::{CallResult, Change, Circuit, Permit};
 use super::sdk_error::failure_from_sdk;
 use crate::delivery::{AwsFailure, ErrorClass};
 use crate::metrics::Metrics;
@@ -45,17 +46,54 @@ pub struct AwsSettings {
     pub ssm_rate: RateLimit,
 }
 
-/// One service's clients in one region, and the token bucket its calls draw from.
+/// What every call to one service in one region passes through: its token bucket and its
+/// circuit breaker.
+pub struct Gate {
+    pub limiter: DefaultDirectRateLimiter,
+    pub circuit: Mutex<Circuit>,
+}
+
+impl Gate {
+    fn new(rate: RateLimit) -> Self {
+        Self {
+            limiter: rate.limiter(),
+            circuit: Mutex::new(Circuit::default()),
+        }
+    }
+
+    /// Whether a call may be made now (see [`Circuit::permit`]).
+    pub fn permit(&self) -> Permit {
+        self.circuit
+            .lock()
+            .expect("circuit lock")
+            .permit(std::time::Instant::now())
+    }
+
+    /// Reports how a call ended; returns a change of the circuit worth telling.
+    pub fn record(&self, result: CallResult) -> Option<Change> {
+        self.circuit
+            .lock()
+            .expect("circuit lock")
+            .record(std::time::Instant::now(), result)
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.circuit.lock().expect("circuit lock").is_open()
+    }
+}
+
+/// One service's clients in one region, and the gate its calls pass.
 pub struct ServiceClients<C> {
     /// SDK retries off, hard operation timeout: for the one non-idempotent send.
     pub send: C,
     /// Standard SDK retries: for idempotent look-ups.
     pub read: C,
-    pub limiter: DefaultDirectRateLimiter,
+    pub gate: Gate,
 }
 
 /// The clients of one region.
 pub struct RegionClients {
+    pub region: String,
     pub swf: ServiceClients<aws_sdk_swf::Client>,
     pub ssm: ServiceClients<aws_sdk_ssm::Client>,
     pub sts: aws_sdk_sts::Client,
@@ -177,15 +215,16 @@ impl AwsClients {
             .timeout_config(read_timeouts.clone())
             .build();
         RegionClients {
+            region: region.to_string(),
             swf: ServiceClients {
                 send: swf(RetryConfig::disabled(), send_timeouts.clone()),
                 read: swf(RetryConfig::standard(), read_timeouts.clone()),
-                limiter: self.settings.swf_rate.limiter(),
+                gate: Gate::new(self.settings.swf_rate),
             },
             ssm: ServiceClients {
                 send: ssm(RetryConfig::disabled(), send_timeouts),
                 read: ssm(RetryConfig::standard(), read_timeouts),
-                limiter: self.settings.ssm_rate.limiter(),
+                gate: Gate::new(self.settings.ssm_rate),
             },
             sts: aws_sdk_sts::Client::from_conf(sts_conf),
             caller_arn: tokio::sync::OnceCell::new(),

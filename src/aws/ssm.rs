@@ -6,9 +6,9 @@ use aws_sdk_ssm::operation::RequestId;
 use k8s_openapi::jiff::Timestamp;
 
 use super::classify::ErrorClass;
-use super::clients::RegionClients;
+use super::clients::{Gate, RegionClients};
 use super::sdk_error::failure_from_sdk;
-use super::target::SignalTarget;
+use super::target::{Prepared, SignalTarget};
 use crate::api::{AutomationSignal, SignalStatus, SignalType};
 use crate::delivery::{AwsFailure, SendOutcome, VerifyOutcome};
 use crate::metrics::{self, Metrics};
@@ -31,18 +31,76 @@ impl SignalTarget for Ssm {
         AutomationSignal::spec_schema()
     }
 
-    fn limiter(clients: &RegionClients) -> &governor::DefaultDirectRateLimiter {
-        &clients.ssm.limiter
+    fn gate(clients: &RegionClients) -> &Gate {
+        &clients.ssm.gate
     }
 
-    /// Nothing to resolve: the execution id is the whole address.
+    fn identity(signal: &AutomationSignal) -> serde_json::Value {
+        let spec = &signal.spec;
+        serde_json::json!({
+            "region": spec.region(),
+            "automationExecutionId": spec.automation_execution_id,
+            "signalType": spec.signal_type.as_str(),
+            "payload": spec.payload,
+        })
+    }
+
+    fn target_of(signal: &AutomationSignal, _status: &SignalStatus) -> Option<String> {
+        Some(signal.spec.automation_execution_id.clone())
+    }
+
+    /// Nothing to resolve: the execution id is the whole address. Before a first Approve or
+    /// Reject of an execution that may predate the receipts, looks for the operator's own
+    /// decision on it (the other signal types leave no record of who sent them).
     async fn prepare(
-        _signal: &AutomationSignal,
+        signal: &AutomationSignal,
         _claim: &mut SignalStatus,
-        _clients: &RegionClients,
-        _metrics: &Metrics,
-    ) -> Result<(), AwsFailure> {
-        Ok(())
+        unrecorded_before: Option<Timestamp>,
+        clients: &RegionClients,
+        metrics: &Metrics,
+    ) -> Result<Prepared, AwsFailure> {
+        let verb = match signal.spec.signal_type {
+            SignalType::Approve => "Approve",
+            SignalType::Reject => "Reject",
+            _ => return Ok(Prepared::Send),
+        };
+        let Some(horizon) = unrecorded_before else {
+            return Ok(Prepared::Send);
+        };
+        clients.ssm.gate.limiter.until_ready().await;
+        let read = metrics.observe_aws(
+            Self::SERVICE,
+            GET_EXECUTION_OPERATION,
+            read_execution(&clients.ssm.read, &signal.spec.automation_execution_id),
+            |r: &Result<ExecutionView, AwsFailure>| metrics::result_outcome(r),
+        );
+        let view = match read.await {
+            Ok(view) => view,
+            // Not found: the send will say so and fail the signal as usual.
+            Err(f) if f.class == ErrorClass::NotFound => return Ok(Prepared::Send),
+            Err(f) => return Err(f),
+        };
+        if view
+            .started
+            .is_some_and(|t| t >= horizon + super::swf::CLOCK_SKEW)
+        {
+            return Ok(Prepared::Send);
+        }
+        let Some(me) = clients.caller_arn(metrics).await else {
+            return Err(AwsFailure {
+                class: ErrorClass::NotSent,
+                code: None,
+                message: "STS did not say who the operator is; cannot look for its own decision"
+                    .into(),
+            });
+        };
+        match my_decision(&view, &me, verb) {
+            Decision::Found => Ok(Prepared::AlreadyDelivered(format!(
+                "the execution already holds the operator's {verb} decision"
+            ))),
+            Decision::NotFound => Ok(Prepared::Send),
+            Decision::Unreadable => Err(unreadable_decisions()),
+        }
     }
 
     async fn send(
@@ -61,7 +119,7 @@ impl SignalTarget for Ssm {
         metrics: &Metrics,
     ) -> VerifyOutcome {
         let me = clients.caller_arn(metrics).await;
-        clients.ssm.limiter.until_ready().await;
+        clients.ssm.gate.limiter.until_ready().await;
         metrics
             .observe_aws(
                 Self::SERVICE,
@@ -131,6 +189,7 @@ pub struct StepView {
 /// An execution, reduced to what verification reads.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ExecutionView {
+    pub started: Option<Timestamp>,
     pub status: String,
     pub steps: Vec<StepView>,
 }
@@ -141,25 +200,35 @@ pub async fn verify(
     signal: &SsmSignal<'_>,
     me: Option<&str>,
 ) -> VerifyOutcome {
-    let out = match client
+    match read_execution(client, signal.execution_id).await {
+        Ok(view) => judge(&view, signal, me),
+        Err(f) if f.class == ErrorClass::NotFound => VerifyOutcome::NotFound,
+        Err(f) => VerifyOutcome::Failed(f),
+    }
+}
+
+/// GetAutomationExecution, reduced to what verification reads.
+pub async fn read_execution(
+    client: &aws_sdk_ssm::Client,
+    execution_id: &str,
+) -> Result<ExecutionView, AwsFailure> {
+    let out = client
         .get_automation_execution()
-        .automation_execution_id(signal.execution_id)
+        .automation_execution_id(execution_id)
         .send()
         .await
-    {
-        Ok(out) => out,
-        Err(e) => {
-            let failure = failure_from_sdk(&e);
-            return match failure.class {
-                ErrorClass::NotFound => VerifyOutcome::NotFound,
-                _ => VerifyOutcome::Failed(failure),
-            };
-        }
-    };
+        .map_err(|e| failure_from_sdk(&e))?;
     let Some(execution) = out.automation_execution() else {
-        return VerifyOutcome::NotFound;
+        return Err(AwsFailure {
+            class: ErrorClass::NotFound,
+            code: None,
+            message: "AWS returned no execution".into(),
+        });
     };
-    let view = ExecutionView {
+    Ok(ExecutionView {
+        started: execution
+            .execution_start_time()
+            .and_then(|t| Timestamp::new(t.secs(), t.subsec_nanos() as i32).ok()),
         status: execution
             .automation_execution_status()
             .map(|s| s.as_str().to_string())
@@ -187,8 +256,7 @@ pub async fn verify(
                 }
             })
             .collect(),
-    };
-    judge(&view, signal, me)
+    })
 }
 
 /// Execution statuses after which no signal can be applied any more.
@@ -211,23 +279,86 @@ fn is_waiting(status: &str) -> bool {
     matches!(status, "Waiting" | "Pending" | "InProgress")
 }
 
-/// Whether an ApproverDecisions entry is `me` deciding `decision` ("Approve" or "Reject").
-/// Entries are JSON objects; any string field equal to the principal and a decision field
-/// naming the same verb match, whatever the field names.
-fn is_my_decision(entry: &str, me: &str, decision: &str) -> bool {
-    let Ok(serde_json::Value::Object(fields)) = serde_json::from_str::<serde_json::Value>(entry)
-    else {
-        return false;
-    };
-    let mentions_me = fields.values().any(|v| v.as_str() == Some(me));
-    let decides = fields.iter().any(|(k, v)| {
-        k.to_ascii_lowercase().contains("decision")
-            && v.as_str().is_some_and(|v| {
-                v.to_ascii_lowercase()
-                    .starts_with(&decision.to_ascii_lowercase())
-            })
-    });
-    mentions_me && decides
+/// One approver's decision, as an ApproverDecisions entry records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApproverDecision {
+    pub approver: String,
+    /// As recorded: `Approve`, `Approved`, `Reject`, `Rejected`…
+    pub decision: String,
+}
+
+/// Reads one ApproverDecisions entry. AWS documents it only as "a JSON map that includes the
+/// approval decision of each approver"; published examples show
+/// `{"Approver": …, "Decision": "Approve", "ApprovalDecisionTime": …, "Comment": …}`. So any
+/// capitalisation of the field names is read, an entry may also be a JSON list of such maps,
+/// and `None` means the entry could not be read: the caller must then treat the operator's own
+/// decision as unknown, never as absent.
+pub fn read_decisions(entry: &str) -> Option<Vec<ApproverDecision>> {
+    fn one(fields: &serde_json::Map<String, serde_json::Value>) -> Option<ApproverDecision> {
+        let field = |name: &str| {
+            fields
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .and_then(|(_, v)| v.as_str())
+        };
+        Some(ApproverDecision {
+            approver: field("Approver")?.to_string(),
+            decision: field("Decision")?.to_string(),
+        })
+    }
+    match serde_json::from_str::<serde_json::Value>(entry).ok()? {
+        serde_json::Value::Object(fields) => Some(vec![one(&fields)?]),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .map(|item| item.as_object().and_then(one))
+            .collect(),
+        _ => None,
+    }
+}
+
+/// Whether the execution's approval steps hold `me`'s `verb` decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Found,
+    NotFound,
+    /// Some entry could not be read, and none that could was ours.
+    Unreadable,
+}
+
+pub fn my_decision(view: &ExecutionView, me: &str, verb: &str) -> Decision {
+    let mut unreadable = false;
+    for step in view.steps.iter().filter(|s| s.action == "aws:approve") {
+        for entry in &step.approver_decisions {
+            match read_decisions(entry) {
+                Some(decisions) => {
+                    if decisions.iter().any(|d| {
+                        d.approver == me
+                            && d.decision
+                                .to_ascii_lowercase()
+                                .starts_with(&verb.to_ascii_lowercase())
+                    }) {
+                        return Decision::Found;
+                    }
+                }
+                None => unreadable = true,
+            }
+        }
+    }
+    if unreadable {
+        Decision::Unreadable
+    } else {
+        Decision::NotFound
+    }
+}
+
+fn unreadable_decisions() -> AwsFailure {
+    AwsFailure {
+        class: ErrorClass::Ambiguous,
+        code: None,
+        message: "an approval record could not be read; cannot tell whether the operator's \
+                  decision is there"
+            .into(),
+    }
 }
 
 /// The pure judgement: did the signal land, is the execution still waiting for it, or has it
@@ -250,12 +381,10 @@ pub fn judge(view: &ExecutionView, signal: &SsmSignal<'_>, me: Option<&str>) -> 
                 .filter(|s| s.action == "aws:approve")
                 .collect();
             if let Some(me) = me {
-                if approvals.iter().any(|s| {
-                    s.approver_decisions
-                        .iter()
-                        .any(|d| is_my_decision(d, me, verb))
-                }) {
-                    return VerifyOutcome::Delivered;
+                match my_decision(view, me, verb) {
+                    Decision::Found => return VerifyOutcome::Delivered,
+                    Decision::Unreadable => return VerifyOutcome::Failed(unreadable_decisions()),
+                    Decision::NotFound => {}
                 }
             }
             if !finished && approvals.iter().any(|s| is_waiting(&s.status)) {
@@ -363,6 +492,7 @@ mod tests {
     #[test]
     fn approve_waiting_is_absent_and_my_decision_is_delivered() {
         let waiting = ExecutionView {
+            started: None,
             status: "Waiting".into(),
             steps: vec![approve_step("Waiting", Some("Waiting"), &[])],
         };
@@ -372,6 +502,7 @@ mod tests {
         );
         let mine = decision(ME, "Approve");
         let partly = ExecutionView {
+            started: None,
             status: "Waiting".into(),
             steps: vec![approve_step("Waiting", Some("Waiting"), &[&mine])],
         };
@@ -385,10 +516,60 @@ mod tests {
         ));
     }
 
+    /// The shape of published AWS examples, verbatim, and a list of such maps.
+    #[test]
+    fn reads_the_published_approval_record_shapes() {
+        let published = r#"{"Approver":"arn:aws:iam::123456789012:user/signalman-operator","Decision":"Approve","ApprovalDecisionTime":"2024-03-01T10:15:30.123Z","Comment":"Looks good"}"#;
+        assert_eq!(
+            read_decisions(published),
+            Some(vec![ApproverDecision {
+                approver: ME.into(),
+                decision: "Approve".into()
+            }])
+        );
+        let list = format!("[{published}]");
+        assert_eq!(read_decisions(&list).map(|d| d.len()), Some(1));
+        let view = ExecutionView {
+            status: "Waiting".into(),
+            steps: vec![approve_step("Waiting", Some("Waiting"), &[published])],
+            ..Default::default()
+        };
+        assert_eq!(
+            judge(&view, &signal("Approve", &[]), Some(ME)),
+            VerifyOutcome::Delivered
+        );
+        assert_eq!(
+            judge(&view, &signal("Reject", &[]), Some(ME)),
+            VerifyOutcome::Absent
+        );
+    }
+
+    /// An entry that cannot be read makes our decision unknown: never "absent" (which would
+    /// resend an approval that may have landed).
+    #[test]
+    fn an_unreadable_approval_record_is_unknown_not_absent() {
+        for entry in ["not json", r#"{"who":"x"}"#, r#"["x"]"#, "42"] {
+            assert_eq!(read_decisions(entry), None, "{entry}");
+            let view = ExecutionView {
+                status: "Waiting".into(),
+                steps: vec![approve_step("Waiting", Some("Waiting"), &[entry])],
+                ..Default::default()
+            };
+            assert!(
+                matches!(
+                    judge(&view, &signal("Approve", &[]), Some(ME)),
+                    VerifyOutcome::Failed(_)
+                ),
+                "{entry}"
+            );
+        }
+    }
+
     #[test]
     fn approval_settled_by_someone_else_is_no_longer_waiting() {
         let other = decision("arn:aws:iam::123456789012:user/alice", "Reject");
         let view = ExecutionView {
+            started: None,
             status: "Failed".into(),
             steps: vec![approve_step("Failed", Some("Rejected"), &[&other])],
         };
@@ -401,6 +582,7 @@ mod tests {
     #[test]
     fn approval_settled_our_way_counts_when_we_cannot_tell_who() {
         let view = ExecutionView {
+            started: None,
             status: "Success".into(),
             steps: vec![approve_step("Success", Some("Approved"), &[])],
         };
@@ -420,16 +602,19 @@ mod tests {
         };
         let resume = signal("Resume", &[("StepName", "pause")]);
         let paused = ExecutionView {
+            started: None,
             status: "Waiting".into(),
             steps: vec![step("Waiting")],
         };
         assert_eq!(judge(&paused, &resume, None), VerifyOutcome::Absent);
         let resumed = ExecutionView {
+            started: None,
             status: "Success".into(),
             steps: vec![step("Success")],
         };
         assert_eq!(judge(&resumed, &resume, None), VerifyOutcome::Delivered);
         let cancelled = ExecutionView {
+            started: None,
             status: "Cancelled".into(),
             steps: vec![step("Waiting")],
         };
@@ -439,6 +624,7 @@ mod tests {
         ));
         let start = signal("StartStep", &[("StepName", "step2")]);
         let not_started = ExecutionView {
+            started: None,
             status: "Waiting".into(),
             steps: vec![],
         };
@@ -454,16 +640,19 @@ mod tests {
         };
         let stop = signal("StopStep", &[("StepExecutionId", "x-1")]);
         let running = ExecutionView {
+            started: None,
             status: "Waiting".into(),
             steps: vec![step("InProgress")],
         };
         assert_eq!(judge(&running, &stop, None), VerifyOutcome::Absent);
         let stopped = ExecutionView {
+            started: None,
             status: "Waiting".into(),
             steps: vec![step("Cancelled")],
         };
         assert_eq!(judge(&stopped, &stop, None), VerifyOutcome::Delivered);
         let done = ExecutionView {
+            started: None,
             status: "Waiting".into(),
             steps: vec![step("Success")],
         };
@@ -472,6 +661,7 @@ mod tests {
             VerifyOutcome::NoLongerWaiting { .. }
         ));
         let none = ExecutionView {
+            started: None,
             status: "Waiting".into(),
             steps: vec![],
         };

@@ -10,9 +10,9 @@ use aws_smithy_types::DateTime;
 use k8s_openapi::jiff::Timestamp;
 
 use super::classify::ErrorClass;
-use super::clients::RegionClients;
+use super::clients::{Gate, RegionClients};
 use super::sdk_error::failure_from_sdk;
-use super::target::SignalTarget;
+use super::target::{Prepared, SignalTarget};
 use crate::api::{SignalStatus, WorkflowSignal};
 use crate::delivery::{AwsFailure, SendOutcome, VerifyOutcome};
 use crate::metrics::{self, Metrics};
@@ -23,6 +23,15 @@ pub const SEND_OPERATION: &str = "SignalWorkflowExecution";
 pub const LIST_OPEN_OPERATION: &str = "ListOpenWorkflowExecutions";
 /// The read that verifies delivery.
 pub const HISTORY_OPERATION: &str = "GetWorkflowExecutionHistory";
+/// The read of a pinned run's start time.
+pub const DESCRIBE_OPERATION: &str = "DescribeWorkflowExecution";
+
+/// The open run of a workflow, as ListOpenWorkflowExecutions shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OpenRun {
+    pub run_id: String,
+    pub started: Option<Timestamp>,
+}
 
 /// `WorkflowSignal` → Amazon SWF `SignalWorkflowExecution`.
 pub struct Swf;
@@ -37,45 +46,112 @@ impl SignalTarget for Swf {
         WorkflowSignal::spec_schema()
     }
 
-    fn limiter(clients: &RegionClients) -> &governor::DefaultDirectRateLimiter {
-        &clients.swf.limiter
+    fn gate(clients: &RegionClients) -> &Gate {
+        &clients.swf.gate
+    }
+
+    fn identity(signal: &WorkflowSignal) -> serde_json::Value {
+        let spec = &signal.spec;
+        serde_json::json!({
+            "region": spec.region(),
+            "domain": spec.domain,
+            "workflowId": spec.workflow_id,
+            "runId": spec.run_id(),
+            "signalName": spec.signal_name,
+            "input": spec.input,
+        })
+    }
+
+    fn target_of(_signal: &WorkflowSignal, status: &SignalStatus) -> Option<String> {
+        status.run_id.clone()
     }
 
     /// Pins the run before the claim, so that verification reads the history of the run that
     /// was signalled: the spec's `runId`, else the run pinned by an earlier claim, else the
-    /// workflow's open run now.
+    /// workflow's open run now. Before a first send whose run may predate the receipts, reads
+    /// the run's history for this very signal.
     async fn prepare(
         signal: &WorkflowSignal,
         claim: &mut SignalStatus,
+        unrecorded_before: Option<Timestamp>,
         clients: &RegionClients,
         metrics: &Metrics,
-    ) -> Result<(), AwsFailure> {
+    ) -> Result<Prepared, AwsFailure> {
         let pinned = signal
             .spec
             .run_id
             .clone()
             .filter(|r| !r.is_empty())
             .or_else(|| claim.run_id.clone());
-        let run = match pinned {
-            Some(run) => run,
+        let (run, started) = match pinned {
+            Some(run) => (run, None),
             None => {
                 let lookup = resolve_open_run(
                     &clients.swf.read,
                     &signal.spec.domain,
                     &signal.spec.workflow_id,
                 );
-                metrics
+                let open = metrics
                     .observe_aws(
                         Self::SERVICE,
                         LIST_OPEN_OPERATION,
                         lookup,
                         metrics::result_outcome,
                     )
+                    .await?;
+                (open.run_id, open.started)
+            }
+        };
+        claim.run_id = Some(run.clone());
+        let Some(horizon) = unrecorded_before else {
+            return Ok(Prepared::Send);
+        };
+        let started = match started {
+            Some(t) => t,
+            None => {
+                let describe = run_start(
+                    &clients.swf.read,
+                    &signal.spec.domain,
+                    &signal.spec.workflow_id,
+                    &run,
+                );
+                metrics
+                    .observe_aws(
+                        Self::SERVICE,
+                        DESCRIBE_OPERATION,
+                        describe,
+                        metrics::result_outcome,
+                    )
                     .await?
             }
         };
-        claim.run_id = Some(run);
-        Ok(())
+        if started >= horizon + CLOCK_SKEW {
+            // Every delivery to a run this young has a receipt.
+            return Ok(Prepared::Send);
+        }
+        clients.swf.gate.limiter.until_ready().await;
+        let history = metrics.observe_aws(
+            Self::SERVICE,
+            HISTORY_OPERATION,
+            verify(&clients.swf.read, view(signal, &run), Timestamp::UNIX_EPOCH),
+            metrics::verify_outcome,
+        );
+        match history.await {
+            VerifyOutcome::DeliveredAt(at) => Ok(Prepared::AlreadyDelivered(format!(
+                "the run's history already holds this signal, recorded at {}",
+                at.round(k8s_openapi::jiff::Unit::Second).unwrap_or(at)
+            ))),
+            VerifyOutcome::Delivered => Ok(Prepared::AlreadyDelivered(
+                "the run's history already holds this signal".into(),
+            )),
+            VerifyOutcome::Failed(f) => Err(f),
+            VerifyOutcome::NotFound => Err(AwsFailure {
+                class: ErrorClass::NotFound,
+                code: Some("UnknownResourceFault".into()),
+                message: "the run was not found".into(),
+            }),
+            VerifyOutcome::Absent | VerifyOutcome::NoLongerWaiting { .. } => Ok(Prepared::Send),
+        }
     }
 
     async fn send(
@@ -98,7 +174,7 @@ impl SignalTarget for Swf {
             // No run was pinned, so nothing can have been sent.
             return VerifyOutcome::Absent;
         };
-        clients.swf.limiter.until_ready().await;
+        clients.swf.gate.limiter.until_ready().await;
         metrics
             .observe_aws(
                 Self::SERVICE,
@@ -140,7 +216,7 @@ pub async fn resolve_open_run(
     client: &aws_sdk_swf::Client,
     domain: &str,
     workflow_id: &str,
-) -> Result<String, AwsFailure> {
+) -> Result<OpenRun, AwsFailure> {
     // SWF executions last at most a year, so a year back finds every open run.
     let oldest = DateTime::from_secs(Timestamp::now().as_second() - 366 * 24 * 3600);
     let start_filter = ExecutionTimeFilter::builder()
@@ -166,10 +242,17 @@ pub async fn resolve_open_run(
         let found = page
             .execution_infos()
             .iter()
-            .filter_map(|info| info.execution())
             // The filter is applied here too: not every SWF implementation honours executionFilter.
-            .find(|exec| exec.workflow_id() == workflow_id)
-            .map(|exec| exec.run_id().to_string());
+            .find(|info| {
+                info.execution()
+                    .is_some_and(|e| e.workflow_id() == workflow_id)
+            })
+            .and_then(|info| {
+                Some(OpenRun {
+                    run_id: info.execution()?.run_id().to_string(),
+                    started: Some(to_timestamp(info.start_timestamp())),
+                })
+            });
         match (found, page.next_page_token()) {
             (Some(run), _) => return Ok(run),
             (None, Some(next)) if !next.is_empty() => token = Some(next.to_string()),
@@ -181,6 +264,31 @@ pub async fn resolve_open_run(
         code: Some("UnknownResourceFault".into()),
         message: "no open run of the workflow".into(),
     })
+}
+
+/// When the run started (DescribeWorkflowExecution).
+pub async fn run_start(
+    client: &aws_sdk_swf::Client,
+    domain: &str,
+    workflow_id: &str,
+    run_id: &str,
+) -> Result<Timestamp, AwsFailure> {
+    let execution = WorkflowExecution::builder()
+        .workflow_id(workflow_id)
+        .run_id(run_id)
+        .build()
+        .map_err(build_failure)?;
+    let out = client
+        .describe_workflow_execution()
+        .domain(domain)
+        .execution(execution)
+        .send()
+        .await
+        .map_err(|e| failure_from_sdk(&e))?;
+    Ok(out
+        .execution_info()
+        .map(|info| to_timestamp(info.start_timestamp()))
+        .unwrap_or(Timestamp::UNIX_EPOCH))
 }
 
 /// One `SignalWorkflowExecution` call on the send client (no SDK retries).

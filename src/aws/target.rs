@@ -10,15 +10,23 @@
 //! line in [`crate::controller::run`], where the kinds are listed.
 use std::future::Future;
 
-use governor::DefaultDirectRateLimiter;
 use k8s_openapi::jiff::Timestamp;
 use kube::CustomResourceExt;
 use serde::de::DeserializeOwned;
 
-use super::clients::RegionClients;
+use super::clients::{Gate, RegionClients};
 use crate::api::{Signal, SignalStatus};
 use crate::delivery::{AwsFailure, SendOutcome, VerifyOutcome};
 use crate::metrics::Metrics;
+
+/// What [`SignalTarget::prepare`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Prepared {
+    /// Claim and send.
+    Send,
+    /// The AWS side already shows this very signal: nothing to send. Says how, in words.
+    AlreadyDelivered(String),
+}
 
 /// One kind of signal and the AWS call it becomes.
 pub trait SignalTarget: Send + Sync + 'static {
@@ -42,18 +50,31 @@ pub trait SignalTarget: Send + Sync + 'static {
     /// parsed, so an object written around the schema is refused with the field named.
     fn spec_schema() -> &'static serde_json::Value;
 
-    /// The token bucket this kind's calls draw from, out of one region's clients.
-    fn limiter(clients: &RegionClients) -> &DefaultDirectRateLimiter;
+    /// The gate (token bucket and circuit breaker) this kind's calls pass, out of one
+    /// region's clients.
+    fn gate(clients: &RegionClients) -> &Gate;
+
+    /// What the signal sends, as JSON: its target, the signal and its input or payload. Two
+    /// signals with the same identity have the same effect; receipts are keyed by its hash.
+    fn identity(signal: &Self::Resource) -> serde_json::Value;
+
+    /// Where a delivered signal went, for its receipt (SWF: the run; SSM: the execution).
+    fn target_of(signal: &Self::Resource, status: &SignalStatus) -> Option<String>;
 
     /// Resolves, before the claim, what the send needs and what verification must later read,
     /// and pins it in the claim (SWF: the open run when the spec names none). An error is this
     /// attempt's outcome: nothing was sent.
+    ///
+    /// `deliveries_unrecorded_before`: set before the first attempt of a signal that has no
+    /// receipt. A delivery before that instant may have left no receipt (a rebuilt cluster), so
+    /// when the target is older, the AWS side is asked whether this signal is already there.
     fn prepare(
         signal: &Self::Resource,
         claim: &mut SignalStatus,
+        deliveries_unrecorded_before: Option<Timestamp>,
         clients: &RegionClients,
         metrics: &Metrics,
-    ) -> impl Future<Output = Result<(), AwsFailure>> + Send;
+    ) -> impl Future<Output = Result<Prepared, AwsFailure>> + Send;
 
     /// The one call that sends the signal, on the send client (no SDK retries). `claimed` is
     /// the status as claimed, with what [`SignalTarget::prepare`] pinned.

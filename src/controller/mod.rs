@@ -4,16 +4,18 @@
 //! Objects are watched as `DynamicObject` and parsed one by one, so an object written around
 //! the schema (or by an older version of the CRD) fails alone with reason `InvalidSpec` instead
 //! of breaking the list/watch of every other object.
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::ResourceExt;
-use tracing::{debug, warn, Instrument};
+use tracing::{debug, error, warn, Instrument};
 
 use crate::aws::clients::AwsClients;
 use crate::aws::ssm::Ssm;
@@ -24,7 +26,9 @@ use crate::leader::Leadership;
 use crate::metrics::Metrics;
 
 mod pipeline;
+pub mod receipts;
 mod status_io;
+pub mod ttl;
 
 /// How long to wait before looking at an object again, by why.
 pub mod requeue {
@@ -34,8 +38,18 @@ pub mod requeue {
     pub const LOST_RACE: Duration = Duration::from_millis(200);
     /// This replica does not lead: look again in case it wins.
     pub const FOLLOWER: Duration = Duration::from_secs(5);
-    /// The Kubernetes API failed.
-    pub const KUBE_ERROR: Duration = Duration::from_secs(2);
+    /// First wait after the Kubernetes API failed for an object; doubled per failure in a row.
+    pub const KUBE_ERROR: Duration = Duration::from_millis(500);
+    /// Longest wait after failures of the Kubernetes API.
+    pub const KUBE_ERROR_MAX: Duration = Duration::from_secs(120);
+
+    /// Exponential backoff with jitter after `failures` failures in a row (at least 1).
+    pub fn after_kube_errors(failures: u32, jitter: f64) -> Duration {
+        let base = KUBE_ERROR
+            .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+            .min(KUBE_ERROR_MAX);
+        base.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
+    }
 }
 
 /// Settings of the reconcilers (from the command line).
@@ -55,6 +69,12 @@ pub struct Settings {
     /// Namespaces to watch; empty means all.
     pub namespaces: Vec<String>,
     pub concurrency: u16,
+    /// Where receipts are kept: the operator's own namespace.
+    pub receipt_namespace: String,
+    /// How long a receipt is kept after its delivery.
+    pub receipt_retention: Duration,
+    /// `ttlSecondsAfterFinished` of signals that set none; `None`: keep them.
+    pub default_ttl: Option<Duration>,
 }
 
 /// What every reconcile shares.
@@ -66,6 +86,7 @@ pub struct Context {
     pub metrics: Metrics,
     /// Readiness: set once every controller's cache is synced.
     pub health: Health,
+    pub receipts: receipts::Receipts,
     recorder: Recorder,
 }
 
@@ -81,7 +102,13 @@ impl Context {
             instance: Some(settings.identity.clone()),
         };
         let recorder = Recorder::new(client.clone(), reporter);
+        let receipts = receipts::Receipts::new(
+            client.clone(),
+            &settings.receipt_namespace,
+            settings.receipt_retention,
+        );
         Self {
+            receipts,
             client,
             aws,
             settings,
@@ -99,6 +126,8 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("status could not be encoded: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error("the reconcile panicked")]
+    Panicked,
 }
 
 impl Error {
@@ -128,8 +157,69 @@ pub async fn run(
         controllers.push(spawn::<Swf>(&ctx, ns.as_deref(), shutdown.clone()));
         controllers.push(spawn::<Ssm>(&ctx, ns.as_deref(), shutdown.clone()));
     }
-    for c in controllers {
-        let _ = c.await;
+    let sweeper = tokio::spawn(sweep_receipts(ctx.clone()));
+    let mut remaining: futures::stream::FuturesUnordered<_> = controllers.into_iter().collect();
+    while let Some(ended) = remaining.next().await {
+        // A controller ends by itself only on shutdown; otherwise the process is broken.
+        if !ctx.health.is_stopping() {
+            error!(result = ?ended.err(), "a controller stopped; liveness now fails so the process is restarted");
+            ctx.health.controller_died();
+        }
+    }
+    sweeper.abort();
+}
+
+/// Deletes expired receipts once an hour, while leading.
+async fn sweep_receipts(ctx: Arc<Context>) {
+    const EVERY: Duration = Duration::from_secs(3600);
+    loop {
+        tokio::time::sleep(EVERY).await;
+        if ctx.leadership.is_leader() {
+            if let Err(e) = ctx
+                .receipts
+                .sweep(k8s_openapi::jiff::Timestamp::now())
+                .await
+            {
+                warn!(error = %e, "sweeping expired receipts failed; trying again later");
+            }
+        }
+    }
+}
+
+/// Logs a missing CRD once, then every few minutes, with the command that installs it.
+struct MissingCrdLog {
+    last: Option<Instant>,
+}
+
+impl MissingCrdLog {
+    const EVERY: Duration = Duration::from_secs(300);
+
+    fn seen<T: SignalTarget>(&mut self, err: &watcher::Error) {
+        let missing = matches!(
+            err,
+            watcher::Error::InitialListFailed(kube::Error::Api(ae))
+                | watcher::Error::WatchStartFailed(kube::Error::Api(ae))
+                if ae.code == 404
+        );
+        if !missing {
+            debug!(error = %err, "watch failed; retrying with backoff");
+            return;
+        }
+        if self.last.is_some_and(|t| t.elapsed() < Self::EVERY) {
+            return;
+        }
+        self.last = Some(Instant::now());
+        let crd = format!(
+            "{}.{}",
+            <T::Resource as kube::Resource>::plural(&()),
+            <T::Resource as kube::Resource>::group(&())
+        );
+        warn!(
+            %crd,
+            "the CustomResourceDefinition is not installed, so nothing of this kind can be watched; \
+             install it with `signalman crds | kubectl apply --server-side -f -` (or the Helm chart); \
+             not ready until then"
+        );
     }
 }
 
@@ -155,7 +245,8 @@ fn spawn<T: SignalTarget>(
         // managedFields are ~40% of each cached object and never read here; a status PUT
         // without them leaves the server's copy unchanged.
         watcher(api, watcher::Config::default().any_semantic())
-            .modify(|obj| obj.metadata.managed_fields = None),
+            .default_backoff()
+            .modify(slim),
     )
     .inspect(move |event| {
         if matches!(event, Ok(watcher::Event::InitDone)) {
@@ -163,12 +254,18 @@ fn spawn<T: SignalTarget>(
         }
     })
     .applied_objects();
+    // Failures of the Kubernetes API in a row, per object, for the backoff.
+    let kube_failures: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
+    let failures_on_error = kube_failures.clone();
+    let mut missing_crd = MissingCrdLog { last: None };
     let controller = Controller::for_stream_with(objects, store, ar)
         .with_config(config)
         .reconcile_all_on(ctx.leadership.won())
         .graceful_shutdown_on(shutdown)
         .run(
-            |obj, ctx: Arc<Context>| {
+            move |obj, ctx: Arc<Context>| {
+                let key = object_key(&obj);
+                let kube_failures = kube_failures.clone();
                 let span = tracing::info_span!(
                     "reconcile",
                     kind = T::KIND,
@@ -177,8 +274,17 @@ fn spawn<T: SignalTarget>(
                 );
                 async move {
                     let started = Instant::now();
-                    let result = pipeline::reconcile::<T>(obj, &ctx).await;
+                    let result = AssertUnwindSafe(pipeline::reconcile::<T>(obj, &ctx))
+                        .catch_unwind()
+                        .await
+                        .unwrap_or_else(|_| {
+                            error!("reconcile panicked; the object is retried with backoff");
+                            Err(Error::Panicked)
+                        });
                     ctx.metrics.reconcile_done(T::KIND, started.elapsed());
+                    if result.is_ok() {
+                        kube_failures.lock().expect("failure counts").remove(&key);
+                    }
                     match result {
                         // Expected under concurrency, and exactly what keeps a send from
                         // happening twice: read again shortly; not an error.
@@ -191,16 +297,53 @@ fn spawn<T: SignalTarget>(
                 }
                 .instrument(span)
             },
-            |obj, err: &Error, _ctx| {
-                warn!(kind = T::KIND, namespace = obj.namespace().unwrap_or_default(), name = %obj.name_any(), error = %err, "reconcile failed; retrying");
-                Action::requeue(requeue::KUBE_ERROR)
+            move |obj, err: &Error, _ctx| {
+                let failures = {
+                    let mut counts = failures_on_error.lock().expect("failure counts");
+                    let n = counts.entry(object_key(&obj)).or_insert(0);
+                    *n = n.saturating_add(1);
+                    *n
+                };
+                let wait = requeue::after_kube_errors(failures, rand::random::<f64>());
+                warn!(kind = T::KIND, namespace = obj.namespace().unwrap_or_default(), name = %obj.name_any(), error = %err, failures, retry_in_ms = wait.as_millis() as u64, "reconcile failed; retrying");
+                Action::requeue(wait)
             },
             ctx.clone(),
         )
-        .for_each(|result| async move {
-            if let Err(e) = result {
+        .for_each(move |result| {
+            if let Err(kube::runtime::controller::Error::QueueError(e)) = &result {
+                missing_crd.seen::<T>(e);
+            } else if let Err(e) = result {
                 debug!(error = %e, "controller event");
             }
+            futures::future::ready(())
         });
     tokio::spawn(controller)
+}
+
+fn object_key(obj: &DynamicObject) -> String {
+    format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
+}
+
+/// What the cache keeps of an object. managedFields (about 40% of an object) and kubectl's
+/// last-applied annotation (a copy of the whole manifest) are never read here; of a finished
+/// signal only the status and the TTL are read, so its spec goes too. A status written from
+/// such an object leaves the server's spec and metadata as they are: a write to the status
+/// subresource changes the status only.
+fn slim(obj: &mut DynamicObject) {
+    obj.metadata.managed_fields = None;
+    if let Some(a) = obj.metadata.annotations.as_mut() {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+    let finished = obj
+        .data
+        .get("status")
+        .and_then(|s| s.get("phase"))
+        .and_then(|p| p.as_str())
+        .is_some_and(|p| p == "Succeeded" || p == "Failed");
+    if finished {
+        if let Some(spec) = obj.data.get_mut("spec").and_then(|s| s.as_object_mut()) {
+            spec.retain(|k, _| k == "ttlSecondsAfterFinished");
+        }
+    }
 }

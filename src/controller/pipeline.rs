@@ -11,12 +11,15 @@ use kube::api::DynamicObject;
 use kube::runtime::controller::Action;
 use tracing::warn;
 
+use super::receipts::ReceiptKey;
 use super::status_io::{read_status, tell, write_and_tell, write_status};
-use super::{requeue, Context, Error};
+use super::{requeue, ttl, Context, Error};
 use crate::api::{ResolvedRetry, Signal, SignalStatus};
+use crate::aws::circuit::{CallResult, Change, Permit};
 use crate::aws::classify::ErrorClass;
-use crate::aws::target::SignalTarget;
-use crate::delivery::{self, AwsFailure, Next, SendOutcome, VerifyOutcome};
+use crate::aws::clients::RegionClients;
+use crate::aws::target::{Prepared, SignalTarget};
+use crate::delivery::{self, AwsFailure, EventNote, Next, SendOutcome, VerifyOutcome};
 use crate::{failpoint, metrics};
 
 /// The spec of the object at hand, as far as it was read.
@@ -74,7 +77,7 @@ pub(super) async fn reconcile<T: SignalTarget>(
     };
     let next = delivery::decide(status.as_ref(), &dctx);
     if next == Next::Done {
-        return Ok(Action::await_change());
+        return ttl::after_finished::<T>(&obj, status.as_ref(), dctx.now, ctx).await;
     }
     if !ctx.leadership.is_leader() {
         if let Next::WaitUntil(t) = next {
@@ -101,7 +104,35 @@ pub(super) async fn reconcile<T: SignalTarget>(
             verify::<T>(&obj, &signal, &status, &dctx, ctx).await
         }
         (Next::Claim(_), Some(signal)) => {
-            claim_send_record::<T>(&obj, &signal, status.as_ref(), &dctx, ctx).await
+            // The first attempt of a signal not meant as a duplicate: was it delivered before,
+            // by an earlier object of the same name and content?
+            let unrecorded_before =
+                if is_first_attempt(status.as_ref()) && !signal.allow_duplicate() {
+                    let key = receipt_key::<T>(&obj, &signal);
+                    if let Some(receipt) = ctx.receipts.find(&key, dctx.now).await? {
+                        let evidence = format!(
+                            "a receipt shows an earlier {} named {} delivered this signal at {}",
+                            T::KIND,
+                            key.name,
+                            receipt.spec.delivered_at.0
+                        );
+                        let tr = delivery::already_delivered(status.as_ref(), &evidence, &dctx);
+                        write_and_tell::<T>(&obj, tr, ctx).await?;
+                        return Ok(Action::await_change());
+                    }
+                    Some(ctx.receipts.horizon(dctx.now).await?)
+                } else {
+                    None
+                };
+            claim_send_record::<T>(
+                &obj,
+                &signal,
+                status.as_ref(),
+                unrecorded_before,
+                &dctx,
+                ctx,
+            )
+            .await
         }
         // A finished signal (its spec skipped) is never claimed or verified.
         (Next::Verify | Next::Claim(_), None) => Ok(Action::await_change()),
@@ -161,11 +192,87 @@ async fn record_invalid<T: SignalTarget>(
     }
 }
 
+/// No attempt has been made yet (a status the API server defaulted counts as none).
+fn is_first_attempt(status: Option<&SignalStatus>) -> bool {
+    status.is_none_or(|s| {
+        s.attempts == 0
+            && s.throttled_retries == 0
+            && s.transient_retries == 0
+            && s.first_attempt_time.is_none()
+            && s.verify_since.is_none()
+    })
+}
+
+fn receipt_key<T: SignalTarget>(obj: &DynamicObject, signal: &T::Resource) -> ReceiptKey {
+    ReceiptKey::new(
+        obj.metadata.namespace.as_deref().unwrap_or_default(),
+        T::KIND,
+        obj.metadata.name.as_deref().unwrap_or_default(),
+        &T::identity(signal),
+    )
+}
+
+/// How a call ended, for the circuit breaker: did AWS answer at all?
+fn call_result(failure: Option<&AwsFailure>) -> CallResult {
+    match failure.map(|f| f.class) {
+        Some(ErrorClass::NotSent | ErrorClass::Ambiguous) => CallResult::Failed,
+        _ => CallResult::Answered,
+    }
+}
+
+/// Reports a call to the kind's circuit, and tells when the circuit opens or closes.
+async fn record_call<T: SignalTarget>(
+    obj: &DynamicObject,
+    clients: &RegionClients,
+    failure: Option<&AwsFailure>,
+    ctx: &Context,
+) {
+    let gate = T::gate(clients);
+    let change = gate.record(call_result(failure));
+    ctx.metrics
+        .set_circuit(T::SERVICE, &clients.region, gate.is_open());
+    let note = match change {
+        None => return,
+        Some(Change::Opened) => {
+            warn!(service = T::SERVICE, region = %clients.region, "AWS is failing: circuit open, one probe at a time until it answers");
+            EventNote {
+                warning: true,
+                reason: "CircuitOpen",
+                note: format!(
+                    "{} in {} keeps failing; pending signals wait and one probe at a time checks when it is back",
+                    T::SERVICE, clients.region
+                ),
+            }
+        }
+        Some(Change::Closed) => {
+            tracing::info!(service = T::SERVICE, region = %clients.region, "AWS answers again: circuit closed");
+            EventNote {
+                warning: false,
+                reason: "CircuitClosed",
+                note: format!("{} in {} answers again", T::SERVICE, clients.region),
+            }
+        }
+    };
+    tell::<T>(obj, Some(&note), ctx).await;
+}
+
+/// Whether the kind's circuit lets a call through now; else when to look again.
+fn circuit_wait<T: SignalTarget>(clients: &RegionClients) -> Option<Duration> {
+    match T::gate(clients).permit() {
+        Permit::Call | Permit::Probe => None,
+        Permit::WaitUntil(t) => Some(
+            t.saturating_duration_since(std::time::Instant::now())
+                .max(Duration::from_millis(100)),
+        ),
+    }
+}
+
 /// Claim, send once, record.
 async fn claim_send_record<T: SignalTarget>(
     obj: &DynamicObject,
     signal: &T::Resource,
     status: Option<&SignalStatus>,
+    unrecorded_before: Option<Timestamp>,
     dctx: &delivery::Ctx<'_>,
     ctx: &Context,
 ) -> Result<Action, Error> {
@@ -181,19 +288,44 @@ async fn claim_send_record<T: SignalTarget>(
             return Ok(Action::await_change());
         }
     };
+    if let Some(wait) = circuit_wait::<T>(&clients) {
+        return Ok(Action::requeue(wait));
+    }
     // Wait for the rate limit before claiming, so a claim is followed by its send at once.
-    T::limiter(&clients).until_ready().await;
+    T::gate(&clients).limiter.until_ready().await;
     // Leadership may have been lost while waiting (the claim is the first fence).
     if !ctx.leadership.is_leader() {
         return Ok(Action::requeue(requeue::FOLLOWER));
     }
     let mut pinned = unclaimed;
-    if let Err(failure) = T::prepare(signal, &mut pinned, &clients, &ctx.metrics).await {
-        // Nothing was sent: the look-up's failure is this attempt's outcome.
-        let claim = delivery::claim(&pinned, dctx);
-        let failed = SendOutcome::Failed(failure);
-        write_and_tell::<T>(obj, delivery::after_send(&claim.status, &failed, dctx), ctx).await?;
-        return Ok(Action::await_change());
+    let prepared = T::prepare(
+        signal,
+        &mut pinned,
+        unrecorded_before,
+        &clients,
+        &ctx.metrics,
+    )
+    .await;
+    record_call::<T>(obj, &clients, prepared.as_ref().err(), ctx).await;
+    match prepared {
+        Ok(Prepared::Send) => {}
+        Ok(Prepared::AlreadyDelivered(evidence)) => {
+            let key = receipt_key::<T>(obj, signal);
+            ctx.receipts
+                .record(&key, T::target_of(signal, &pinned), dctx.now)
+                .await?;
+            let tr = delivery::already_delivered(status, &evidence, dctx);
+            write_and_tell::<T>(obj, tr, ctx).await?;
+            return Ok(Action::await_change());
+        }
+        Err(failure) => {
+            // Nothing was sent: the look-up's failure is this attempt's outcome.
+            let claim = delivery::claim(&pinned, dctx);
+            let failed = SendOutcome::Failed(failure);
+            write_and_tell::<T>(obj, delivery::after_send(&claim.status, &failed, dctx), ctx)
+                .await?;
+            return Ok(Action::await_change());
+        }
     }
     // Stamped at the time of the claim itself: the rate limit and the look-up may have taken a
     // while, and must not shorten the claim's live window.
@@ -231,7 +363,21 @@ async fn claim_send_record<T: SignalTarget>(
         .await;
     drop(in_flight);
     failpoint::hit(failpoint::AFTER_SEND);
-    let record = delivery::after_send(&claim.status, &outcome, &dctx.at(Timestamp::now()));
+    let failure = match &outcome {
+        SendOutcome::Failed(f) => Some(f),
+        SendOutcome::Accepted { .. } => None,
+    };
+    record_call::<T>(obj, &clients, failure, ctx).await;
+    let now = Timestamp::now();
+    if failure.is_none() {
+        // The receipt before the success: if it cannot be written, the claim stays, and the
+        // next look verifies with AWS and writes it then.
+        let key = receipt_key::<T>(obj, signal);
+        ctx.receipts
+            .record(&key, T::target_of(signal, &claim.status), now)
+            .await?;
+    }
+    let record = delivery::after_send(&claim.status, &outcome, &dctx.at(now));
     // Conditional on the claim's resourceVersion: if this write fails, the claim stays and the
     // next reconcile verifies instead of sending again.
     write_and_tell::<T>(&claimed_obj, record, ctx).await?;
@@ -253,10 +399,31 @@ async fn verify<T: SignalTarget>(
         .map(|t| t.0)
         .unwrap_or(Timestamp::UNIX_EPOCH);
     let outcome = match ctx.aws.for_region(signal.region()) {
-        Ok(clients) => T::verify(signal, status, since, &clients, &ctx.metrics).await,
+        Ok(clients) => {
+            if let Some(wait) = circuit_wait::<T>(&clients) {
+                return Ok(Action::requeue(wait));
+            }
+            let outcome = T::verify(signal, status, since, &clients, &ctx.metrics).await;
+            let failure = match &outcome {
+                VerifyOutcome::Failed(f) => Some(f),
+                _ => None,
+            };
+            record_call::<T>(obj, &clients, failure, ctx).await;
+            outcome
+        }
         Err(why) => VerifyOutcome::Failed(no_region(why)),
     };
-    let tr = delivery::after_verify(status, &outcome, &dctx.at(Timestamp::now()));
+    let now = Timestamp::now();
+    if matches!(
+        outcome,
+        VerifyOutcome::Delivered | VerifyOutcome::DeliveredAt(_)
+    ) {
+        let key = receipt_key::<T>(obj, signal);
+        ctx.receipts
+            .record(&key, T::target_of(signal, status), now)
+            .await?;
+    }
+    let tr = delivery::after_verify(status, &outcome, &dctx.at(now));
     write_and_tell::<T>(obj, tr, ctx).await?;
     Ok(Action::await_change())
 }

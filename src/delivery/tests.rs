@@ -630,7 +630,11 @@ fn transient_failures_spend_no_attempt_and_end_with_the_time_budget() {
             "ExpiredTokenException",
             reason::PERMISSION_DENIED,
         ),
-        (ErrorClass::Throttled, "ThrottlingException", reason::THROTTLED),
+        (
+            ErrorClass::Throttled,
+            "ThrottlingException",
+            reason::THROTTLED,
+        ),
     ] {
         let c = Ctx {
             retry: ResolvedRetry {
@@ -661,7 +665,11 @@ fn transient_failures_spend_no_attempt_and_end_with_the_time_budget() {
             last >= t(T0 + 3600 - 300) && last <= t(T0 + 3600 + 300),
             "{class:?}: {last}"
         );
-        assert!(s.message.as_deref().unwrap().contains("3600s"), "{:?}", s.message);
+        assert!(
+            s.message.as_deref().unwrap().contains("3600s"),
+            "{:?}",
+            s.message
+        );
         assert!(s.message.as_deref().unwrap().contains(code));
     }
 }
@@ -1833,5 +1841,8 @@ fn already_delivered_succeeds_without_an_attempt() {
     assert_eq!(decide(Some(&tr.status), &c), Next::Done);
     // Never undoes a finished signal.
     let failed_before = invalid_spec(None, "bad", &c).status;
-    assert_eq!(already_delivered(Some(&failed_before), "x", &c).status, failed_before);
+    assert_eq!(
+        already_delivered(Some(&failed_before), "x", &c).status,
+        failed_before
+    );
 }

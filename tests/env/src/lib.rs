@@ -222,6 +222,7 @@ impl Env {
             .args([
                 "crd/workflowsignals.signalman.dev",
                 "crd/automationsignals.signalman.dev",
+                "crd/signalreceipts.signalman.dev",
             ])
             .output()
             .context("running kubectl")?;

@@ -1,0 +1,255 @@
+//! Receipts: the operator's record, kept in its own namespace, that a signal was delivered.
+//!
+//! A receipt is keyed by the signal's namespace, kind, name and a hash of what it sends, so a
+//! signal deleted and created again with the same manifest finds the receipt of the first one
+//! and is not sent twice. The "book" is one receipt-shaped object created once: every delivery
+//! since its creation has a receipt (until the receipt expires), so only targets older than
+//! the book, or than the retention, need the AWS side checked instead (a rebuilt cluster).
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
+use sha2::{Digest, Sha256};
+use tokio::sync::OnceCell;
+use tracing::{debug, info, warn};
+
+use crate::api::{SignalReceipt, SignalReceiptSpec};
+
+/// Name of the book: its creation time is when receipts started being kept.
+pub const BOOK_NAME: &str = "signalman-receipts-since";
+/// Kind recorded in the book's spec, so nobody takes it for a receipt of a signal.
+const BOOK_KIND: &str = "ReceiptBook";
+
+/// Which signal a receipt is for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceiptKey {
+    pub namespace: String,
+    pub kind: &'static str,
+    pub name: String,
+    /// SHA-256 (hex) of what the signal sends.
+    pub hash: String,
+}
+
+impl ReceiptKey {
+    /// `identity` is what the signal sends (target, signal, input or payload), as JSON.
+    pub fn new(
+        namespace: &str,
+        kind: &'static str,
+        name: &str,
+        identity: &serde_json::Value,
+    ) -> Self {
+        let hash = hex(&Sha256::digest(identity.to_string().as_bytes()));
+        Self {
+            namespace: namespace.to_string(),
+            kind,
+            name: name.to_string(),
+            hash,
+        }
+    }
+
+    /// The receipt's object name: a hash of the whole key (namespace and name may together be
+    /// longer than an object name may be).
+    pub fn object_name(&self) -> String {
+        let mut h = Sha256::new();
+        for part in [
+            self.namespace.as_str(),
+            self.kind,
+            self.name.as_str(),
+            self.hash.as_str(),
+        ] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        format!("r-{}", &hex(&h.finalize())[..40])
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The receipts of one operator installation.
+pub struct Receipts {
+    api: Api<SignalReceipt>,
+    retention: Duration,
+    /// Creation time of the book, once read or written.
+    book_created: OnceCell<Timestamp>,
+}
+
+impl Receipts {
+    pub fn new(client: kube::Client, namespace: &str, retention: Duration) -> Self {
+        Self {
+            api: Api::namespaced(client, namespace),
+            retention,
+            book_created: OnceCell::new(),
+        }
+    }
+
+    /// The receipt of `key`, if one is kept and not expired.
+    pub async fn find(
+        &self,
+        key: &ReceiptKey,
+        now: Timestamp,
+    ) -> Result<Option<SignalReceipt>, kube::Error> {
+        let found = self.api.get_opt(&key.object_name()).await?;
+        Ok(found.filter(|r| {
+            r.spec.signal_hash == key.hash
+                && r.spec.signal_namespace == key.namespace
+                && r.spec.signal_name == key.name
+                && r.spec.expires_at.0 > now
+        }))
+    }
+
+    /// Records the delivery of `key` to `target`. A receipt already there is kept.
+    pub async fn record(
+        &self,
+        key: &ReceiptKey,
+        target: Option<String>,
+        now: Timestamp,
+    ) -> Result<(), kube::Error> {
+        let receipt = SignalReceipt {
+            metadata: ObjectMeta {
+                name: Some(key.object_name()),
+                labels: Some(
+                    [
+                        (
+                            "signalman.dev/signal-namespace".to_string(),
+                            key.namespace.clone(),
+                        ),
+                        (
+                            "signalman.dev/signal-kind".to_string(),
+                            key.kind.to_string(),
+                        ),
+                    ]
+                    .into(),
+                ),
+                ..Default::default()
+            },
+            spec: SignalReceiptSpec {
+                signal_namespace: key.namespace.clone(),
+                signal_kind: key.kind.to_string(),
+                signal_name: key.name.clone(),
+                signal_hash: key.hash.clone(),
+                target,
+                delivered_at: Time(now),
+                expires_at: Time(add(now, self.retention)),
+            },
+        };
+        match self.api.create(&PostParams::default(), &receipt).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(ae)) if ae.code == 409 => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deliveries before this instant may have left no receipt (made before receipts were
+    /// kept here, or whose receipt expired): the later of the book's creation and `now` less
+    /// the retention. Creates the book on first use.
+    pub async fn horizon(&self, now: Timestamp) -> Result<Timestamp, kube::Error> {
+        let created = self
+            .book_created
+            .get_or_try_init(|| async {
+                let book = match self.api.get_opt(BOOK_NAME).await? {
+                    Some(book) => book,
+                    None => {
+                        let book = SignalReceipt {
+                            metadata: ObjectMeta {
+                                name: Some(BOOK_NAME.to_string()),
+                                ..Default::default()
+                            },
+                            spec: SignalReceiptSpec {
+                                signal_namespace: String::new(),
+                                signal_kind: BOOK_KIND.to_string(),
+                                signal_name: String::new(),
+                                signal_hash: String::new(),
+                                target: None,
+                                delivered_at: Time(now),
+                                expires_at: Time(Timestamp::MAX),
+                            },
+                        };
+                        match self.api.create(&PostParams::default(), &book).await {
+                            Ok(b) => {
+                                info!("receipts are kept from now on");
+                                b
+                            }
+                            Err(kube::Error::Api(ae)) if ae.code == 409 => {
+                                self.api.get(BOOK_NAME).await?
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                };
+                Ok(book.metadata.creation_timestamp.map(|t| t.0).unwrap_or(now))
+            })
+            .await?;
+        Ok((*created).max(now - self.retention))
+    }
+
+    /// Deletes expired receipts (never the book). Returns how many.
+    pub async fn sweep(&self, now: Timestamp) -> Result<usize, kube::Error> {
+        let mut deleted = 0;
+        let mut params = ListParams::default().limit(500);
+        loop {
+            let page = self.api.list(&params).await?;
+            for r in &page.items {
+                let name = r.metadata.name.clone().unwrap_or_default();
+                if name == BOOK_NAME || r.spec.expires_at.0 > now {
+                    continue;
+                }
+                match self.api.delete(&name, &DeleteParams::default()).await {
+                    Ok(_) => deleted += 1,
+                    Err(kube::Error::Api(ae)) if ae.code == 404 => {}
+                    Err(e) => warn!(error = %e, "expired receipt not deleted"),
+                }
+            }
+            match page.metadata.continue_ {
+                Some(token) if !token.is_empty() => params = params.continue_token(&token),
+                _ => break,
+            }
+        }
+        debug!(deleted, "receipts swept");
+        Ok(deleted)
+    }
+}
+
+fn add(t: Timestamp, d: Duration) -> Timestamp {
+    let d = k8s_openapi::jiff::SignedDuration::try_from(d)
+        .unwrap_or(k8s_openapi::jiff::SignedDuration::MAX);
+    t.checked_add(d).unwrap_or(Timestamp::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_differ_by_every_part_and_names_are_valid() {
+        let id = serde_json::json!({"signalName": "approve", "input": "x"});
+        let k = ReceiptKey::new("team-a", "WorkflowSignal", "approve-1", &id);
+        assert_eq!(
+            k,
+            ReceiptKey::new("team-a", "WorkflowSignal", "approve-1", &id)
+        );
+        let name = k.object_name();
+        assert_eq!(name.len(), 42);
+        assert!(name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'));
+        for other in [
+            ReceiptKey::new("team-b", "WorkflowSignal", "approve-1", &id),
+            ReceiptKey::new("team-a", "AutomationSignal", "approve-1", &id),
+            ReceiptKey::new("team-a", "WorkflowSignal", "approve-2", &id),
+            ReceiptKey::new(
+                "team-a",
+                "WorkflowSignal",
+                "approve-1",
+                &serde_json::json!({"signalName": "approve", "input": "y"}),
+            ),
+        ] {
+            assert_ne!(other.object_name(), name);
+        }
+        // The hash never carries the input in clear.
+        assert!(!k.hash.contains("approve"));
+    }
+}
