@@ -2,13 +2,71 @@ package main
 
 import (
 	"fmt"
+	"os"
 
+	"github.com/gobwas/glob"
 	lua "github.com/yuin/gopher-lua"
+	"sigs.k8s.io/yaml"
 )
 
-// argoHealth runs a health script the way Argo CD runs resource.customizations health.lua:
-// gopher-lua without the OS and IO libraries, the live object as the global `obj`, and the
-// table the script returns read for `status` and `message`.
+// argoScripts holds the health scripts of an argocd-cm ConfigMap's resource.customizations
+// block, keyed as Argo CD keys them ("group/Kind", globs allowed).
+type argoScripts map[string]string
+
+func loadArgoScripts(path string) (argoScripts, error) {
+	text, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var cm struct {
+		Kind string            `json:"kind"`
+		Data map[string]string `json:"data"`
+	}
+	if err := yaml.Unmarshal(text, &cm); err != nil {
+		return nil, err
+	}
+	block, ok := cm.Data["resource.customizations"]
+	if cm.Kind != "ConfigMap" || !ok {
+		return nil, fmt.Errorf("%s: not a ConfigMap with data.resource.customizations", path)
+	}
+	var entries map[string]struct {
+		HealthLua string `json:"health.lua"`
+	}
+	if err := yaml.Unmarshal([]byte(block), &entries); err != nil {
+		return nil, fmt.Errorf("%s: resource.customizations: %w", path, err)
+	}
+	scripts := argoScripts{}
+	for key, e := range entries {
+		if e.HealthLua != "" {
+			scripts[key] = e.HealthLua
+		}
+	}
+	return scripts, nil
+}
+
+// forKind picks the script Argo CD would run for group/kind: the exact key first, else the
+// first glob key that matches.
+func (s argoScripts) forKind(group, kind string) (string, error) {
+	key := group + "/" + kind
+	if script, ok := s[key]; ok {
+		return script, nil
+	}
+	for pattern, script := range s {
+		g, err := glob.Compile(pattern)
+		if err != nil {
+			return "", fmt.Errorf("key %q: %w", pattern, err)
+		}
+		if g.Match(key) {
+			return script, nil
+		}
+	}
+	return "", fmt.Errorf("no health.lua for %s", key)
+}
+
+// argoHealth runs a health script the way Argo CD runs a configured health.lua: gopher-lua
+// with only the package, base and table libraries (no string, math, io or os), the live
+// object as the global `obj`, and the table the script returns read for `status` and
+// `message`.
 func argoHealth(script string, obj map[string]interface{}) (string, string, error) {
 	L := lua.NewState(lua.Options{SkipOpenLibs: true})
 	defer L.Close()
@@ -19,8 +77,6 @@ func argoHealth(script string, obj map[string]interface{}) (string, string, erro
 		{lua.LoadLibName, lua.OpenPackage},
 		{lua.BaseLibName, lua.OpenBase},
 		{lua.TabLibName, lua.OpenTable},
-		{lua.StringLibName, lua.OpenString},
-		{lua.MathLibName, lua.OpenMath},
 	} {
 		L.Push(L.NewFunction(lib.open))
 		L.Push(lua.LString(lib.name))

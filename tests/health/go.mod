@@ -5,6 +5,7 @@ go 1.26.0
 require (
 	github.com/fluxcd/pkg/apis/kustomize v1.20.0
 	github.com/fluxcd/pkg/runtime v0.111.0
+	github.com/gobwas/glob v0.2.3
 	github.com/yuin/gopher-lua v1.1.2
 	k8s.io/apimachinery v0.36.3
 	k8s.io/client-go v0.36.3

@@ -3,7 +3,10 @@
 // Argo CD health Lua run by gopher-lua (the interpreter Argo CD embeds), and, when given the
 // Flux Kustomization, Flux's own evaluator of its healthCheckExprs.
 //
-//	signalman-health -kubeconfig FILE -namespace NS -lua FILE [-flux FILE]
+//	signalman-health -kubeconfig FILE -namespace NS -argocd-cm FILE [-flux FILE]
+//
+// The Lua is taken from the argocd-cm ConfigMap's resource.customizations block, chosen for
+// each object's group and kind as Argo CD chooses it (exact key, else a glob key).
 //
 // One JSON object per line, sorted by kind and name.
 package main
@@ -43,22 +46,22 @@ var resources = []schema.GroupVersionResource{
 func main() {
 	kubeconfig := flag.String("kubeconfig", "", "kubeconfig of the API server")
 	namespace := flag.String("namespace", "", "namespace whose signals are read")
-	luaPath := flag.String("lua", "", "the Argo CD health Lua script")
+	cmPath := flag.String("argocd-cm", "", "an argocd-cm ConfigMap with resource.customizations")
 	fluxPath := flag.String("flux", "", "a Flux Kustomization manifest whose healthCheckExprs are evaluated (optional)")
 	flag.Parse()
-	if *kubeconfig == "" || *namespace == "" || *luaPath == "" {
+	if *kubeconfig == "" || *namespace == "" || *cmPath == "" {
 		flag.Usage()
 		os.Exit(2)
 	}
-	if err := run(*kubeconfig, *namespace, *luaPath, *fluxPath); err != nil {
+	if err := run(*kubeconfig, *namespace, *cmPath, *fluxPath); err != nil {
 		fmt.Fprintln(os.Stderr, "signalman-health:", err)
 		os.Exit(1)
 	}
 }
 
-func run(kubeconfig, namespace, luaPath, fluxPath string) error {
+func run(kubeconfig, namespace, cmPath, fluxPath string) error {
 	ctx := context.Background()
-	script, err := os.ReadFile(luaPath)
+	scripts, err := loadArgoScripts(cmPath)
 	if err != nil {
 		return err
 	}
@@ -83,7 +86,7 @@ func run(kubeconfig, namespace, luaPath, fluxPath string) error {
 			return fmt.Errorf("listing %s: %w", gvr.Resource, err)
 		}
 		for i := range list.Items {
-			r, err := assess(ctx, &list.Items[i], string(script), flux)
+			r, err := assess(ctx, &list.Items[i], scripts, flux)
 			if err != nil {
 				return fmt.Errorf("%s/%s: %w", list.Items[i].GetKind(), list.Items[i].GetName(), err)
 			}
@@ -105,13 +108,18 @@ func run(kubeconfig, namespace, luaPath, fluxPath string) error {
 	return nil
 }
 
-func assess(ctx context.Context, obj *unstructured.Unstructured, script string, flux *fluxChecks) (report, error) {
+func assess(ctx context.Context, obj *unstructured.Unstructured, scripts argoScripts, flux *fluxChecks) (report, error) {
 	r := report{Kind: obj.GetKind(), Name: obj.GetName()}
 	res, err := status.Compute(obj)
 	if err != nil {
 		return r, fmt.Errorf("kstatus: %w", err)
 	}
 	r.Kstatus, r.KstatusMessage = res.Status.String(), res.Message
+	gvk := obj.GroupVersionKind()
+	script, err := scripts.forKind(gvk.Group, gvk.Kind)
+	if err != nil {
+		return r, fmt.Errorf("argo health lua: %w", err)
+	}
 	r.Argo, r.ArgoMessage, err = argoHealth(script, obj.Object)
 	if err != nil {
 		return r, fmt.Errorf("argo health lua: %w", err)

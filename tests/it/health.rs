@@ -1,6 +1,8 @@
 //! Health as the GitOps tools read it, on real objects of the real API server: kstatus (the
-//! library Flux and kpt use), the Argo CD health Lua of `examples/gitops/argocd/health.lua` run
-//! by gopher-lua (the interpreter Argo CD embeds), and Flux's own evaluator of the
+//! library Flux and kpt use), the Argo CD health Lua of `examples/gitops/argocd/argocd-cm.yaml`
+//! (picked by its `signalman.dev/*` key as Argo CD picks it, the same text as
+//! `examples/gitops/argocd/health.lua`) run by gopher-lua (the interpreter Argo CD embeds) with
+//! the libraries Argo CD opens, and Flux's own evaluator of the
 //! `healthCheckExprs` in `examples/gitops/flux/kustomization.yaml`. The Go program
 //! `tests/health` (built by tests/env/setup.sh) reads the objects and reports; no operator
 //! runs here: every status is written through the status subresource as the operator writes it.
@@ -164,8 +166,8 @@ fn report(world: &World) -> Vec<Report> {
         .arg("-kubeconfig")
         .arg(&world.env.kubeconfig)
         .args(["-namespace", &world.ns])
-        .arg("-lua")
-        .arg(gitops.join("argocd/health.lua"))
+        .arg("-argocd-cm")
+        .arg(gitops.join("argocd/argocd-cm.yaml"))
         .arg("-flux")
         .arg(gitops.join("flux/kustomization.yaml"))
         .output()
