@@ -318,8 +318,12 @@ async fn claim_send_record<T: SignalTarget>(
             write_and_tell::<T>(obj, tr, ctx).await?;
             return Ok(Action::await_change());
         }
-        Err(failure) => {
-            // Nothing was sent: the look-up's failure is this attempt's outcome.
+        Err(mut failure) => {
+            // Nothing was sent: the look-up's failure is this attempt's outcome. A look-up
+            // that may or may not have reached AWS changed nothing there either.
+            if failure.class == ErrorClass::Ambiguous {
+                failure.class = ErrorClass::NotSent;
+            }
             let claim = delivery::claim(&pinned, dctx);
             let failed = SendOutcome::Failed(failure);
             write_and_tell::<T>(obj, delivery::after_send(&claim.status, &failed, dctx), ctx)

@@ -198,6 +198,12 @@ impl Operator {
             // Many operators run at once: any free port (tests that scrape pass their own).
             .env("SIGNALMAN_METRICS_BIND_ADDRESS", "127.0.0.1:0")
             .env("SIGNALMAN_VERIFY_SETTLE_MS", "300")
+            // A second read after "absent" before resending, kept short in tests (the lag
+            // profile sets it above the emulator's lag).
+            .env(
+                "SIGNALMAN_VERIFY_RECHECK_MS",
+                std::env::var("SIGNALMAN_TEST_VERIFY_RECHECK_MS").unwrap_or_else(|_| "500".into()),
+            )
             .env("SIGNALMAN_LOG_LEVEL", "info,signalman=debug")
             .env_remove("AWS_PROFILE")
             .envs(self.env.aws_env(OPERATOR_ACCESS_KEY))
