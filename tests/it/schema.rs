@@ -1,7 +1,8 @@
 //! The API server itself refuses bad manifests, with a message a person understands (the API
-//! in docs/design.md): required fields, lengths, the signal type enum, the payload rules (CEL), and the
-//! immutable spec. Also what `kubectl get` shows: the `signals` category, the short names and
-//! the printer columns. No operator runs here: everything is the CRD's doing.
+//! in docs/design.md): required fields, lengths, the signal type enum, the payload rules (CEL),
+//! and the immutable spec. Also what `kubectl get` shows: the `signals` category, the short
+//! names and the printer columns (Ready and its reason by default). No operator runs here:
+//! everything is the CRD's doing.
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};
 use signalman::api::{
