@@ -10,6 +10,7 @@
 //! | `signalman_signals_pending` | gauge | `kind`: watched objects not yet `Succeeded` or `Failed` |
 //! | `signalman_signals_in_flight` | gauge | `kind`: sends this process is waiting on AWS for |
 //! | `signalman_leader` | gauge | 1 while this replica holds the lease |
+//! | `signalman_aws_rate_limit_per_second` | gauge | `service`, `operation`: the client-side rate the adaptive limiter allows now |
 //! | `signalman_aws_circuit_open` | gauge | `service`, `region`: 1 while AWS keeps failing and only one probe at a time calls it |
 //!
 //! Every label value is one of a fixed set of `&'static str`: no object names, ids, inputs or
@@ -95,6 +96,7 @@ struct Inner {
     in_flight: Family<KindLabels, Gauge>,
     leader: Gauge,
     circuit_open: Family<CircuitLabels, Gauge>,
+    rate_limit: Family<OperationLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// The controllers' caches, read at each scrape to count pending signals.
     stores: Mutex<Vec<(&'static str, Store<DynamicObject>)>>,
 }
@@ -168,6 +170,13 @@ impl Metrics {
             "1 while calls to an AWS service in a region keep failing and only one probe at a time is let through",
             circuit_open.clone(),
         );
+        let rate_limit =
+            Family::<OperationLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "signalman_aws_rate_limit_per_second",
+            "Calls per second the adaptive client-side limiter allows now, by service and operation",
+            rate_limit.clone(),
+        );
         for kind in KINDS {
             // Present from the first scrape, so dashboards see 0 rather than nothing.
             pending.get_or_create(&KindLabels { kind }).set(0);
@@ -183,6 +192,7 @@ impl Metrics {
             in_flight,
             leader,
             circuit_open,
+            rate_limit,
             stores: Mutex::new(Vec::new()),
         }))
     }
@@ -254,6 +264,13 @@ impl Metrics {
         let gauge = self.0.in_flight.get_or_create(&KindLabels { kind }).clone();
         gauge.inc();
         InFlight(gauge)
+    }
+
+    pub fn set_rate_limit(&self, service: &'static str, operation: &'static str, rate: f64) {
+        self.0
+            .rate_limit
+            .get_or_create(&OperationLabels { service, operation })
+            .set(rate);
     }
 
     pub fn set_circuit(&self, service: &'static str, region: &str, open: bool) {

@@ -1,40 +1,30 @@
 //! SDK clients per region, each service with two configurations: a *send* client whose SDK
 //! retries are off (a resent signal could be applied twice) and whose operation
 //! has a hard timeout well inside the claim's deadline, and a *read* client that keeps the
-//! SDK's standard retries for the idempotent look-ups. Plus one client-side token bucket per
-//! service and region so the operator stays inside the AWS quotas instead of bouncing off them.
+//! SDK's standard retries for the idempotent look-ups. Every call passes its service's [`Gate`]:
+//! an adaptive token bucket per operation, so the operator uses a quota it does not know
+//! almost fully instead of bouncing off it, and a circuit breaker.
 use std::collections::HashMap;
-use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+
+use super::adaptive_rate::{AdaptiveConfig, AdaptiveLimiter, Outcome, Permit as RatePermit};
 
 use super::circuit::{CallResult, Change, Circuit, Permit};
 use super::sdk_error::failure_from_sdk;
 use crate::delivery::{AwsFailure, ErrorClass};
 use crate::metrics::Metrics;
 
-/// A token bucket: `burst` tokens, refilled at `per_second`.
+/// The client-side limit of one service's calls: start at `per_second` with `burst` tokens;
+/// the limiter adapts below that to the throttling AWS answers with.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RateLimit {
     pub per_second: f64,
     pub burst: u32,
-}
-
-impl RateLimit {
-    fn limiter(self) -> DefaultDirectRateLimiter {
-        let burst = NonZeroU32::new(self.burst.max(1)).expect("burst is at least 1");
-        // governor counts in whole cells; a fractional rate becomes one cell per period.
-        let period = Duration::from_secs_f64(1.0 / self.per_second.max(0.001));
-        let quota = Quota::with_period(period)
-            .expect("a positive period")
-            .allow_burst(burst);
-        RateLimiter::direct(quota)
-    }
 }
 
 /// Settings shared by every client the operator builds.
@@ -46,19 +36,73 @@ pub struct AwsSettings {
     pub ssm_rate: RateLimit,
 }
 
-/// What every call to one service in one region passes through: its token bucket and its
-/// circuit breaker.
+/// What every call to one service in one region passes through: an adaptive token bucket per
+/// operation (AWS's quotas are per operation, account and region) and a circuit breaker.
 pub struct Gate {
-    pub limiter: DefaultDirectRateLimiter,
-    pub circuit: Mutex<Circuit>,
+    service: &'static str,
+    rate: RateLimit,
+    limiters: Mutex<HashMap<&'static str, Arc<AdaptiveLimiter>>>,
+    circuit: Mutex<Circuit>,
 }
 
 impl Gate {
-    fn new(rate: RateLimit) -> Self {
+    fn new(service: &'static str, rate: RateLimit) -> Self {
         Self {
-            limiter: rate.limiter(),
+            service,
+            rate,
+            limiters: Mutex::new(HashMap::new()),
             circuit: Mutex::new(Circuit::default()),
         }
+    }
+
+    /// The limiter of `operation`, made on first use.
+    pub fn limiter(&self, operation: &'static str) -> Arc<AdaptiveLimiter> {
+        self.limiters
+            .lock()
+            .expect("limiter map")
+            .entry(operation)
+            .or_insert_with(|| {
+                Arc::new(AdaptiveLimiter::new(AdaptiveConfig::new(
+                    self.rate.per_second,
+                    self.rate.burst,
+                )))
+            })
+            .clone()
+    }
+
+    /// Runs one idempotent read of `operation` under its limiter, and tells the limiter how
+    /// AWS answered.
+    pub async fn read<T>(
+        &self,
+        operation: &'static str,
+        metrics: &Metrics,
+        call: impl std::future::Future<Output = T>,
+        failure: impl Fn(&T) -> Option<&AwsFailure>,
+    ) -> T {
+        let limiter = self.limiter(operation);
+        let permit = limiter.acquire().await;
+        let result = call.await;
+        self.record(operation, &limiter, permit, failure(&result), metrics);
+        result
+    }
+
+    /// Tells `operation`'s limiter how the call sent with `permit` ended.
+    pub fn record(
+        &self,
+        operation: &'static str,
+        limiter: &AdaptiveLimiter,
+        permit: RatePermit,
+        failure: Option<&AwsFailure>,
+        metrics: &Metrics,
+    ) {
+        let outcome = match failure.map(|f| f.class) {
+            None => Outcome::Accepted,
+            Some(ErrorClass::Throttled) => Outcome::Throttled,
+            Some(ErrorClass::NotSent | ErrorClass::Ambiguous) => Outcome::Unknown,
+            Some(_) => Outcome::Accepted,
+        };
+        limiter.record(permit, outcome);
+        metrics.set_rate_limit(self.service, operation, limiter.current_rate());
     }
 
     /// Whether a call may be made now (see [`Circuit::permit`]).
@@ -70,7 +114,7 @@ impl Gate {
     }
 
     /// Reports how a call ended; returns a change of the circuit worth telling.
-    pub fn record(&self, result: CallResult) -> Option<Change> {
+    pub fn record_call(&self, result: CallResult) -> Option<Change> {
         self.circuit
             .lock()
             .expect("circuit lock")
@@ -219,12 +263,12 @@ impl AwsClients {
             swf: ServiceClients {
                 send: swf(RetryConfig::disabled(), send_timeouts.clone()),
                 read: swf(RetryConfig::standard(), read_timeouts.clone()),
-                gate: Gate::new(self.settings.swf_rate),
+                gate: Gate::new("swf", self.settings.swf_rate),
             },
             ssm: ServiceClients {
                 send: ssm(RetryConfig::disabled(), send_timeouts),
                 read: ssm(RetryConfig::standard(), read_timeouts),
-                gate: Gate::new(self.settings.ssm_rate),
+                gate: Gate::new("ssm", self.settings.ssm_rate),
             },
             sts: aws_sdk_sts::Client::from_conf(sts_conf),
             caller_arn: tokio::sync::OnceCell::new(),

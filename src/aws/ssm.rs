@@ -67,12 +67,17 @@ impl SignalTarget for Ssm {
         let Some(horizon) = unrecorded_before else {
             return Ok(Prepared::Send);
         };
-        clients.ssm.gate.limiter.until_ready().await;
-        let read = metrics.observe_aws(
+        let observed = metrics.observe_aws(
             Self::SERVICE,
             GET_EXECUTION_OPERATION,
             read_execution(&clients.ssm.read, &signal.spec.automation_execution_id),
             |r: &Result<ExecutionView, AwsFailure>| metrics::result_outcome(r),
+        );
+        let read = clients.ssm.gate.read(
+            GET_EXECUTION_OPERATION,
+            metrics,
+            observed,
+            |r: &Result<ExecutionView, AwsFailure>| r.as_ref().err(),
         );
         let view = match read.await {
             Ok(view) => view,
@@ -119,13 +124,21 @@ impl SignalTarget for Ssm {
         metrics: &Metrics,
     ) -> VerifyOutcome {
         let me = clients.caller_arn(metrics).await;
-        clients.ssm.gate.limiter.until_ready().await;
-        metrics
-            .observe_aws(
-                Self::SERVICE,
+        let what = view(signal);
+        let read = metrics.observe_aws(
+            Self::SERVICE,
+            GET_EXECUTION_OPERATION,
+            verify(&clients.ssm.read, &what, me.as_deref()),
+            metrics::verify_outcome,
+        );
+        clients
+            .ssm
+            .gate
+            .read(
                 GET_EXECUTION_OPERATION,
-                verify(&clients.ssm.read, &view(signal), me.as_deref()),
-                metrics::verify_outcome,
+                metrics,
+                read,
+                VerifyOutcome::failure,
             )
             .await
     }

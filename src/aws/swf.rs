@@ -91,13 +91,16 @@ impl SignalTarget for Swf {
                     &signal.spec.domain,
                     &signal.spec.workflow_id,
                 );
-                let open = metrics
-                    .observe_aws(
-                        Self::SERVICE,
-                        LIST_OPEN_OPERATION,
-                        lookup,
-                        metrics::result_outcome,
-                    )
+                let observed = metrics.observe_aws(
+                    Self::SERVICE,
+                    LIST_OPEN_OPERATION,
+                    lookup,
+                    metrics::result_outcome,
+                );
+                let open = clients
+                    .swf
+                    .gate
+                    .read(LIST_OPEN_OPERATION, metrics, observed, |r| r.as_ref().err())
                     .await?;
                 (open.run_id, open.started)
             }
@@ -129,12 +132,16 @@ impl SignalTarget for Swf {
             // Every delivery to a run this young has a receipt.
             return Ok(Prepared::Send);
         }
-        clients.swf.gate.limiter.until_ready().await;
-        let history = metrics.observe_aws(
-            Self::SERVICE,
+        let history = clients.swf.gate.read(
             HISTORY_OPERATION,
-            verify(&clients.swf.read, view(signal, &run), Timestamp::UNIX_EPOCH),
-            metrics::verify_outcome,
+            metrics,
+            metrics.observe_aws(
+                Self::SERVICE,
+                HISTORY_OPERATION,
+                verify(&clients.swf.read, view(signal, &run), Timestamp::UNIX_EPOCH),
+                metrics::verify_outcome,
+            ),
+            VerifyOutcome::failure,
         );
         match history.await {
             VerifyOutcome::DeliveredAt(at) => Ok(Prepared::AlreadyDelivered(format!(
@@ -174,14 +181,16 @@ impl SignalTarget for Swf {
             // No run was pinned, so nothing can have been sent.
             return VerifyOutcome::Absent;
         };
-        clients.swf.gate.limiter.until_ready().await;
-        metrics
-            .observe_aws(
-                Self::SERVICE,
-                HISTORY_OPERATION,
-                verify(&clients.swf.read, view(signal, run_id), since),
-                metrics::verify_outcome,
-            )
+        let read = metrics.observe_aws(
+            Self::SERVICE,
+            HISTORY_OPERATION,
+            verify(&clients.swf.read, view(signal, run_id), since),
+            metrics::verify_outcome,
+        );
+        clients
+            .swf
+            .gate
+            .read(HISTORY_OPERATION, metrics, read, VerifyOutcome::failure)
             .await
     }
 }

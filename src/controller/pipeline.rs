@@ -228,7 +228,7 @@ async fn record_call<T: SignalTarget>(
     ctx: &Context,
 ) {
     let gate = T::gate(clients);
-    let change = gate.record(call_result(failure));
+    let change = gate.record_call(call_result(failure));
     ctx.metrics
         .set_circuit(T::SERVICE, &clients.region, gate.is_open());
     let note = match change {
@@ -291,12 +291,6 @@ async fn claim_send_record<T: SignalTarget>(
     if let Some(wait) = circuit_wait::<T>(&clients) {
         return Ok(Action::requeue(wait));
     }
-    // Wait for the rate limit before claiming, so a claim is followed by its send at once.
-    T::gate(&clients).limiter.until_ready().await;
-    // Leadership may have been lost while waiting (the claim is the first fence).
-    if !ctx.leadership.is_leader() {
-        return Ok(Action::requeue(requeue::FOLLOWER));
-    }
     let mut pinned = unclaimed;
     let prepared = T::prepare(
         signal,
@@ -331,6 +325,10 @@ async fn claim_send_record<T: SignalTarget>(
             return Ok(Action::await_change());
         }
     }
+    // Leadership may have been lost meanwhile (the conditional claim is the first fence).
+    if !ctx.leadership.is_leader() {
+        return Ok(Action::requeue(requeue::FOLLOWER));
+    }
     // Stamped at the time of the claim itself: the rate limit and the look-up may have taken a
     // while, and must not shorten the claim's live window.
     let dctx = dctx.at(Timestamp::now());
@@ -343,6 +341,15 @@ async fn claim_send_record<T: SignalTarget>(
     tell::<T>(obj, claim.event.as_ref(), ctx).await;
     failpoint::hit(failpoint::AFTER_CLAIM);
 
+    // The token right before the send, so the claim's write latency never bunches sends. The
+    // wait is bounded so the send still ends well inside the claim's live window; past that
+    // the send goes anyway (a throttle costs no attempt).
+    let limiter = T::gate(&clients).limiter(T::SEND_OPERATION);
+    let window = ctx
+        .settings
+        .claim_ttl
+        .saturating_sub(ctx.settings.send_timeout * 2);
+    let permit = tokio::time::timeout(window, limiter.acquire()).await.ok();
     let in_flight = ctx.metrics.in_flight(T::KIND);
     let timed_send = async {
         let hard_timeout = ctx.settings.send_timeout + Duration::from_secs(2);
@@ -371,6 +378,9 @@ async fn claim_send_record<T: SignalTarget>(
         SendOutcome::Failed(f) => Some(f),
         SendOutcome::Accepted { .. } => None,
     };
+    if let Some(permit) = permit {
+        T::gate(&clients).record(T::SEND_OPERATION, &limiter, permit, failure, &ctx.metrics);
+    }
     record_call::<T>(obj, &clients, failure, ctx).await;
     let now = Timestamp::now();
     if failure.is_none() {

@@ -342,6 +342,16 @@ pub enum VerifyOutcome {
     Failed(AwsFailure),
 }
 
+impl VerifyOutcome {
+    /// The failure of a verification that could not answer.
+    pub fn failure(&self) -> Option<&AwsFailure> {
+        match self {
+            VerifyOutcome::Failed(f) => Some(f),
+            _ => None,
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // decide
 

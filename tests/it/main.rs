@@ -6,6 +6,7 @@ mod common;
 mod crash;
 mod credentials;
 mod faults;
+mod gitops;
 mod health;
 mod leader;
 mod malformed;
