@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use aws_sdk_ssm::types::ExecutionMode;
 use signalman::api::{AutomationSignal, Phase, SignalStatus};
 use signalman_testenv::aws_emulator::{
-    ContainerCredentials, RoleTrust, StsConfig, WebIdentityTrust,
+    ContainerCredentials, RoleTrust, StsConfig, WebIdentityTrust, CONTAINER_CREDENTIALS_PATH,
+    POD_IDENTITY_AUDIENCE,
 };
 use signalman_testenv::{Emulator, SERVICE_ACCOUNT_ISSUER};
 
@@ -314,26 +315,32 @@ async fn irsa_wrong_audience_or_expired_token_is_refused_with_a_clear_status() {
     );
 }
 
-/// EKS Pod Identity: only the container credentials variables; the endpoint's answer is the
-/// role's credentials, and the approval is the role's. A wrong token gets nothing.
+/// EKS Pod Identity: only the container credentials variables. The endpoint verifies the pod's
+/// ServiceAccount token (audience `pods.eks.amazonaws.com`) against the API server's JWKS and
+/// answers the associated role's credentials; the approval is the role's. Another
+/// ServiceAccount's token, or a token that is no JWT, gets nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pod_identity_sends_as_the_associated_role() {
     let cw = CredWorld::new("creds-pod").await;
-    // The Pod Identity agent's token is a ServiceAccount token for its own audience.
-    let token = cw.token_file("pod-token", "pods.eks.amazonaws.com").await;
+    let provider = cw
+        .world
+        .env
+        .oidc_provider()
+        .await
+        .expect("the API server as an OIDC provider");
     cw.emu.handle.set_sts(StsConfig {
+        oidc_providers: vec![provider],
         container_credentials: vec![ContainerCredentials {
-            authorization_token: std::fs::read_to_string(&token).expect("the token"),
+            namespace: Some(cw.world.ns.clone()),
+            service_account: Some("signalman".into()),
             role_arn: ROLE.into(),
             session_name: Some("eks-signalman-pod".into()),
+            ..ContainerCredentials::default()
         }],
         ..StsConfig::default()
     });
-    let uri = format!(
-        "{}{}",
-        cw.emu.endpoint,
-        signalman_testenv::aws_emulator::CONTAINER_CREDENTIALS_PATH
-    );
+    let token = cw.token_file("pod-token", POD_IDENTITY_AUDIENCE).await;
+    let uri = format!("{}{}", cw.emu.endpoint, CONTAINER_CREDENTIALS_PATH);
     let mut operator = cw.operator(
         "op-pod",
         &[
@@ -353,28 +360,51 @@ async fn pod_identity_sends_as_the_associated_role() {
         cw.applied(&id),
         vec![format!("{SESSION_PREFIX}eks-signalman-pod")]
     );
+    let session = cw
+        .emu
+        .handle
+        .sts_sessions()
+        .into_iter()
+        .find(|s| s.issued_by == "ContainerCredentials")
+        .expect("a container credentials session");
+    let tag = |k: &str, v: &str| (k.to_string(), v.to_string());
+    assert!(session
+        .tags
+        .contains(&tag("kubernetes-namespace", &cw.world.ns)));
+    assert!(session
+        .tags
+        .contains(&tag("kubernetes-service-account", "signalman")));
     operator.kill();
 
-    let other = cw.dir.join("other-token");
-    std::fs::write(&other, "not-the-pod-token").expect("writing a token");
-    let _operator = cw.operator(
-        "op-pod-bad",
-        &[
-            ("AWS_CONTAINER_CREDENTIALS_FULL_URI", uri),
-            (
-                "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
-                other.display().to_string(),
-            ),
-        ],
-    );
-    let id = cw.execution().await;
-    cw.approve("pod-bad-token", &id).await;
-    let status = cw
-        .first_error("pod-bad-token", Duration::from_secs(45))
-        .await;
-    eprintln!("pod identity wrong token: {}", summary(&status));
-    assert_ne!(status.phase, Some(Phase::Succeeded), "{}", summary(&status));
-    // Retries go on; none of them may reach SSM.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(cw.applied(&id).is_empty(), "nothing was sent");
+    let intruder = cw
+        .world
+        .env
+        .service_account_token(&cw.world.ns, "intruder", POD_IDENTITY_AUDIENCE, 3600)
+        .await
+        .expect("a token");
+    for (case, name, token) in [
+        ("another ServiceAccount's token", "pod-bad-sa", intruder),
+        ("no JWT", "pod-bad-jwt", "not-a-token".to_string()),
+    ] {
+        let path = cw.dir.join(name);
+        std::fs::write(&path, token).expect("writing a token");
+        let _operator = cw.operator(
+            "op-pod-bad",
+            &[
+                ("AWS_CONTAINER_CREDENTIALS_FULL_URI", uri.clone()),
+                (
+                    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+                    path.display().to_string(),
+                ),
+            ],
+        );
+        let id = cw.execution().await;
+        cw.approve(name, &id).await;
+        let status = cw.first_error(name, Duration::from_secs(45)).await;
+        eprintln!("pod identity, {case}: {}", summary(&status));
+        assert_ne!(status.phase, Some(Phase::Succeeded), "{}", summary(&status));
+        // Retries go on; none of them may reach SSM.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(cw.applied(&id).is_empty(), "{case}: nothing was sent");
+    }
 }

@@ -30,6 +30,8 @@ type Resp = Response<Full<Bytes>>;
 const NS: &str = "https://sts.amazonaws.com/doc/2011-06-15/";
 /// The audience AWS expects in IRSA tokens (the provider's default client id).
 pub const STS_AUDIENCE: &str = "sts.amazonaws.com";
+/// The audience of the ServiceAccount tokens EKS Pod Identity exchanges.
+pub const POD_IDENTITY_AUDIENCE: &str = "pods.eks.amazonaws.com";
 /// Where the container credentials endpoint answers (the EKS Pod Identity Agent's path).
 pub const CONTAINER_CREDENTIALS_PATH: &str = "/v1/credentials";
 /// The control API of this module.
@@ -100,11 +102,18 @@ pub struct WebIdentityTrust {
     pub subject: String,
 }
 
-/// Credentials of `role_arn` for callers presenting `authorization_token`.
+/// Credentials of `role_arn` for callers presenting `authorization_token`, or (an EKS Pod
+/// Identity association) the token of ServiceAccount `namespace`/`service_account`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct ContainerCredentials {
+    /// Compared as a string (when not empty).
     pub authorization_token: String,
+    /// With `service_account`: the Authorization header must be that ServiceAccount's token,
+    /// for audience `pods.eks.amazonaws.com`, from a configured OIDC provider, verified as
+    /// AssumeRoleWithWebIdentity verifies its tokens.
+    pub namespace: Option<String>,
+    pub service_account: Option<String>,
     pub role_arn: String,
     /// Default `eks-pod-identity`.
     pub session_name: Option<String>,
@@ -321,7 +330,7 @@ pub(crate) async fn intercept(
         return Some(control(shared, &parts.method, path, body));
     }
     if path == CONTAINER_CREDENTIALS_PATH {
-        return Some(container_credentials(shared, &parts.method, &parts.headers));
+        return Some(container_credentials(shared, &parts.method, &parts.headers).await);
     }
     if parts.headers.contains_key("x-amz-target") {
         return None;
@@ -655,6 +664,9 @@ struct Claims {
     nbf: Option<i64>,
     #[serde(rename = "https://aws.amazon.com/source_identity")]
     source_identity: Option<String>,
+    /// The API server's own claim: namespace, service account, pod.
+    #[serde(rename = "kubernetes.io")]
+    kubernetes: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -671,13 +683,6 @@ impl Audience {
             Self::Many(v) => v.iter().any(|s| s == a),
         }
     }
-
-    fn first(&self) -> &str {
-        match self {
-            Self::One(s) => s,
-            Self::Many(v) => v.first().map(String::as_str).unwrap_or(""),
-        }
-    }
 }
 
 fn invalid_token(message: &str) -> Resp {
@@ -691,6 +696,120 @@ fn provider_name(issuer: &str) -> &str {
         .or_else(|| issuer.strip_prefix("http://"))
         .unwrap_or(issuer)
         .trim_end_matches('/')
+}
+
+/// Why a web identity token is refused.
+enum TokenError {
+    /// Malformed, unknown issuer, unknown key, bad signature, wrong audience, not yet valid.
+    Invalid(String),
+    Expired(String),
+    /// The issuer's documents could not be fetched.
+    Idp(String),
+}
+
+impl TokenError {
+    fn sts_error(self) -> Resp {
+        match self {
+            Self::Invalid(m) => invalid_token(&m),
+            Self::Expired(m) => error(400, "ExpiredTokenException", &m),
+            Self::Idp(m) => error(400, "IDPCommunicationError", &m),
+        }
+    }
+}
+
+struct Verified {
+    claims: Claims,
+    issuer: String,
+    /// The accepted audience the token carries.
+    audience: String,
+}
+
+/// Checks a token as AWS checks OIDC tokens: a configured issuer, a signature by a key of its
+/// published JWKS, an accepted audience (`audiences`, else the provider's client ids, else
+/// `sts.amazonaws.com`), not expired, already valid.
+async fn verify_token(
+    shared: &Shared,
+    config: &StsConfig,
+    token: &str,
+    audiences: Option<&[&str]>,
+) -> Result<Verified, TokenError> {
+    let invalid = |m: &str| TokenError::Invalid(m.to_string());
+    // The unverified claims only pick the provider; nothing is trusted before the signature.
+    let header = jsonwebtoken::decode_header(token)
+        .map_err(|_| invalid("Couldn't parse the web identity token"))?;
+    let unverified = jsonwebtoken::dangerous::insecure_decode::<Claims>(token)
+        .map_err(|_| invalid("Couldn't parse the web identity token"))?;
+    let iss = unverified
+        .claims
+        .iss
+        .clone()
+        .ok_or_else(|| invalid("The web identity token has no issuer"))?;
+    let provider = config
+        .oidc_providers
+        .iter()
+        .find(|p| provider_name(&p.issuer) == provider_name(&iss))
+        .cloned()
+        .ok_or_else(|| {
+            TokenError::Invalid(format!(
+                "No OpenIDConnect provider found in your account for {iss}"
+            ))
+        })?;
+    let keys = provider_keys(shared, &provider, header.kid.as_deref())
+        .await
+        .map_err(TokenError::Idp)?;
+    let jwk = match header.kid.as_deref() {
+        Some(kid) => keys.find(kid),
+        None if keys.keys.len() == 1 => keys.keys.first(),
+        None => None,
+    }
+    .ok_or_else(|| invalid("The web identity token was not signed by a key of its issuer"))?;
+    let key = DecodingKey::from_jwk(jwk)
+        .map_err(|_| invalid("The issuer's key for this token is not usable"))?;
+    if !matches!(
+        header.alg,
+        Algorithm::RS256
+            | Algorithm::RS384
+            | Algorithm::RS512
+            | Algorithm::ES256
+            | Algorithm::ES384
+    ) {
+        return Err(invalid("Unsupported signing algorithm"));
+    }
+    // Only the signature here: the time and audience checks follow, with AWS's own errors.
+    let mut checks = Validation::new(header.alg);
+    checks.validate_exp = false;
+    checks.validate_aud = false;
+    checks.required_spec_claims.clear();
+    let claims = jsonwebtoken::decode::<Claims>(token, &key, &checks)
+        .map_err(|_| invalid("The web identity token's signature is not valid"))?
+        .claims;
+    let accepted: Vec<String> = match audiences {
+        Some(a) => a.iter().map(|s| s.to_string()).collect(),
+        None if provider.client_ids.is_empty() => vec![STS_AUDIENCE.to_string()],
+        None => provider.client_ids.clone(),
+    };
+    let audience = accepted
+        .iter()
+        .find(|c| claims.aud.as_ref().is_some_and(|a| a.contains(c)))
+        .cloned()
+        .ok_or_else(|| invalid("Incorrect token audience"))?;
+    let now = now_secs() + config.web_identity_clock_skew_seconds;
+    let exp = claims
+        .exp
+        .ok_or_else(|| invalid("The web identity token has no expiration"))?;
+    if now >= exp {
+        return Err(TokenError::Expired(format!(
+            "Token expired: current date/time {now} must be before the expiration date/time {exp}"
+        )));
+    }
+    if claims.nbf.is_some_and(|nbf| nbf > now) {
+        return Err(invalid("The web identity token is not valid yet"));
+    }
+    Ok(Verified {
+        claims,
+        issuer: iss,
+        audience,
+    })
 }
 
 async fn assume_role_with_web_identity(shared: &Shared, form: &[(String, String)]) -> Resp {
@@ -709,89 +828,11 @@ async fn assume_role_with_web_identity(shared: &Shared, form: &[(String, String)
         );
     }
     let config = shared.sts_roles.config();
-    // The unverified claims only pick the provider; nothing is trusted before the signature.
-    let Ok(header) = jsonwebtoken::decode_header(token) else {
-        return invalid_token("Couldn't parse the web identity token");
+    let verified = match verify_token(shared, &config, token, None).await {
+        Ok(v) => v,
+        Err(e) => return e.sts_error(),
     };
-    let Ok(unverified) = jsonwebtoken::dangerous::insecure_decode::<Claims>(token) else {
-        return invalid_token("Couldn't parse the web identity token");
-    };
-    let Some(iss) = unverified.claims.iss.clone() else {
-        return invalid_token("The web identity token has no issuer");
-    };
-    let Some(provider) = config
-        .oidc_providers
-        .iter()
-        .find(|p| provider_name(&p.issuer) == provider_name(&iss))
-        .cloned()
-    else {
-        return invalid_token(&format!(
-            "No OpenIDConnect provider found in your account for {iss}"
-        ));
-    };
-    let keys = match provider_keys(shared, &provider, header.kid.as_deref()).await {
-        Ok(k) => k,
-        Err(message) => return error(400, "IDPCommunicationError", &message),
-    };
-    let jwk = match header.kid.as_deref() {
-        Some(kid) => keys.find(kid),
-        None if keys.keys.len() == 1 => keys.keys.first(),
-        None => None,
-    };
-    let Some(jwk) = jwk else {
-        return invalid_token("The web identity token was not signed by a key of its issuer");
-    };
-    let Ok(key) = DecodingKey::from_jwk(jwk) else {
-        return invalid_token("The issuer's key for this token is not usable");
-    };
-    if !matches!(
-        header.alg,
-        Algorithm::RS256
-            | Algorithm::RS384
-            | Algorithm::RS512
-            | Algorithm::ES256
-            | Algorithm::ES384
-    ) {
-        return invalid_token("Unsupported signing algorithm");
-    }
-    // Only the signature here: the time and audience checks follow, with AWS's own errors.
-    let mut checks = Validation::new(header.alg);
-    checks.validate_exp = false;
-    checks.validate_aud = false;
-    checks.required_spec_claims.clear();
-    let claims = match jsonwebtoken::decode::<Claims>(token, &key, &checks) {
-        Ok(data) => data.claims,
-        Err(_) => return invalid_token("The web identity token's signature is not valid"),
-    };
-    let client_ids: Vec<String> = if provider.client_ids.is_empty() {
-        vec![STS_AUDIENCE.to_string()]
-    } else {
-        provider.client_ids.clone()
-    };
-    let Some(aud) = claims
-        .aud
-        .as_ref()
-        .filter(|a| client_ids.iter().any(|c| a.contains(c)))
-    else {
-        return invalid_token("Incorrect token audience");
-    };
-    let now = now_secs() + config.web_identity_clock_skew_seconds;
-    let Some(exp) = claims.exp else {
-        return invalid_token("The web identity token has no expiration");
-    };
-    if now >= exp {
-        return error(
-            400,
-            "ExpiredTokenException",
-            &format!(
-                "Token expired: current date/time {} must be before the expiration date/time {}",
-                now, exp
-            ),
-        );
-    }
-    if claims.nbf.is_some_and(|nbf| nbf > now) {
-        return invalid_token("The web identity token is not valid yet");
-    }
+    let (claims, iss, aud) = (verified.claims, verified.issuer, verified.audience);
     let subject = claims.sub.clone().unwrap_or_default();
     let denied = || access_denied("Not authorized to perform sts:AssumeRoleWithWebIdentity");
     let Some(trust) = trust_of(&config, common.role_arn) else {
@@ -826,7 +867,7 @@ async fn assume_role_with_web_identity(shared: &Shared, form: &[(String, String)
     let mut result = format!(
         "    <SubjectFromWebIdentityToken>{}</SubjectFromWebIdentityToken>\n    <Audience>{}</Audience>\n",
         escape(&subject),
-        escape(aud.first())
+        escape(&aud)
     );
     result.push_str(&credentials_xml(&session));
     result.push_str(&format!(
@@ -958,37 +999,77 @@ fn rebase(uri: &str, base: &str) -> Result<String, String> {
 
 /// The container credentials endpoint: the configured role's credentials for a matching
 /// `Authorization` header, JSON as the SDKs' container provider reads it.
-pub(crate) fn container_credentials(shared: &Shared, method: &Method, headers: &HeaderMap) -> Resp {
-    let respond = |status: u16, body: Value| {
+pub(crate) async fn container_credentials(
+    shared: &Shared,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Resp {
+    let respond = |status: u16, message: &str| {
         Response::builder()
             .status(status)
             .header(CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(body.to_string())))
+            .body(Full::new(Bytes::from(
+                json!({"message": message}).to_string(),
+            )))
             .expect("a valid response")
     };
     if method != Method::GET {
-        return respond(405, json!({"message": "use GET"}));
+        return respond(405, "use GET");
     }
-    let Some(presented) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
-        return respond(
-            400,
-            json!({"message": "Service account token cannot be empty"}),
-        );
+    let Some(presented) = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+    else {
+        return respond(400, "Service account token cannot be empty");
     };
     let config = shared.sts_roles.config();
-    let Some(entry) = config
+    let mut tags = Vec::new();
+    let mut entry = config
         .container_credentials
         .iter()
-        .find(|c| !c.authorization_token.is_empty() && c.authorization_token == presented)
-    else {
-        return respond(403, json!({"message": "Invalid authorization token"}));
-    };
-    if parse_role_arn(&entry.role_arn).is_none() {
-        return respond(
-            500,
-            json!({"message": "the configured role ARN is not valid"}),
-        );
+        .find(|c| !c.authorization_token.is_empty() && c.authorization_token == presented);
+    let associations = config
+        .container_credentials
+        .iter()
+        .any(|c| c.service_account.is_some());
+    if entry.is_none() && associations {
+        let verified =
+            match verify_token(shared, &config, presented, Some(&[POD_IDENTITY_AUDIENCE])).await {
+                Ok(v) => v,
+                Err(TokenError::Idp(m)) => return respond(500, &m),
+                Err(TokenError::Invalid(m) | TokenError::Expired(m)) => return respond(400, &m),
+            };
+        let subject = verified.claims.sub.clone().unwrap_or_default();
+        entry = config.container_credentials.iter().find(|c| {
+            c.service_account.as_deref().is_some_and(|sa| {
+                subject
+                    == format!(
+                        "system:serviceaccount:{}:{sa}",
+                        c.namespace.as_deref().unwrap_or("default")
+                    )
+            })
+        });
+        // The session tags EKS Pod Identity adds, from the API server's claim.
+        let k8s = verified.claims.kubernetes.unwrap_or(Value::Null);
+        for (tag, pointer) in [
+            ("kubernetes-namespace", "/namespace"),
+            ("kubernetes-service-account", "/serviceaccount/name"),
+            ("kubernetes-pod-name", "/pod/name"),
+            ("kubernetes-pod-uid", "/pod/uid"),
+        ] {
+            if let Some(v) = k8s.pointer(pointer).and_then(Value::as_str) {
+                tags.push((tag.to_string(), v.to_string()));
+            }
+        }
     }
+    let Some(entry) = entry else {
+        return respond(403, "No Pod Identity association for this token");
+    };
+    let Some((account, _)) = parse_role_arn(&entry.role_arn) else {
+        return respond(500, "the configured role ARN is not valid");
+    };
+    let account = account.to_string();
     let seconds = config.session_duration_seconds.unwrap_or(6 * 3600);
     let session_name = entry
         .session_name
@@ -1000,22 +1081,21 @@ pub(crate) fn container_credentials(shared: &Shared, method: &Method, headers: &
         &session_name,
         seconds,
         None,
-        Vec::new(),
+        tags,
         "ContainerCredentials",
     );
-    let account = parse_role_arn(&entry.role_arn)
-        .map(|(a, _)| a.to_string())
-        .unwrap_or_default();
-    respond(
-        200,
-        json!({
-            "AccessKeyId": session.access_key_id,
-            "SecretAccessKey": session.secret_access_key,
-            "Token": session.session_token,
-            "AccountId": account,
-            "Expiration": iso8601(session.expiration),
-        }),
-    )
+    let body = json!({
+        "AccessKeyId": session.access_key_id,
+        "SecretAccessKey": session.secret_access_key,
+        "Token": session.session_token,
+        "AccountId": account,
+        "Expiration": iso8601(session.expiration),
+    });
+    Response::builder()
+        .status(200)
+        .header(CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("a valid response")
 }
 
 /// `/_emu/sts` (GET, PUT the configuration; tokens are not shown) and `/_emu/sts/sessions`.

@@ -583,6 +583,7 @@ async fn container_credentials_need_the_authorization_token() {
             authorization_token: "pod-token".into(),
             role_arn: ROLE.into(),
             session_name: None,
+            ..ContainerCredentials::default()
         }],
         ..StsConfig::default()
     });
@@ -640,6 +641,7 @@ async fn boto3_credential_providers_reach_the_emulator() {
             authorization_token: "pod-token".into(),
             role_arn: "arn:aws:iam::123456789012:role/PodRole".into(),
             session_name: Some("pod-session".into()),
+            ..ContainerCredentials::default()
         }],
         ..StsConfig::default()
     });
@@ -743,4 +745,94 @@ print(who["Arn"])
         "arn:aws:sts::123456789012:assumed-role/Approver/s1"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A Pod Identity association: the Authorization header must be the ServiceAccount's token
+/// for `pods.eks.amazonaws.com`, signed by the issuer; the session carries EKS's tags.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_credentials_for_a_service_account_association() {
+    let emu = emulator().await;
+    let issuer = issuer().await;
+    emu.handle.set_sts(StsConfig {
+        oidc_providers: vec![issuer.provider()],
+        container_credentials: vec![ContainerCredentials {
+            namespace: Some("ops".into()),
+            service_account: Some("signalman".into()),
+            role_arn: ROLE.into(),
+            ..ContainerCredentials::default()
+        }],
+        ..StsConfig::default()
+    });
+    let claim = json!({"kubernetes.io": {"namespace": "ops", "serviceaccount": {"name": "signalman"},
+                                         "pod": {"name": "signalman-0", "uid": "u-1"}}});
+    let sub = "system:serviceaccount:ops:signalman";
+    let get = |token: String| {
+        let endpoint = emu.endpoint.clone();
+        async move {
+            http(
+                &endpoint,
+                "GET",
+                "/v1/credentials",
+                &[("Authorization", &token)],
+                "",
+            )
+            .await
+        }
+    };
+    let (code, body) = get(issuer.token(sub, "pods.eks.amazonaws.com", 600, claim.clone())).await;
+    assert_eq!(code, 200, "{body}");
+    let key = serde_json::from_str::<Value>(&body).unwrap()["AccessKeyId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let session = emu.handle.sts_session(&key).expect("a session");
+    assert_eq!(
+        session.arn,
+        "arn:aws:sts::123456789012:assumed-role/Approver/eks-pod-identity"
+    );
+    for tag in [
+        ("kubernetes-namespace", "ops"),
+        ("kubernetes-service-account", "signalman"),
+        ("kubernetes-pod-name", "signalman-0"),
+        ("kubernetes-pod-uid", "u-1"),
+    ] {
+        assert!(
+            session
+                .tags
+                .contains(&(tag.0.to_string(), tag.1.to_string())),
+            "{tag:?} in {:?}",
+            session.tags
+        );
+    }
+    let cases = [
+        (
+            "another ServiceAccount",
+            issuer.token(
+                "system:serviceaccount:ops:other",
+                "pods.eks.amazonaws.com",
+                600,
+                json!({}),
+            ),
+            403,
+        ),
+        (
+            "the STS audience",
+            issuer.token(sub, "sts.amazonaws.com", 600, json!({})),
+            400,
+        ),
+        (
+            "expired",
+            issuer.token(sub, "pods.eks.amazonaws.com", -5, json!({})),
+            400,
+        ),
+        (
+            "signed by another key",
+            issuer.sign(&es256_key(), sub, "pods.eks.amazonaws.com", 600, json!({})),
+            400,
+        ),
+    ];
+    for (what, token, want) in cases {
+        let (code, body) = get(token).await;
+        assert_eq!(code, want, "{what}: {body}");
+    }
 }
