@@ -326,24 +326,12 @@ fn object_key(obj: &DynamicObject) -> String {
 }
 
 /// What the cache keeps of an object. managedFields (about 40% of an object) and kubectl's
-/// last-applied annotation (a copy of the whole manifest) are never read here; of a finished
-/// signal only the status and the TTL are read, so its spec goes too. A status written from
-/// such an object leaves the server's spec and metadata as they are: a write to the status
-/// subresource changes the status only.
+/// last-applied annotation (a copy of the whole manifest) are never read here; a finished
+/// signal is reduced to what TTL reads ([`ttl::slim`]).
 fn slim(obj: &mut DynamicObject) {
     obj.metadata.managed_fields = None;
     if let Some(a) = obj.metadata.annotations.as_mut() {
         a.remove("kubectl.kubernetes.io/last-applied-configuration");
     }
-    let finished = obj
-        .data
-        .get("status")
-        .and_then(|s| s.get("phase"))
-        .and_then(|p| p.as_str())
-        .is_some_and(|p| p == "Succeeded" || p == "Failed");
-    if finished {
-        if let Some(spec) = obj.data.get_mut("spec").and_then(|s| s.as_object_mut()) {
-            spec.retain(|k, _| k == "ttlSecondsAfterFinished");
-        }
-    }
+    ttl::slim(obj);
 }

@@ -48,6 +48,10 @@ pub(super) async fn reconcile<T: SignalTarget>(
     if obj.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
+    // A finished signal as the cache keeps it: only its TTL is left to look after.
+    if let Some(finished) = ttl::Finished::of_slim(&obj) {
+        return ttl::after_finished::<T>(&obj, &finished, Timestamp::now(), ctx).await;
+    }
     let status = match read_status(&obj) {
         Ok(s) => s,
         Err(why) => {
@@ -77,7 +81,8 @@ pub(super) async fn reconcile<T: SignalTarget>(
     };
     let next = delivery::decide(status.as_ref(), &dctx);
     if next == Next::Done {
-        return ttl::after_finished::<T>(&obj, status.as_ref(), dctx.now, ctx).await;
+        let finished = ttl::Finished::of(&obj, status.as_ref());
+        return ttl::after_finished::<T>(&obj, &finished, dctx.now, ctx).await;
     }
     if !ctx.leadership.is_leader() {
         if let Next::WaitUntil(t) = next {
@@ -300,7 +305,11 @@ async fn claim_send_record<T: SignalTarget>(
         &ctx.metrics,
     )
     .await;
-    record_call::<T>(obj, &clients, prepared.as_ref().err(), ctx).await;
+    // Only a failed look-up tells the circuit something: a prepare that succeeded may not have
+    // called AWS at all, and the send that follows reports for the attempt.
+    if let Err(f) = &prepared {
+        record_call::<T>(obj, &clients, Some(f), ctx).await;
+    }
     match prepared {
         Ok(Prepared::Send) => {}
         Ok(Prepared::AlreadyDelivered(evidence)) => {
@@ -338,7 +347,9 @@ async fn claim_send_record<T: SignalTarget>(
         Err(e) if e.is_conflict() => return Ok(Action::requeue(requeue::LOST_RACE)),
         Err(e) => return Err(e),
     };
-    tell::<T>(obj, claim.event.as_ref(), ctx).await;
+    // No Sending Event: the status already says Sending, and an Event is one more write on
+    // the path of every signal. Events tell what the status alone does not (delivery,
+    // retries, verification, failures).
     failpoint::hit(failpoint::AFTER_CLAIM);
 
     // The token right before the send, so the claim's write latency never bunches sends. The

@@ -402,6 +402,11 @@ pub fn is_finished(s: &SignalStatus) -> bool {
     is_terminal(s)
 }
 
+/// Whether the conditions and observedGeneration of `s` agree with its phase (no repair due).
+pub fn conditions_consistent(s: &SignalStatus, generation: Option<i64>) -> bool {
+    conditions::consistent(s, generation)
+}
+
 /// Whether `phase` ends a signal's life.
 pub fn is_finished_phase(phase: Phase) -> bool {
     matches!(phase, Phase::Succeeded | Phase::Failed)

@@ -265,7 +265,8 @@ async fn outage(
     let emulator_during = emu.handle.counters().swf.calls.values().sum::<u64>() - emulator_before;
     let window = OUTAGE.saturating_sub(Duration::from_secs(30)).as_secs();
     assert!(
-        during <= 12.0 && emulator_during <= 12,
+        // A probe is one operation; the SDK's standard retry tries a read up to 3 times.
+        during <= 12.0 && emulator_during <= 36,
         "{during} AWS calls ({emulator_during} reached the emulator) in the last {window} s of \
          the outage across {PENDING} pending signals: expected the circuit's probes only\n{}",
         operator.log_text()
