@@ -27,9 +27,9 @@
 //! # Phases ([`decide`])
 //! | status | next |
 //! |---|---|
-//! | none (first sight) | [`Next::Claim`] at once: the claim write is the first status write (no separate `Pending` write) |
+//! | none (first sight) | [`Next::Claim`] at once: the claim write is the first status write (no separate `Pending` write); `Failed`/`Expired` instead when `spec.notAfter` has passed |
 //! | `Pending` (or a status without phase), `attempts >= maxAttempts` | [`Next::Write`] `Failed`/`RetriesExhausted` (only a damaged status gets here) |
-//! | `Pending`, `nextAttemptTime` absent or `<= now` | [`Next::Claim`]: `Sending`, attempts+1, lastAttemptTime=now, claim{holder, deadline=now+ttl}, observedGeneration, conditions |
+//! | `Pending`, `nextAttemptTime` absent or `<= now` | [`Next::Claim`]: `Sending`, attempts+1, lastAttemptTime=now (and firstAttemptTime, once), claim{holder, deadline=now+ttl}, observedGeneration, conditions; `Failed`/`Expired` instead when `spec.notAfter` has passed |
 //! | `Pending`, `nextAttemptTime > now` | [`Next::WaitUntil`]`(nextAttemptTime)` (or a repair [`Next::Write`], below) |
 //! | `Sending`, claim held by another holder, deadline `> now` | [`Next::WaitUntil`]`(deadline)`: a live sender owns it, nobody touches it |
 //! | `Sending`, deadline `<= now`, or held by this very holder, or no claim | [`Next::Write`] `Verifying`, claim cleared, verifySince = min(verifySince, lastAttemptTime), event `Verifying` |
@@ -52,35 +52,44 @@
 //! |---|---|---|
 //! | accepted | `Succeeded`, sentTime=now, requestId, runId kept or filled, claim and nextAttemptTime cleared, event `Delivered` | `Delivered` |
 //! | Throttled | `Pending` after backoff; the attempt is refunded (attempts-1, throttledRetries+1): a throttle storm never exhausts the attempts, and the backoff still grows | `Throttled` |
-//! | NotSent | `Pending` after backoff, **spends** the attempt, so an unreachable endpoint ends in `RetriesExhausted` | `RetryScheduled` |
-//! | Limit (SWF `LimitExceededFault`) | like NotSent: not applied, but a persistent limit, so it spends the attempt | `LimitExceeded` |
-//! | Permission | like NotSent (an operator may fix IAM meanwhile) | `PermissionDenied` |
+//! | NotSent | `Pending` after backoff; the attempt is refunded (transientRetries+1): connection errors heal, so they are bounded by `spec.retry.maxDurationSeconds` from the first attempt, not by attempts | `RetryScheduled` |
+//! | Limit (SWF `LimitExceededFault`) | `Pending` after backoff: not applied, but a persistent limit, so it **spends** the attempt | `LimitExceeded` |
+//! | Permission | like NotSent (expired credentials during a rotation heal; an operator may fix IAM meanwhile) | `PermissionDenied` |
 //! | NotFound | `Failed`/`ExecutionNotFound`; with `retryNotFound`, like NotSent; when `verifySince` is set (an earlier attempt may have landed, e.g. the signal closed the SWF run) → `Verifying` first | `ExecutionNotFound` |
 //! | InvalidNow | `Failed`/`SignalRejected`; when `verifySince` is set → `Verifying` (an earlier attempt may be why the execution moved on) | `SignalRejected` |
 //! | Invalid | `Failed`/`InvalidSpec` | `InvalidSpec` |
 //! | Ambiguous | `Verifying`, verifySince = min(verifySince, this claim's lastAttemptTime), verification not before now + max(settle, backoff), attempt kept as spent | `Verifying` |
 //!
-//! A retryable failure (NotSent, Limit, Permission, NotFound with `retryNotFound`) that leaves
+//! A failure that spends attempts (Limit, NotFound with `retryNotFound`) and leaves
 //! `attempts >= maxAttempts` ends `Failed`/`RetriesExhausted`, the message naming the last error.
+//! A refunded failure (Throttled, NotSent, Permission, and the transient verification failures
+//! below) seen once `spec.retry.maxDurationSeconds` has passed since `firstAttemptTime` ends
+//! `Failed`/`RetriesExhausted` too.
 //!
 //! | verification | next | reason |
 //! |---|---|---|
 //! | Delivered, DeliveredAt | `Succeeded`, event `DeliveryVerified`; sentTime = the time AWS recorded the signal when the adapter knows it (`DeliveredAt`, SWF event timestamp), else verifySince (the earliest claim that may have carried it: a lower bound), else now | `DeliveryVerified` |
-//! | Absent | `Pending` with no nextAttemptTime (the backoff was served before verifying), so the next [`decide`] claims at once; `Failed`/`RetriesExhausted` when no attempts are left | `RetryScheduled` |
+//! | Absent, the first in a row | stay `Verifying`, absentReads=1, read again after `verify_recheck` (AWS shows writes after a delay); no event | `Verifying` |
+//! | Absent again (or `verify_recheck` zero) | `Pending` with no nextAttemptTime (the backoff was served before verifying), so the next [`decide`] claims at once; `Failed`/`Expired` past `spec.notAfter`; `Failed`/`RetriesExhausted` when no attempts are left | `RetryScheduled` |
 //! | NoLongerWaiting | `Failed`/`SignalRejected`: the execution moved on without this signal | `SignalRejected` |
 //! | NotFound | as NotFound above (without the verifySince rule) | `ExecutionNotFound` |
 //! | Failed, Throttled | stay `Verifying`, retry after backoff, throttledRetries+1 (no attempt spent) | `Throttled` |
-//! | Failed, any other class | stay `Verifying`, retry after backoff, **spends an attempt**; none left → `Failed`/`RetriesExhausted` ("may or may not have been delivered") | `PermissionDenied` or `Verifying` |
+//! | Failed, NotSent, Ambiguous or Permission | stay `Verifying`, retry after backoff, transientRetries+1 (no attempt spent), bounded by `spec.retry.maxDurationSeconds` | `PermissionDenied` or `Verifying` |
+//! | Failed, any other class | stay `Verifying`, retry after backoff, **spends an attempt**; none left → `Failed`/`RetriesExhausted` ("may or may not have been delivered") | `Verifying` |
 //!
-//! So `attempts` counts the budgeted AWS operations: every claimed send, and every failed
-//! verification, so that a verification that can never succeed (say a missing read permission)
-//! ends instead of verifying forever; throttled calls are refunded.
+//! [`already_delivered`]: before a first send, a receipt or the AWS side shows the same signal
+//! was delivered by an earlier object: `Succeeded`/`AlreadyDelivered`, nothing sent.
+//!
+//! So `attempts` counts the sends that may have reached AWS and the failures that cannot heal;
+//! failures that heal by themselves are bounded by time instead, so a long outage is outlasted
+//! and a verification that can never succeed still ends.
 //!
 //! `verifySince` is kept once set (also after a verification said absent, and after success):
 //! a later verification then looks back to the earliest attempt whose fate was not confirmed.
 //!
 //! # Backoff ([`backoff`])
-//! Computed from the status alone, so it survives restarts: `n = attempts + throttledRetries`
+//! Computed from the status alone, so it survives restarts: `n = attempts + throttledRetries +
+//! transientRetries`
 //! (at least 1), `base = min(maxBackoff, initialBackoff * 2^(n-1))` (saturating, no overflow),
 //! `delay = base/2 + jitter * base/2` ("equal jitter": at least half the step, at most the cap),
 //! `nextAttemptTime = now + delay`.
