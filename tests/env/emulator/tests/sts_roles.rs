@@ -417,6 +417,32 @@ async fn expired_session_credentials_are_refused() {
         .await
         .expect_err("expired credentials");
     assert_eq!(err.code(), Some("ExpiredToken"));
+    // SWF (forwarded to moto) is refused at the emulator, before any forwarding.
+    let swf = {
+        use aws_sdk_swf::config::{retry::RetryConfig, BehaviorVersion, Credentials, Region};
+        aws_sdk_swf::Client::from_conf(
+            aws_sdk_swf::Config::builder()
+                .behavior_version(BehaviorVersion::latest())
+                .region(Region::new("us-east-1"))
+                .endpoint_url(&emu.endpoint)
+                .credentials_provider(Credentials::new(
+                    creds.access_key_id(),
+                    creds.secret_access_key(),
+                    Some(creds.session_token().to_string()),
+                    None,
+                    "test",
+                ))
+                .retry_config(RetryConfig::disabled())
+                .build(),
+        )
+    };
+    let err = swf
+        .list_domains()
+        .registration_status(aws_sdk_swf::types::RegistrationStatus::Registered)
+        .send()
+        .await
+        .expect_err("expired credentials");
+    assert_eq!(err.code(), Some("ExpiredTokenException"));
     assert_eq!(
         status(&get(&common::ssm(&emu.endpoint, "admin"), &id).await),
         "Waiting"
