@@ -30,6 +30,9 @@ struct Args {
     /// A lag configuration to start with (JSON, as `PUT /_emu/lag` takes).
     #[arg(long)]
     lag: Option<PathBuf>,
+    /// An STS configuration to start with (JSON, as `PUT /_emu/sts` takes).
+    #[arg(long)]
+    sts: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -65,6 +68,13 @@ async fn main() -> anyhow::Result<()> {
         let config =
             serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         emu.handle.set_lag(config)?;
+    }
+    if let Some(path) = &args.sts {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let config =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        emu.handle.set_sts(config);
     }
     println!("ready {}", emu.endpoint);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
