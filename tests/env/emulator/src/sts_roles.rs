@@ -332,7 +332,7 @@ pub(crate) async fn intercept(
     if path == CONTAINER_CREDENTIALS_PATH {
         return Some(container_credentials(shared, &parts.method, &parts.headers).await);
     }
-    if parts.headers.contains_key("x-amz-target") {
+    if parts.headers.contains_key("x-amz-target") || path == "/_emu" || path.starts_with("/_emu/") {
         return None;
     }
     let query = parts.uri.query().unwrap_or("").as_bytes();
