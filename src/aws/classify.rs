@@ -1,6 +1,7 @@
 //! Pure classification of a failed AWS call into the delivery machine's [`ErrorClass`]
-//! (DESIGN §4). No I/O: the SDK adapter reduces an SDK error to an error code, an HTTP status
-//! and, when no answer arrived, what happened on the wire ([`Transport`]); this module decides.
+//! (docs/design.md, "Errors and retries"). No I/O: the SDK adapter reduces an SDK error to an
+//! error code, an HTTP status and, when no answer arrived, what happened on the wire
+//! ([`Transport`]); this module decides.
 //!
 //! # Order of the rules
 //! 1. A **recognised error code** decides (an answer with a code is the strongest evidence).

@@ -1,4 +1,5 @@
-//! kstatus conditions (DESIGN §2): `Ready`, `Reconciling`, `Stalled`, always in that order.
+//! kstatus conditions (docs/design.md, "Conditions and reasons"): `Ready`, `Reconciling`,
+//! `Stalled`, always in that order.
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
