@@ -7,4 +7,5 @@ pub mod failpoint;
 pub mod health;
 pub mod leader;
 pub mod metrics;
+pub mod policy;
 pub mod server;

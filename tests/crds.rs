@@ -71,6 +71,7 @@ fn crd_yaml_is_every_crd_as_one_stream() {
         names,
         [
             "automationsignals.signalman.dev",
+            "signalpolicies.signalman.dev",
             "signalreceipts.signalman.dev",
             "workflowsignals.signalman.dev"
         ]
@@ -234,8 +235,9 @@ fn cel_rules_compile_and_are_cheap() {
         }
     }
     // WorkflowSignal: immutability, region, retry; AutomationSignal: those, three payload
-    // rules and the key-length rule.
-    assert_eq!(count, 3 + 7);
+    // rules and the key-length rule; three status transition rules each; SignalPolicy: something
+    // allowed, four pattern lists and the role ARN.
+    assert_eq!(count, 3 + 7 + 2 * 3 + 6);
 }
 
 #[test]

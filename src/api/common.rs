@@ -117,6 +117,25 @@ pub enum Phase {
     Failed,
 }
 
+/// Transition rule on the status: a finished phase (Succeeded, Failed) never changes, so a
+/// delivered signal cannot be blanked back to Pending and sent again.
+pub const FINISHED_RULE: &str = "!has(oldSelf.phase) || !(oldSelf.phase in ['Succeeded', 'Failed']) || (has(self.phase) && self.phase == oldSelf.phase)";
+/// Message of [`FINISHED_RULE`].
+pub const FINISHED_MESSAGE: &str =
+    "status.phase Succeeded or Failed is final: a finished signal's phase never changes";
+/// Transition rule on the status: the spent budget never shrinks. The operator gives an attempt
+/// back after throttling or a failure that heals by itself, but counts it in throttledRetries or
+/// transientRetries instead, so the sum of the three only grows.
+pub const SPENT_RULE: &str = "(has(self.attempts) ? self.attempts : 0) + (has(self.throttledRetries) ? self.throttledRetries : 0) + (has(self.transientRetries) ? self.transientRetries : 0) >= (has(oldSelf.attempts) ? oldSelf.attempts : 0) + (has(oldSelf.throttledRetries) ? oldSelf.throttledRetries : 0) + (has(oldSelf.transientRetries) ? oldSelf.transientRetries : 0)";
+/// Message of [`SPENT_RULE`].
+pub const SPENT_MESSAGE: &str =
+    "status.attempts never decreases: attempts + throttledRetries + transientRetries may only grow";
+/// Transition rule on the status: the requester, once recorded, never changes.
+pub const REQUESTED_BY_RULE: &str =
+    "!has(oldSelf.requestedBy) || (has(self.requestedBy) && self.requestedBy == oldSelf.requestedBy)";
+/// Message of [`REQUESTED_BY_RULE`].
+pub const REQUESTED_BY_MESSAGE: &str = "status.requestedBy is immutable once set";
+
 /// The claim an operator writes before it calls AWS: who is sending, and until when no other
 /// replica may send. Present only in phase Sending (the exactly-once protocol in docs/design.md).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -131,6 +150,11 @@ pub struct Claim {
 /// What the operator has done with the signal, written by the operator alone (status subresource). Until the operator writes its first status, the API server serves observedGeneration 0 and attempts 0, so health checks (kstatus, Flux, Argo CD) read a signal the operator has not yet seen as in progress rather than as done.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[schemars(extend("default" = {"observedGeneration": 0}))]
+#[x_kube(
+    validation = Rule::new(FINISHED_RULE).message(FINISHED_MESSAGE),
+    validation = Rule::new(SPENT_RULE).message(SPENT_MESSAGE),
+    validation = Rule::new(REQUESTED_BY_RULE).message(REQUESTED_BY_MESSAGE),
+)]
 #[serde(rename_all = "camelCase")]
 pub struct SignalStatus {
     /// The metadata.generation the operator last acted on; 0 until the operator has seen the object. Lower than metadata.generation: the status is not current yet.
@@ -185,6 +209,10 @@ pub struct SignalStatus {
     /// The last outcome in words; never quotes the input or the payload.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Who created the signal: the API server's user name of the request, copied from the annotation signalman.dev/requested-by (stamped at admission). Never changes once set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    pub requested_by: Option<String>,
     /// kstatus conditions, one per type, in this order: Ready (True once delivered), Reconciling (True while pending, sending, verifying or waiting to retry), Stalled (True once failed for good). All three carry the same reason (e.g. Delivered, RetriesExhausted) and message.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]

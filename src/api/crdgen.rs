@@ -2,12 +2,13 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-use super::{AutomationSignal, SignalReceipt, WorkflowSignal};
+use super::{AutomationSignal, SignalPolicy, SignalReceipt, WorkflowSignal};
 
 /// Every CRD, in a fixed order (by CRD name).
 pub fn crds() -> Vec<CustomResourceDefinition> {
     vec![
         AutomationSignal::crd(),
+        SignalPolicy::crd(),
         SignalReceipt::crd(),
         WorkflowSignal::crd(),
     ]
@@ -24,7 +25,7 @@ pub fn crd_files() -> Vec<(String, String)> {
         .collect()
 }
 
-/// Both CRDs as one multi-document YAML stream (what `signalman crds` prints).
+/// Every CRD as one multi-document YAML stream (what `signalman crds` prints).
 pub fn crd_yaml() -> String {
     crd_files()
         .into_iter()

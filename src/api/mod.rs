@@ -10,6 +10,7 @@
 mod automation_signal;
 mod common;
 mod crdgen;
+mod policy;
 mod receipt;
 pub mod validation;
 mod workflow_signal;
@@ -17,6 +18,7 @@ mod workflow_signal;
 pub use automation_signal::*;
 pub use common::*;
 pub use crdgen::{crd_files, crd_yaml, crds};
+pub use policy::*;
 pub use receipt::{SignalReceipt, SignalReceiptSpec};
 pub use workflow_signal::*;
 
