@@ -238,6 +238,8 @@ def evidence(state_path):
                 line += "  " + " ".join(f"{k}={v[0] if len(v) == 1 else v}" for k, v in outs.items())
             print(line.rstrip())
             for d in decisions:
+                # AWS's published shape capitalises the keys (Approver, Decision, Comment).
+                d = {k.lower(): v for k, v in d.items()}
                 print(f"          decision: {d['decision']} by {d['approver'].split(':')[-1]}"
                       + (f" ({d['comment']!r})" if d.get("comment") else ""))
         status, want = expect["stopstep" if label.startswith("start") else role]
