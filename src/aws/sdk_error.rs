@@ -16,6 +16,15 @@ pub fn failure_from_sdk<E>(err: &SdkError<E, HttpResponse>) -> AwsFailure
 where
     E: ProvideErrorMetadata + StdError + 'static,
 {
+    if let Some(code) = credentials_failure(err) {
+        // No credentials, so nothing was signed or sent. Heals when the identity does
+        // (a token refreshed, a role's trust fixed): retried, bounded by time.
+        return AwsFailure {
+            class: super::classify::ErrorClass::Permission,
+            message: format!("could not get AWS credentials ({code}); nothing was sent"),
+            code: Some(code),
+        };
+    }
     let (code, http_status, transport, message) = match err {
         SdkError::ServiceError(service) => {
             let code = service.err().code().map(str::to_string);
@@ -82,6 +91,29 @@ where
         code,
         message,
     }
+}
+
+/// The STS error code (or `CredentialsError`) when the call failed because the SDK could not
+/// get credentials (web identity refused, container endpoint refused, expired token…).
+fn credentials_failure(err: &(dyn StdError + 'static)) -> Option<String> {
+    use aws_credential_types::provider::error::CredentialsError;
+    use aws_sdk_sts::operation::assume_role_with_web_identity::AssumeRoleWithWebIdentityError;
+    let mut next: Option<&(dyn StdError + 'static)> = Some(err);
+    let mut found = false;
+    while let Some(e) = next {
+        if e.downcast_ref::<CredentialsError>().is_some() {
+            found = true;
+        }
+        if found {
+            if let Some(sts) = e.downcast_ref::<AssumeRoleWithWebIdentityError>() {
+                if let Some(code) = sts.code() {
+                    return Some(code.to_string());
+                }
+            }
+        }
+        next = e.source();
+    }
+    found.then(|| "CredentialsError".to_string())
 }
 
 /// True when the failure happened while connecting (refused, DNS, TLS, connect timeout), so the

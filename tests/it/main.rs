@@ -8,6 +8,7 @@ mod credentials;
 mod faults;
 mod gitops;
 mod health;
+mod lag;
 mod leader;
 mod malformed;
 mod metrics;
