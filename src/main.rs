@@ -78,7 +78,6 @@ struct RunArgs {
     /// Milliseconds to wait after an attempt before reading AWS to verify it.
     #[arg(long, env = "SIGNALMAN_VERIFY_SETTLE_MS", default_value_t = 2000)]
     verify_settle_ms: u64,
-    /// Log filter (tracing syntax), e.g. info or signalman=debug.
     /// After a verification found a signal absent, read again this much later before sending
     /// it again (AWS shows a delivered signal only after a delay).
     #[arg(long, env = "SIGNALMAN_VERIFY_RECHECK_MS", default_value_t = 10_000)]
@@ -94,6 +93,7 @@ struct RunArgs {
     /// otherwise or a GitOps tool manages them (default: keep them).
     #[arg(long, env = "SIGNALMAN_TTL_SECONDS_AFTER_FINISHED")]
     ttl_seconds_after_finished: Option<u64>,
+    /// Log filter (tracing syntax), e.g. info or signalman=debug.
     #[arg(long, env = "SIGNALMAN_LOG_LEVEL", default_value = "info")]
     log_level: String,
     #[arg(long, env = "SIGNALMAN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
