@@ -676,13 +676,22 @@ fn transient_failures_spend_no_attempt_and_end_with_the_time_budget() {
 
 #[test]
 fn retryable_failures_spend_attempts_until_exhausted() {
-    for (class, code, why) in [(
-        ErrorClass::Limit,
-        "LimitExceededFault",
-        reason::LIMIT_EXCEEDED,
-    )] {
+    for (class, code, why, retry_not_found) in [
+        (
+            ErrorClass::Limit,
+            "LimitExceededFault",
+            reason::LIMIT_EXCEEDED,
+            false,
+        ),
+        (
+            ErrorClass::NotFound,
+            "UnknownResourceFault",
+            reason::EXECUTION_NOT_FOUND,
+            true,
+        ),
+    ] {
         let c = Ctx {
-            retry: retry(3, false),
+            retry: retry(3, retry_not_found),
             ..ctx()
         };
         let first = after_send(&claimed(&c), &failed(class, code), &c);
