@@ -115,18 +115,19 @@ replaces the chart's variable of that name (one entry per name, as server-side a
 {{- toYaml (concat $out $v.extraEnv) }}
 {{- end }}
 
-{{/* The rules for the two kinds, their status and Events (ClusterRole or per-namespace Role). */}}
+{{/*
+The operator's rules for the two kinds (ClusterRole or per-namespace Role): read and watch them,
+delete a finished one after its TTL, replace their status (a PUT: update), post events.k8s.io
+Events. Nothing else: no create (it cannot forge signals), no status get/patch, no core Events.
+*/}}
 {{- define "signalman.rules" -}}
 - apiGroups: ["signalman.dev"]
   resources: ["workflowsignals", "automationsignals"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["get", "list", "watch", "delete"]
 - apiGroups: ["signalman.dev"]
   resources: ["workflowsignals/status", "automationsignals/status"]
-  verbs: ["get", "update", "patch"]
+  verbs: ["update"]
 - apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch"]
-- apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "patch"]
 {{- end }}
