@@ -277,12 +277,21 @@ fn defaults_create_every_object() {
     assert_eq!(
         kinds(&objs),
         vec![
+            "ClusterRole/t-signalman-policies@-",
+            "ClusterRole/t-signalman-signal-author@-",
+            "ClusterRole/t-signalman-signal-viewer@-",
             "ClusterRole/t-signalman@-",
+            "ClusterRoleBinding/t-signalman-policies@-",
             "ClusterRoleBinding/t-signalman@-",
             "CustomResourceDefinition/automationsignals.signalman.dev@-",
+            "CustomResourceDefinition/signalpolicies.signalman.dev@-",
             "CustomResourceDefinition/signalreceipts.signalman.dev@-",
             "CustomResourceDefinition/workflowsignals.signalman.dev@-",
             "Deployment/t-signalman@ops",
+            "MutatingAdmissionPolicy/t-signalman-policy-mark@-",
+            "MutatingAdmissionPolicy/t-signalman-requested-by@-",
+            "MutatingAdmissionPolicyBinding/t-signalman-policy-mark@-",
+            "MutatingAdmissionPolicyBinding/t-signalman-requested-by@-",
             "PodDisruptionBudget/t-signalman@ops",
             "Role/t-signalman-leader-election@ops",
             "Role/t-signalman-receipts@ops",
@@ -290,6 +299,14 @@ fn defaults_create_every_object() {
             "RoleBinding/t-signalman-receipts@ops",
             "Service/t-signalman-metrics@ops",
             "ServiceAccount/t-signalman@ops",
+            "ValidatingAdmissionPolicy/t-signalman-requested-by@-",
+            "ValidatingAdmissionPolicy/t-signalman-signal-policy-check@-",
+            "ValidatingAdmissionPolicy/t-signalman-signal-policy@-",
+            "ValidatingAdmissionPolicy/t-signalman-status-writer@-",
+            "ValidatingAdmissionPolicyBinding/t-signalman-requested-by@-",
+            "ValidatingAdmissionPolicyBinding/t-signalman-signal-policy-check@-",
+            "ValidatingAdmissionPolicyBinding/t-signalman-signal-policy@-",
+            "ValidatingAdmissionPolicyBinding/t-signalman-status-writer@-",
         ]
     );
     let pdb = find(&objs, "PodDisruptionBudget", "t-signalman");
@@ -459,13 +476,21 @@ fn values_reach_the_operator() {
     assert!(all_of(&render(&[], &[]), "ServiceMonitor").is_empty());
 }
 
-/// The rules for the two kinds, their status and Events: exactly these, nothing more.
+/// The rules for the two kinds, their status and Events: exactly the verbs the operator uses
+/// (watch and read, delete after the TTL, replace_status = update, events.k8s.io Events).
 fn signal_rules() -> Value {
     json!([
-        {"apiGroups": ["signalman.dev"], "resources": ["workflowsignals", "automationsignals"], "verbs": ["get", "list", "watch"]},
-        {"apiGroups": ["signalman.dev"], "resources": ["workflowsignals/status", "automationsignals/status"], "verbs": ["get", "update", "patch"]},
+        {"apiGroups": ["signalman.dev"], "resources": ["workflowsignals", "automationsignals"], "verbs": ["get", "list", "watch", "delete"]},
+        {"apiGroups": ["signalman.dev"], "resources": ["workflowsignals/status", "automationsignals/status"], "verbs": ["update"]},
         {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
-        {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
+    ])
+}
+
+fn policy_rules() -> Value {
+    json!([
+        {"apiGroups": ["signalman.dev"], "resources": ["signalpolicies"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["signalman.dev"], "resources": ["signalpolicies/status"], "verbs": ["update"]},
+        {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
     ])
 }
 
@@ -503,10 +528,33 @@ fn rbac_is_least_privilege() {
     assert!(!text.contains("secrets"), "no rule may name secrets");
     assert!(!text.contains("\"*\""), "no wildcard rules");
 
-    // Listed namespaces: a Role in each, no cluster-wide access.
+    assert_eq!(
+        find(&objs, "ClusterRole", "t-signalman-policies")["rules"],
+        policy_rules()
+    );
+    assert_eq!(
+        find(&objs, "ClusterRoleBinding", "t-signalman-policies")["subjects"],
+        crb["subjects"]
+    );
+
+    // Listed namespaces: a Role in each; cluster-wide only the cluster-scoped SignalPolicies
+    // and the namespaces' labels (and the people's roles, bound to nobody).
     let objs = render(&["watchNamespaces={payments,platform}"], &[]);
-    assert!(all_of(&objs, "ClusterRole").is_empty());
-    assert!(all_of(&objs, "ClusterRoleBinding").is_empty());
+    let names = |kind: &str| -> Vec<String> {
+        all_of(&objs, kind)
+            .iter()
+            .map(|o| o["metadata"]["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        names("ClusterRole"),
+        [
+            "t-signalman-policies",
+            "t-signalman-signal-author",
+            "t-signalman-signal-viewer"
+        ]
+    );
+    assert_eq!(names("ClusterRoleBinding"), ["t-signalman-policies"]);
     for ns in ["payments", "platform"] {
         let role = all_of(&objs, "Role")
             .into_iter()
@@ -531,10 +579,183 @@ fn rbac_is_least_privilege() {
     let objs = render(&["leaderElection.enabled=false", "replicaCount=1"], &[]);
     assert!(!kinds(&objs).iter().any(|k| k.contains("leader-election")));
     assert_eq!(env_of(&objs)["SIGNALMAN_LEADER_ELECTION"], "false");
-    let objs = render(&["rbac.create=false"], &[]);
+    let objs = render(&["rbac.create=false", "roles.create=false"], &[]);
     assert!(!kinds(&objs)
         .iter()
         .any(|k| k.starts_with("Role") || k.starts_with("Cluster")));
+}
+
+/// People's roles: authors and viewers aggregated into the built-in roles; neither reaches
+/// status, receipts or policies.
+#[test]
+fn people_roles_aggregate_and_never_touch_status() {
+    let objs = render(&[], &[]);
+    let author = find(&objs, "ClusterRole", "t-signalman-signal-author");
+    let labels = &author["metadata"]["labels"];
+    assert_eq!(
+        labels["rbac.authorization.k8s.io/aggregate-to-edit"],
+        "true"
+    );
+    assert_eq!(
+        labels["rbac.authorization.k8s.io/aggregate-to-admin"],
+        "true"
+    );
+    assert_eq!(
+        author["rules"],
+        json!([{"apiGroups": ["signalman.dev"], "resources": ["workflowsignals", "automationsignals"], "verbs": ["create", "get", "list", "watch", "delete"]}])
+    );
+    let viewer = find(&objs, "ClusterRole", "t-signalman-signal-viewer");
+    assert_eq!(
+        viewer["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"],
+        "true"
+    );
+    assert_eq!(
+        viewer["rules"],
+        json!([{"apiGroups": ["signalman.dev"], "resources": ["workflowsignals", "automationsignals"], "verbs": ["get", "list", "watch"]}])
+    );
+    for role in [author, viewer] {
+        let text = role["rules"].to_string();
+        for word in [
+            "status",
+            "signalreceipts",
+            "signalpolicies",
+            "update",
+            "patch",
+        ] {
+            assert!(!text.contains(word), "{word} in {text}");
+        }
+    }
+    let objs = render(&["roles.create=false"], &[]);
+    assert!(!kinds(&objs).iter().any(|k| k.contains("signal-author")));
+}
+
+/// The admission policies: what they match, the operator's ServiceAccount as the only status
+/// writer, the namespace selector and the default region reaching the CEL, and the mutating
+/// ones left out when the API server lacks them.
+#[test]
+fn admission_policies_render_from_values() {
+    let objs = render(
+        &[
+            "aws.region=eu-west-1",
+            "admission.namespaceSelector.matchLabels.tenant=yes",
+            "admission.statusWriters={break-glass}",
+        ],
+        &[],
+    );
+    for b in all_of(&objs, "ValidatingAdmissionPolicyBinding")
+        .into_iter()
+        .chain(all_of(&objs, "MutatingAdmissionPolicyBinding"))
+    {
+        assert_eq!(
+            b["spec"]["matchResources"]["namespaceSelector"],
+            json!({"matchLabels": {"tenant": "yes"}}),
+            "{b}"
+        );
+    }
+    let status = find(
+        &objs,
+        "ValidatingAdmissionPolicy",
+        "t-signalman-status-writer",
+    );
+    assert_eq!(
+        status["spec"]["matchConstraints"]["resourceRules"][0]["resources"],
+        json!(["workflowsignals/status", "automationsignals/status"])
+    );
+    let rule = status["spec"]["validations"][0]["expression"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        rule,
+        "request.userInfo.username in [\"system:serviceaccount:ops:t-signalman\",\"break-glass\"]"
+    );
+    let mark = find(&objs, "MutatingAdmissionPolicy", "t-signalman-policy-mark");
+    assert_eq!(mark["spec"]["paramKind"]["kind"], "SignalPolicy");
+    let cel = mark["spec"]["mutations"][0]["applyConfiguration"]["expression"]
+        .as_str()
+        .unwrap();
+    assert!(
+        cel.contains("'eu-west-1'"),
+        "the default region reaches the CEL: {cel}"
+    );
+    assert_eq!(
+        find(
+            &objs,
+            "MutatingAdmissionPolicyBinding",
+            "t-signalman-policy-mark"
+        )["spec"]["paramRef"],
+        json!({"selector": {}, "parameterNotFoundAction": "Allow"})
+    );
+    assert_eq!(
+        find(
+            &objs,
+            "ValidatingAdmissionPolicyBinding",
+            "t-signalman-signal-policy-check"
+        )["spec"]["paramRef"],
+        json!({"selector": {}, "parameterNotFoundAction": "Allow"})
+    );
+
+    // Without MutatingAdmissionPolicies: no stamping and no policy check (it needs the mark);
+    // a create without the annotation is then accepted by the requested-by policy.
+    let objs = render(&["admission.mutatingPolicies=false"], &[]);
+    assert!(all_of(&objs, "MutatingAdmissionPolicy").is_empty());
+    assert!(!kinds(&objs).iter().any(|k| k.contains("signal-policy")));
+    let rb = find(
+        &objs,
+        "ValidatingAdmissionPolicy",
+        "t-signalman-requested-by",
+    );
+    assert!(rb["spec"]["validations"][0]["expression"]
+        .as_str()
+        .unwrap()
+        .contains("variables.now == ''"));
+    let objs = render(&["admission.enabled=false"], &[]);
+    assert!(!kinds(&objs).iter().any(|k| k.contains("AdmissionPolicy")));
+}
+
+/// The chart's own SignalPolicy: off by default; on, it grants exactly one namespace.
+#[test]
+fn the_values_policy_grants_one_namespace() {
+    assert!(all_of(&render(&[], &[]), "SignalPolicy").is_empty());
+    let objs = render(
+        &[
+            "policy.create=true",
+            "policy.namespace=team-a",
+            "policy.roleArn=arn:aws:iam::123456789012:role/team-a",
+        ],
+        &[],
+    );
+    let p = find(&objs, "SignalPolicy", "t-signalman");
+    assert_eq!(
+        p["spec"]["namespaceSelector"],
+        json!({"matchLabels": {"kubernetes.io/metadata.name": "team-a"}})
+    );
+    assert_eq!(p["spec"]["regions"], json!(["*"]));
+    assert_eq!(
+        p["spec"]["swf"],
+        json!({"domains": ["*"], "workflowIds": ["*"]})
+    );
+    assert_eq!(
+        p["spec"]["ssm"]["signalTypes"],
+        json!([
+            "Approve",
+            "Reject",
+            "StartStep",
+            "StopStep",
+            "Resume",
+            "Revoke"
+        ])
+    );
+    assert_eq!(
+        p["spec"]["roleArn"],
+        "arn:aws:iam::123456789012:role/team-a"
+    );
+    assert_eq!(
+        p["metadata"]["annotations"]["helm.sh/hook"],
+        "post-install,post-upgrade"
+    );
+    // The rendered policy is a valid SignalPolicy for the operator's own type.
+    let typed: signalman::api::SignalPolicy = serde_json::from_value(p.clone()).unwrap();
+    assert_eq!(typed.spec.regions, ["*"]);
 }
 
 #[test]
@@ -553,6 +774,17 @@ fn the_schema_and_the_templates_refuse_wrong_values() {
         ("aws.endpoints.swf=not a url", "/aws/endpoints/swf"),
         ("aws.region=Europe", "/aws/region"),
         ("crds.install=maybe", "/crds/install"),
+        ("policy.create=true", "/policy"),
+        ("policy.roleArn=arn:aws:iam::1:user/x", "/policy/roleArn"),
+        (
+            "policy.ssm.signalTypes={Approve,Sign}",
+            "/policy/ssm/signalTypes/1",
+        ),
+        ("policy.swf.domains={or[ders]}", "/policy/swf/domains/0"),
+        (
+            "admission.mutatingPolicies=sometimes",
+            "/admission/mutatingPolicies",
+        ),
         ("replicas=2", "additional properties 'replicas'"),
         ("logging.fromat=json", "additional properties 'fromat'"),
         // Refused by the templates: settings that cannot work together.
