@@ -414,6 +414,15 @@ pub fn fast_retry() -> signalman::api::RetryPolicy {
     }
 }
 
+/// The reason of condition `type_`.
+pub fn condition_reason(status: &SignalStatus, type_: &str) -> Option<String> {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.reason.clone())
+}
+
 /// The reason of the Ready condition.
 pub fn ready_reason(status: &SignalStatus) -> Option<String> {
     status

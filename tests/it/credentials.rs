@@ -276,7 +276,29 @@ async fn irsa_wrong_audience_or_expired_token_is_refused_with_a_clear_status() {
         .await;
     eprintln!("irsa wrong audience: {}", summary(&status));
     assert_ne!(status.phase, Some(Phase::Succeeded), "{}", summary(&status));
-    assert!(status.message.is_some(), "{}", summary(&status));
+    // Clear: nothing was sent, the credentials were refused, and it is retried.
+    assert_eq!(status.phase, Some(Phase::Pending), "{}", summary(&status));
+    assert_eq!(
+        crate::common::condition_reason(&status, "Reconciling").as_deref(),
+        Some("PermissionDenied"),
+        "{}",
+        summary(&status)
+    );
+    assert_eq!(
+        status.last_error_code.as_deref(),
+        Some("InvalidIdentityToken"),
+        "{}",
+        summary(&status)
+    );
+    assert!(
+        status
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("could not get AWS credentials"),
+        "{}",
+        summary(&status)
+    );
     // Retries go on; none of them may reach SSM.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(cw.applied(&id).is_empty(), "nothing was sent");
@@ -301,7 +323,29 @@ async fn irsa_wrong_audience_or_expired_token_is_refused_with_a_clear_status() {
         .await;
     eprintln!("irsa expired token: {}", summary(&status));
     assert_ne!(status.phase, Some(Phase::Succeeded), "{}", summary(&status));
-    assert!(status.message.is_some(), "{}", summary(&status));
+    // Clear: nothing was sent, the credentials were refused, and it is retried.
+    assert_eq!(status.phase, Some(Phase::Pending), "{}", summary(&status));
+    assert_eq!(
+        crate::common::condition_reason(&status, "Reconciling").as_deref(),
+        Some("PermissionDenied"),
+        "{}",
+        summary(&status)
+    );
+    assert_eq!(
+        status.last_error_code.as_deref(),
+        Some("ExpiredTokenException"),
+        "{}",
+        summary(&status)
+    );
+    assert!(
+        status
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("could not get AWS credentials"),
+        "{}",
+        summary(&status)
+    );
     // Retries go on; none of them may reach SSM.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(cw.applied(&id).is_empty(), "nothing was sent");
