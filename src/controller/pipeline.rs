@@ -109,25 +109,13 @@ pub(super) async fn reconcile<T: SignalTarget>(
             verify::<T>(&obj, &signal, &status, &dctx, ctx).await
         }
         (Next::Claim(_), Some(signal)) => {
-            // The first attempt of a signal not meant as a duplicate: was it delivered before,
-            // by an earlier object of the same name and content?
             let unrecorded_before =
-                if is_first_attempt(status.as_ref()) && !signal.allow_duplicate() {
-                    let key = receipt_key::<T>(&obj, &signal);
-                    if let Some(receipt) = ctx.receipts.find(&key, dctx.now).await? {
-                        let evidence = format!(
-                            "a receipt shows an earlier {} named {} delivered this signal at {}",
-                            T::KIND,
-                            key.name,
-                            receipt.spec.delivered_at.0
-                        );
-                        let tr = delivery::already_delivered(status.as_ref(), &evidence, &dctx);
-                        write_and_tell::<T>(&obj, tr, ctx).await?;
+                match earlier_delivery::<T>(&obj, &signal, status.as_ref(), &dctx, ctx).await? {
+                    Earlier::Recorded(tr) => {
+                        write_and_tell::<T>(&obj, *tr, ctx).await?;
                         return Ok(Action::await_change());
                     }
-                    Some(ctx.receipts.horizon(dctx.now).await?)
-                } else {
-                    None
+                    Earlier::UnrecordedBefore(horizon) => horizon,
                 };
             claim_send_record::<T>(
                 &obj,
@@ -195,6 +183,44 @@ async fn record_invalid<T: SignalTarget>(
         }
         Err(e) => Err(e),
     }
+}
+
+/// What is known of an earlier delivery of the same signal, before its first attempt.
+enum Earlier {
+    /// A receipt shows it: write this (AlreadyDelivered) and send nothing.
+    Recorded(Box<delivery::Transition>),
+    /// No receipt. `Some(t)`: a delivery before `t` could have left none, so the target's AWS
+    /// side is to be checked when it is older; `None`: nothing to check (not a first attempt,
+    /// or a duplicate on purpose).
+    UnrecordedBefore(Option<Timestamp>),
+}
+
+/// Looks for an earlier delivery of this very signal (same namespace, kind, name and content),
+/// by an object deleted and created again, before the signal's first attempt.
+async fn earlier_delivery<T: SignalTarget>(
+    obj: &DynamicObject,
+    signal: &T::Resource,
+    status: Option<&SignalStatus>,
+    dctx: &delivery::Ctx<'_>,
+    ctx: &Context,
+) -> Result<Earlier, Error> {
+    if !is_first_attempt(status) || signal.allow_duplicate() {
+        return Ok(Earlier::UnrecordedBefore(None));
+    }
+    let key = receipt_key::<T>(obj, signal);
+    if let Some(receipt) = ctx.receipts.find(&key, dctx.now).await? {
+        let evidence = format!(
+            "a receipt shows an earlier {} named {} delivered this signal at {}",
+            T::KIND,
+            key.name,
+            receipt.spec.delivered_at.0
+        );
+        let tr = delivery::already_delivered(status, &evidence, dctx);
+        return Ok(Earlier::Recorded(Box::new(tr)));
+    }
+    Ok(Earlier::UnrecordedBefore(Some(
+        ctx.receipts.horizon(dctx.now).await?,
+    )))
 }
 
 /// No attempt has been made yet (a status the API server defaulted counts as none).
@@ -352,10 +378,42 @@ async fn claim_send_record<T: SignalTarget>(
     // retries, verification, failures).
     failpoint::hit(failpoint::AFTER_CLAIM);
 
+    let outcome = send_once::<T>(obj, signal, &claim.status, &clients, ctx).await;
+    failpoint::hit(failpoint::AFTER_SEND);
+    let failure = match &outcome {
+        SendOutcome::Failed(f) => Some(f),
+        SendOutcome::Accepted { .. } => None,
+    };
+    let now = Timestamp::now();
+    if failure.is_none() {
+        // The receipt before the success: if it cannot be written, the claim stays, and the
+        // next look verifies with AWS and writes it then.
+        let key = receipt_key::<T>(obj, signal);
+        ctx.receipts
+            .record(&key, T::target_of(signal, &claim.status), now)
+            .await?;
+    }
+    let record = delivery::after_send(&claim.status, &outcome, &dctx.at(now));
+    // Conditional on the claim's resourceVersion: if this write fails, the claim stays and the
+    // next reconcile verifies instead of sending again.
+    write_and_tell::<T>(&claimed_obj, record, ctx).await?;
+    Ok(Action::await_change())
+}
+
+/// The one send of a claim: its token, the call under a hard timeout, and what the call tells
+/// the limiter, the circuit and the metrics.
+async fn send_once<T: SignalTarget>(
+    obj: &DynamicObject,
+    signal: &T::Resource,
+    claimed: &SignalStatus,
+    clients: &RegionClients,
+    ctx: &Context,
+) -> SendOutcome {
     // The token right before the send, so the claim's write latency never bunches sends. The
     // wait is bounded so the send still ends well inside the claim's live window; past that
     // the send goes anyway (a throttle costs no attempt).
-    let limiter = T::gate(&clients).limiter(T::SEND_OPERATION);
+    let gate = T::gate(clients);
+    let limiter = gate.limiter(T::SEND_OPERATION);
     let window = ctx
         .settings
         .claim_ttl
@@ -364,7 +422,7 @@ async fn claim_send_record<T: SignalTarget>(
     let in_flight = ctx.metrics.in_flight(T::KIND);
     let timed_send = async {
         let hard_timeout = ctx.settings.send_timeout + Duration::from_secs(2);
-        tokio::time::timeout(hard_timeout, T::send(signal, &claim.status, &clients))
+        tokio::time::timeout(hard_timeout, T::send(signal, claimed, clients))
             .await
             .unwrap_or_else(|_| {
                 SendOutcome::Failed(AwsFailure {
@@ -384,29 +442,15 @@ async fn claim_send_record<T: SignalTarget>(
         )
         .await;
     drop(in_flight);
-    failpoint::hit(failpoint::AFTER_SEND);
     let failure = match &outcome {
         SendOutcome::Failed(f) => Some(f),
         SendOutcome::Accepted { .. } => None,
     };
     if let Some(permit) = permit {
-        T::gate(&clients).record(T::SEND_OPERATION, &limiter, permit, failure, &ctx.metrics);
+        gate.record(T::SEND_OPERATION, &limiter, permit, failure, &ctx.metrics);
     }
-    record_call::<T>(obj, &clients, failure, ctx).await;
-    let now = Timestamp::now();
-    if failure.is_none() {
-        // The receipt before the success: if it cannot be written, the claim stays, and the
-        // next look verifies with AWS and writes it then.
-        let key = receipt_key::<T>(obj, signal);
-        ctx.receipts
-            .record(&key, T::target_of(signal, &claim.status), now)
-            .await?;
-    }
-    let record = delivery::after_send(&claim.status, &outcome, &dctx.at(now));
-    // Conditional on the claim's resourceVersion: if this write fails, the claim stays and the
-    // next reconcile verifies instead of sending again.
-    write_and_tell::<T>(&claimed_obj, record, ctx).await?;
-    Ok(Action::await_change())
+    record_call::<T>(obj, clients, failure, ctx).await;
+    outcome
 }
 
 /// Asks AWS whether an earlier attempt landed, and records the answer.
