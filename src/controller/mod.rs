@@ -335,3 +335,22 @@ fn slim(obj: &mut DynamicObject) {
     }
     ttl::slim(obj);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::requeue::{after_kube_errors, KUBE_ERROR, KUBE_ERROR_MAX};
+    use std::time::Duration;
+
+    #[test]
+    fn kubernetes_errors_back_off_exponentially_up_to_a_cap() {
+        let full = |n| after_kube_errors(n, 1.0);
+        assert_eq!(full(1), KUBE_ERROR);
+        assert_eq!(full(2), KUBE_ERROR * 2);
+        assert_eq!(full(5), KUBE_ERROR * 16);
+        assert_eq!(full(40), KUBE_ERROR_MAX);
+        // Jitter takes at most half off.
+        assert_eq!(after_kube_errors(3, 0.0), KUBE_ERROR * 2);
+        assert!(after_kube_errors(u32::MAX, 0.5) <= KUBE_ERROR_MAX);
+        assert!(after_kube_errors(0, 0.0) >= Duration::from_millis(250));
+    }
+}
