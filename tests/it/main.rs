@@ -12,6 +12,7 @@ mod lag;
 mod leader;
 mod malformed;
 mod metrics;
+mod policy;
 mod retry;
 mod schema;
 mod ssm;
