@@ -15,6 +15,7 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use super::adaptive_rate::{AdaptiveConfig, AdaptiveLimiter, Outcome, Permit as RatePermit};
 
 use super::circuit::{CallResult, Change, Circuit, Permit};
+use super::fair::FairTurns;
 use super::sdk_error::failure_from_sdk;
 use crate::delivery::{AwsFailure, ErrorClass};
 use crate::metrics::Metrics;
@@ -43,6 +44,25 @@ pub struct Gate {
     rate: RateLimit,
     limiters: Mutex<HashMap<&'static str, Arc<AdaptiveLimiter>>>,
     circuit: Mutex<Circuit>,
+    /// Namespaces take turns at the send limiter.
+    turns: Mutex<FairTurns>,
+}
+
+/// A signal's turn at the send limiter; leaving the line when dropped (sent, or given up).
+pub struct Turn<'a> {
+    gate: &'a Gate,
+    namespace: String,
+    name: String,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        self.gate
+            .turns
+            .lock()
+            .expect("turns lock")
+            .done(&self.namespace, &self.name);
+    }
 }
 
 impl Gate {
@@ -52,7 +72,35 @@ impl Gate {
             rate,
             limiters: Mutex::new(HashMap::new()),
             circuit: Mutex::new(Circuit::default()),
+            turns: Mutex::new(FairTurns::default()),
         }
+    }
+
+    /// The turn of `name` in `namespace` at `operation`'s limiter: `Ok` when it is now (hold
+    /// the [`Turn`] until the send is done), else how long to wait before asking again.
+    pub fn turn(
+        &self,
+        operation: &'static str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Turn<'_>, Duration> {
+        /// A wait shorter than this is spent at the limiter itself.
+        const AT_THE_LIMITER: Duration = Duration::from_secs(1);
+        let rate = self.limiter(operation).current_rate();
+        let wait = self.turns.lock().expect("turns lock").wait(
+            namespace,
+            name,
+            rate,
+            std::time::Instant::now(),
+        );
+        if wait > AT_THE_LIMITER {
+            return Err(wait);
+        }
+        Ok(Turn {
+            gate: self,
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        })
     }
 
     /// The limiter of `operation`, made on first use.

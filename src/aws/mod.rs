@@ -4,6 +4,7 @@ pub mod adaptive_rate;
 pub mod circuit;
 pub mod classify;
 pub mod clients;
+pub mod fair;
 pub mod sdk_error;
 pub mod ssm;
 pub mod swf;

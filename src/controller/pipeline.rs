@@ -322,6 +322,18 @@ async fn claim_send_record<T: SignalTarget>(
     if let Some(wait) = circuit_wait::<T>(&clients) {
         return Ok(Action::requeue(wait));
     }
+    // Namespaces take turns: a flood in one does not hold up the signals of another.
+    let _turn = match T::gate(&clients).turn(
+        T::SEND_OPERATION,
+        obj.metadata.namespace.as_deref().unwrap_or_default(),
+        obj.metadata.name.as_deref().unwrap_or_default(),
+    ) {
+        Ok(turn) => turn,
+        Err(wait) => {
+            let spread = wait.mul_f64(0.1 * rand::random::<f64>());
+            return Ok(Action::requeue(wait + spread));
+        }
+    };
     let mut pinned = unclaimed;
     let prepared = T::prepare(
         signal,
