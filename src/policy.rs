@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 
 use kube::core::{Selector, SelectorExt};
 
-use crate::api::{SignalPolicy, SignalType};
+use crate::api::{SignalPolicy, SignalPolicyStatus, SignalType};
 
 /// `status.conditions[].reason` (and the Ready/Stalled reason) of a signal no policy allows.
 pub const POLICY_DENIED: &str = "PolicyDenied";
@@ -162,6 +162,59 @@ pub fn may_assert_approved_by(
 pub fn selects(policy: &SignalPolicy, labels: &BTreeMap<String, String>) -> Option<bool> {
     let selector = Selector::try_from(policy.spec.namespace_selector.clone()).ok()?;
     Some(selector.matches(labels))
+}
+
+/// The status the operator writes on `policy`: how many of `namespaces` (their labels) it
+/// selects, and whether it is valid (an invalid namespaceSelector allows nothing). Conditions
+/// carry `now` as their transition time only when their status changes from `previous`.
+pub fn policy_status<'a>(
+    policy: &SignalPolicy,
+    namespaces: impl IntoIterator<Item = &'a BTreeMap<String, String>>,
+    now: k8s_openapi::jiff::Timestamp,
+) -> SignalPolicyStatus {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+    let valid = Selector::try_from(policy.spec.namespace_selector.clone()).is_ok();
+    let selected = if valid {
+        namespaces
+            .into_iter()
+            .filter(|labels| selects(policy, labels) == Some(true))
+            .count()
+    } else {
+        0
+    };
+    let (status, reason, message) = if valid {
+        (
+            "True",
+            "Valid",
+            "the policy applies to the namespaces it selects",
+        )
+    } else {
+        (
+            "False",
+            "InvalidSelector",
+            "spec.namespaceSelector cannot be evaluated: the policy allows nothing",
+        )
+    };
+    let previous = policy
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Valid"));
+    let last_transition_time = match previous {
+        Some(c) if c.status == status => c.last_transition_time.clone(),
+        _ => Time(now),
+    };
+    SignalPolicyStatus {
+        observed_generation: policy.metadata.generation,
+        selected_namespaces: u32::try_from(selected).unwrap_or(u32::MAX),
+        conditions: vec![Condition {
+            type_: "Valid".into(),
+            status: status.into(),
+            reason: reason.into(),
+            message: message.into(),
+            observed_generation: policy.metadata.generation,
+            last_transition_time,
+        }],
+    }
 }
 
 /// `*` matches any run of characters (also none), `?` exactly one; everything else is literal.
@@ -687,6 +740,132 @@ mod tests {
                 role_arn: None
             }
         );
+    }
+
+    fn example(file: &str) -> SignalPolicy {
+        let path = format!("{}/examples/policies/{file}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    /// The documented examples do what their comments say.
+    #[test]
+    fn the_examples_behave_as_documented() {
+        let orders = [example("one-team-one-domain.yaml")];
+        let ns = labels(&[("team", "orders")]);
+        let g = granted(evaluate(
+            &orders,
+            "shop",
+            &ns,
+            &wf("eu-west-1", "orders", "order-7"),
+        ));
+        assert_eq!(
+            g.role_arn.as_deref(),
+            Some("arn:aws:iam::123456789012:role/signalman-orders")
+        );
+        denied(evaluate(
+            &orders,
+            "shop",
+            &ns,
+            &wf("eu-west-1", "payments", "order-7"),
+        ));
+        denied(evaluate(
+            &orders,
+            "shop",
+            &ns,
+            &wf("us-east-1", "orders", "order-7"),
+        ));
+        denied(evaluate(
+            &orders,
+            "shop",
+            &ns,
+            &am(SignalType::Approve, None),
+        ));
+
+        let cab = [example("change-approval.yaml")];
+        let ns = labels(&[("kubernetes.io/metadata.name", "change-approvals")]);
+        let req = am(SignalType::Approve, Some("Change-RotateKeys"));
+        granted(evaluate(&cab, "change-approvals", &ns, &req));
+        granted(evaluate(
+            &cab,
+            "change-approvals",
+            &ns,
+            &am(SignalType::Reject, Some("Change-X")),
+        ));
+        denied(evaluate(
+            &cab,
+            "change-approvals",
+            &ns,
+            &am(SignalType::Approve, Some("AWS-RestartEC2Instance")),
+        ));
+        denied(evaluate(
+            &cab,
+            "change-approvals",
+            &ns,
+            &am(SignalType::Resume, None),
+        ));
+        let argo = "system:serviceaccount:argocd:argocd-application-controller";
+        assert!(may_assert_approved_by(&cab, &ns, &req, argo));
+        let other = labels(&[("kubernetes.io/metadata.name", "elsewhere")]);
+        denied(evaluate(&cab, "elsewhere", &other, &req));
+
+        let all = [example("one-namespace-everything.yaml")];
+        let demo = labels(&[("kubernetes.io/metadata.name", "demo")]);
+        for t in SignalType::ALL {
+            granted(evaluate(&all, "demo", &demo, &am(t, Some("Any-Doc"))));
+        }
+        granted(evaluate(
+            &all,
+            "demo",
+            &demo,
+            &wf("ap-south-2", "any", "thing"),
+        ));
+    }
+
+    #[test]
+    fn policy_status_counts_selected_namespaces_and_validity() {
+        let now: k8s_openapi::jiff::Timestamp = "2026-11-29T17:00:00Z".parse().unwrap();
+        let later: k8s_openapi::jiff::Timestamp = "2026-11-29T18:00:00Z".parse().unwrap();
+        let mut p = swf(policy("p", team("a")), &["*"], &["*"]);
+        p.metadata.generation = Some(3);
+        let nss = [
+            labels(&[("team", "a")]),
+            labels(&[("team", "b")]),
+            labels(&[("team", "a"), ("env", "prod")]),
+        ];
+        let s = policy_status(&p, nss.iter(), now);
+        assert_eq!(s.selected_namespaces, 2);
+        assert_eq!(s.observed_generation, Some(3));
+        assert_eq!(s.conditions[0].status, "True");
+        // The transition time stays while the condition does not change.
+        p.status = Some(s.clone());
+        let again = policy_status(&p, nss.iter(), later);
+        assert_eq!(again.conditions[0].last_transition_time.0, now);
+        p.spec.namespace_selector.match_expressions = Some(vec![LabelSelectorRequirement {
+            key: "team".into(),
+            operator: "Maybe".into(),
+            values: None,
+        }]);
+        let bad = policy_status(&p, nss.iter(), later);
+        assert_eq!(bad.selected_namespaces, 0);
+        assert_eq!(
+            (
+                bad.conditions[0].status.as_str(),
+                bad.conditions[0].reason.as_str()
+            ),
+            ("False", "InvalidSelector")
+        );
+        assert_eq!(bad.conditions[0].last_transition_time.0, later);
+    }
+
+    /// The CRD's rule and the admission policy's regular expressions read a pattern the way
+    /// [`glob_matches`] does: `.` and `+` are literal, only `*` and `?` are wildcards.
+    #[test]
+    fn dots_and_pluses_are_literal() {
+        assert!(crate::api::PATTERN_RULE.contains(crate::api::PATTERN_REGEX));
+        assert!(glob_matches("a.b+c", "a.b+c"));
+        assert!(!glob_matches("a.b", "axb"));
+        assert!(!glob_matches("a+", "aa"));
     }
 
     fn zed_plain() -> SignalPolicy {

@@ -880,3 +880,60 @@ async fn the_charts_roles_allow_what_they_should_and_nothing_more() {
     }
     drop(inst);
 }
+
+/// The policy examples are valid SignalPolicies for the real API server; bad ones are refused
+/// with the CRD's messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_examples_are_accepted_and_bad_policies_refused() {
+    let env = env();
+    run(
+        env.kubectl().args([
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/signalpolicies.signalman.dev",
+        ]),
+        None,
+    )
+    .expect("the SignalPolicy CRD");
+    let dir = signalman_testenv::repo_root().join("examples/policies");
+    let out = run(
+        env.kubectl()
+            .args(["apply", "--dry-run=server", "-f"])
+            .arg(&dir),
+        None,
+    )
+    .unwrap_or_else(|e| panic!("examples/policies refused:\n{e}"));
+    assert_eq!(out.matches("(server dry run)").count(), 3, "{out}");
+    for (spec, expected) in [
+        (
+            json!({"namespaceSelector": {}, "regions": ["*"]}),
+            "a SignalPolicy must allow something: set swf, ssm or both",
+        ),
+        (
+            json!({"namespaceSelector": {}, "regions": ["*"], "swf": {"domains": ["or[ders]"], "workflowIds": ["*"]}}),
+            "patterns may hold letters, digits",
+        ),
+        (
+            json!({"namespaceSelector": {}, "regions": ["*"], "swf": {"domains": ["*"], "workflowIds": ["*"]}, "roleArn": "arn:aws:iam::123456789012:user/bob"}),
+            "roleArn must be an IAM role ARN",
+        ),
+        (
+            json!({"namespaceSelector": {"matchExpressions": [{"key": "a", "operator": "Maybe"}]}, "regions": ["*"], "swf": {"domains": ["*"], "workflowIds": ["*"]}}),
+            "Unsupported value: \"Maybe\"",
+        ),
+    ] {
+        let doc = json!({
+            "apiVersion": "signalman.dev/v1alpha1",
+            "kind": "SignalPolicy",
+            "metadata": {"name": unique("bad")},
+            "spec": spec,
+        });
+        let e = run(
+            env.kubectl().args(["apply", "--dry-run=server", "-f", "-"]),
+            Some(&doc.to_string()),
+        )
+        .expect_err("a bad SignalPolicy");
+        assert!(e.contains(expected), "{expected:?} not in:\n{e}");
+    }
+}
