@@ -694,6 +694,15 @@ fn admission_policies_render_from_values() {
         json!({"selector": {}, "parameterNotFoundAction": "Allow"})
     );
 
+    // The annotations the operator reads are the ones the policies stamp.
+    let text = serde_json::to_string(&objs).unwrap();
+    for key in [
+        signalman::api::REQUESTED_BY_ANNOTATION,
+        signalman::api::ADMITTED_BY_ANNOTATION,
+    ] {
+        assert!(text.contains(key), "{key} is not stamped by the chart");
+    }
+
     // Without MutatingAdmissionPolicies: no stamping and no policy check (it needs the mark);
     // a create without the annotation is then accepted by the requested-by policy.
     let objs = render(&["admission.mutatingPolicies=false"], &[]);

@@ -12,6 +12,17 @@ use serde::{Deserialize, Serialize};
 
 use super::SignalType;
 
+/// Annotation stamped on create (admission) with the requesting user's name; no one can forge or
+/// change it. The operator copies it into `status.requestedBy`.
+pub const REQUESTED_BY_ANNOTATION: &str = "signalman.dev/requested-by";
+/// Annotation stamped on create (admission) with the name of a SignalPolicy that allowed the
+/// signal then. Informational: the operator decides again before sending.
+pub const ADMITTED_BY_ANNOTATION: &str = "signalman.dev/admitted-by";
+/// Annotation with which a GitOps tool's ServiceAccount asserts who approved a change elsewhere;
+/// honoured only for the ServiceAccounts an allowing policy lists in approvedByAsserters, and
+/// recorded as asserted, not proven.
+pub const APPROVED_BY_ANNOTATION: &str = "signalman.dev/approved-by";
+
 /// Characters a pattern may hold: `*` (any run of characters, also none) and `?` (exactly one
 /// character) are wildcards, everything else is literal. The set leaves out the characters that
 /// are special in a regular expression (except `.` and `+`, which the admission policy escapes),
@@ -188,4 +199,33 @@ pub struct SignalPolicyStatus {
     /// Valid: True when the policy can be applied; False (reason InvalidSelector) when its namespaceSelector cannot be evaluated, in which case it allows nothing.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::CustomResourceExt;
+
+    use super::*;
+
+    #[test]
+    fn the_policy_is_cluster_scoped_and_its_status_a_subresource() {
+        let crd = SignalPolicy::crd();
+        assert_eq!(crd.spec.scope, "Cluster");
+        assert!(crd.spec.versions[0]
+            .subresources
+            .as_ref()
+            .is_some_and(|s| s.status.is_some()));
+    }
+
+    #[test]
+    fn service_account_user_names() {
+        let sa = ServiceAccountRef {
+            namespace: "argocd".into(),
+            name: "argocd-application-controller".into(),
+        };
+        assert_eq!(
+            sa.username(),
+            "system:serviceaccount:argocd:argocd-application-controller"
+        );
+    }
 }
