@@ -53,6 +53,10 @@ struct RunArgs {
     )]
     namespaces: Vec<String>,
     /// Objects reconciled at once, per kind and namespace.
+    /// Watch only signals with these labels (e.g. `team=payments`), to split the work of one
+    /// cluster between several operators.
+    #[arg(long, env = "SIGNALMAN_LABEL_SELECTOR")]
+    label_selector: Option<String>,
     #[arg(long, env = "SIGNALMAN_CONCURRENCY", default_value_t = 16)]
     concurrency: u16,
     /// SWF calls per second (token refill); below the 30/s SignalWorkflowExecution quota.
@@ -224,6 +228,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             .cloned()
             .collect(),
         concurrency: args.concurrency,
+        label_selector: args.label_selector.clone(),
         receipt_namespace: args
             .receipt_namespace
             .clone()

@@ -68,6 +68,8 @@ pub struct Settings {
     pub verify_recheck: Duration,
     /// Namespaces to watch; empty means all.
     pub namespaces: Vec<String>,
+    /// Watch only signals with these labels (a label selector); empty means all.
+    pub label_selector: Option<String>,
     pub concurrency: u16,
     /// Where receipts are kept: the operator's own namespace.
     pub receipt_namespace: String,
@@ -244,7 +246,7 @@ fn spawn<T: SignalTarget>(
         writer,
         // managedFields are ~40% of each cached object and never read here; a status PUT
         // without them leaves the server's copy unchanged.
-        watcher(api, watcher::Config::default().any_semantic())
+        watcher(api, watch_config(ctx.settings.label_selector.as_deref()))
             .default_backoff()
             .modify(slim),
     )
@@ -319,6 +321,14 @@ fn spawn<T: SignalTarget>(
             futures::future::ready(())
         });
     tokio::spawn(controller)
+}
+
+fn watch_config(label_selector: Option<&str>) -> watcher::Config {
+    let config = watcher::Config::default().any_semantic();
+    match label_selector {
+        Some(selector) if !selector.is_empty() => config.labels(selector),
+        _ => config,
+    }
 }
 
 fn object_key(obj: &DynamicObject) -> String {
