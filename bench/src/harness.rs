@@ -222,6 +222,20 @@ impl Operator {
         aws_endpoint: &str,
         args: &[String],
     ) -> anyhow::Result<Operator> {
+        Self::spawn_wrapped(&[], bin, env, ns, identity, aws_endpoint, args)
+    }
+
+    /// As [`Operator::spawn`], run through `wrapper` (e.g. `valgrind --tool=callgrind`); the
+    /// wrapper must keep the operator's pid (valgrind does).
+    pub fn spawn_wrapped(
+        wrapper: &[String],
+        bin: &Path,
+        env: &Env,
+        ns: &str,
+        identity: &str,
+        aws_endpoint: &str,
+        args: &[String],
+    ) -> anyhow::Result<Operator> {
         let port = free_port()?;
         let log = env.state_dir.join(format!("operator-{ns}-{identity}.log"));
         let file = std::fs::OpenOptions::new()
@@ -229,7 +243,14 @@ impl Operator {
             .append(true)
             .open(&log)
             .with_context(|| format!("opening {}", log.display()))?;
-        let mut cmd = Command::new(bin);
+        let mut cmd = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
         cmd.arg("run")
             .args(args)
             .env("SIGNALMAN_KUBECONFIG", &env.kubeconfig)

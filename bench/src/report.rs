@@ -55,6 +55,10 @@ pub struct Cost {
     /// Event objects the operator recorded on these signals, per signal (each one write; a
     /// repeated event's series patch counts once more).
     pub events_per_signal: f64,
+    /// SignalReceipt objects the operator wrote for these signals, per signal.
+    #[serde(default)]
+    pub receipts_per_signal: f64,
+    /// Status writes + Events + receipts, per signal.
     pub kube_writes_per_signal: f64,
     /// Attempts spent per signal (1 = no retry) and throttled retries per signal.
     pub attempts_per_signal: f64,
@@ -227,8 +231,53 @@ pub struct Restart {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct MemoryResults {
+    /// At 10,000 finished signals when the curve has that point, else at its largest.
     pub memory: Memory,
     pub restart: Restart,
+    /// The scale curve: one restart onto each number of finished signals, smallest first.
+    #[serde(default)]
+    pub curve: Vec<ScalePoint>,
+}
+
+/// One point of the scale curve: the operator restarted onto `finished` finished signals.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ScalePoint {
+    pub finished: usize,
+    /// Seconds the benchmark took to create this point's additional finished signals (create
+    /// + status write each, `setup_concurrency` at once), and how many it added.
+    pub create_seconds: f64,
+    pub created: usize,
+    pub rss_mib: f64,
+    pub hwm_mib: f64,
+    pub restart: Restart,
+    /// Operator CPU from spawn to idle (utime + stime), seconds, and per finished signal.
+    pub operator_cpu_seconds: f64,
+    pub operator_cpu_ms_per_signal: f64,
+}
+
+/// Instructions the operator executed per delivered signal, counted by callgrind: the
+/// operator runs under valgrind, its counters are zeroed once it leads and is idle, `n`
+/// WorkflowSignals (with runId) are created at once and delivered, then the counters are dumped.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Instructions {
+    pub n: usize,
+    pub tool: String,
+    /// Instructions (Ir) from the zero to the dump.
+    pub instructions: u64,
+    pub per_signal: f64,
+    /// Created → last Ready, under valgrind (slow: only the counts mean anything).
+    pub seconds: f64,
+    pub cost: Cost,
+    pub cpu: CpuWindow,
+}
+
+/// The run these results replace (the JSON found at the output path before the run), with its
+/// targets recomputed by this version of the benchmark so that rows line up.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PreviousRun {
+    pub started_at: String,
+    pub git_commit: String,
+    pub targets: Vec<Target>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -248,12 +297,18 @@ pub struct Cli {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Target {
+    /// Stable name of the row, to line it up with the previous run's.
+    #[serde(default)]
+    pub key: String,
     pub what: String,
     pub target: String,
     pub measured: String,
     /// `None`: not measured in this run.
     pub met: Option<bool>,
     pub note: String,
+    /// How busy the machine was while the row was measured.
+    #[serde(default)]
+    pub load: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -266,6 +321,12 @@ pub struct Sizes {
     pub quota_swf: usize,
     pub quota_ssm: usize,
     pub finished: usize,
+    /// The numbers of finished signals of the scale curve (`finished` is the largest).
+    #[serde(default)]
+    pub finished_curve: Vec<usize>,
+    /// Signals delivered under callgrind for the instruction count (0: not measured).
+    #[serde(default)]
+    pub instructions: usize,
     pub cli: usize,
     #[serde(default)]
     pub unknown_swf: usize,
@@ -298,6 +359,16 @@ pub struct Report {
     pub unknown_ssm: Option<UnknownQuota>,
     pub memory: Option<MemoryResults>,
     pub cli: Option<Cli>,
+    #[serde(default)]
+    pub instructions: Option<Instructions>,
+    /// The PNG of the scale curve (file name beside the results), or why there is none.
+    #[serde(default)]
+    pub scale_plot: Option<String>,
+    #[serde(default)]
+    pub previous: Option<PreviousRun>,
+    /// Set when not every scenario ran (`--only`): which ones did.
+    #[serde(default)]
+    pub partial: Option<String>,
     pub targets: Vec<Target>,
     pub findings: Vec<String>,
     pub errors: Vec<String>,
@@ -347,6 +418,15 @@ fn cpu_line(c: &CpuWindow) -> String {
     )
 }
 
+/// How busy the machine was in a window: the load average and the cores used by processes
+/// that are not the benchmark's.
+pub fn load_line(c: &CpuWindow) -> String {
+    format!(
+        "load1 {:.2} → {:.2}; {:.2} cores busy, {:.2} by other processes",
+        c.load1_at_start, c.load1_at_end, c.machine_busy_cores, c.others_cores
+    )
+}
+
 fn cost_rows(out: &mut String, label: &str, c: &Cost) {
     let calls: Vec<String> = c
         .aws_calls_per_signal
@@ -355,7 +435,7 @@ fn cost_rows(out: &mut String, label: &str, c: &Cost) {
         .collect();
     let _ = writeln!(
         out,
-        "| {label} | {} | {} | {:.2} | {:.2} | {:.2} (max {}) | {:.2} | {:.2} | {} | {} |",
+        "| {label} | {} | {} | {:.2} | {:.2} | {:.2} (max {}) | {:.2} | {:.2} | {:.2} | {} | {} |",
         c.delivered,
         if calls.is_empty() {
             "–".to_string()
@@ -367,6 +447,7 @@ fn cost_rows(out: &mut String, label: &str, c: &Cost) {
         c.status_writes_per_signal,
         c.status_writes_max,
         c.events_per_signal,
+        c.receipts_per_signal,
         c.kube_writes_per_signal,
         c.throttled,
         c.applied
@@ -426,17 +507,51 @@ impl Report {
             "- every scenario below lists the cores its processes used and what *other* processes on the machine used in the same window\n"
         );
 
-        let _ = writeln!(o, "## Targets (issue 5)\n");
-        let _ = writeln!(o, "| what | target | measured | | note |");
-        let _ = writeln!(o, "|---|---|---|---|---|");
+        if let Some(p) = &self.partial {
+            let _ = writeln!(o, "**Partial run**: {p}\n");
+        }
+        let _ = writeln!(o, "## Targets (issue 12)\n");
+        match &self.previous {
+            Some(p) => {
+                let _ = writeln!(
+                    o,
+                    "Previous run: the results these replace ({}, commit `{}`), their targets recomputed from their JSON by this version of the benchmark; \"–\" where that run did not measure the row.\n",
+                    p.started_at, p.git_commit
+                );
+            }
+            None => {
+                let _ = writeln!(o, "No previous run at this path to compare with.\n");
+            }
+        }
+        let _ = writeln!(
+            o,
+            "| what | target | previous run | this run | | machine load while measured | note |"
+        );
+        let _ = writeln!(o, "|---|---|---|---|---|---|---|");
         for t in &self.targets {
+            let before = self
+                .previous
+                .as_ref()
+                .and_then(|p| {
+                    p.targets
+                        .iter()
+                        .find(|x| !t.key.is_empty() && x.key == t.key)
+                })
+                .map(|x| match x.met {
+                    Some(true) => format!("{} (met)", x.measured),
+                    Some(false) => format!("{} (not met)", x.measured),
+                    None => x.measured.clone(),
+                })
+                .unwrap_or_else(|| "–".into());
             let _ = writeln!(
                 o,
-                "| {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} |",
                 t.what,
                 t.target,
+                before,
                 t.measured,
                 met(t.met),
+                if t.load.is_empty() { "–" } else { &t.load },
                 t.note
             );
         }
@@ -718,6 +833,60 @@ impl Report {
                 r.reconciles
             );
             let _ = writeln!(o, "\n- CPU: {}\n", cpu_line(&r.cpu));
+            if !mr.curve.is_empty() {
+                let _ = writeln!(o, "## 4 + 5. Scale curve\n");
+                let _ = writeln!(
+                    o,
+                    "The same namespace grown to each size in turn (the finished signals made as in 4), and the operator restarted onto it each time. Operator CPU = its utime + stime from spawn to idle.{}\n",
+                    self.scale_plot
+                        .as_ref()
+                        .map(|p| format!(" Plot: {p}."))
+                        .unwrap_or_default()
+                );
+                let _ = writeln!(o, "| finished signals | created for this point (s) | VmRSS MiB | VmHWM MiB | KiB per signal over idle | spawn → ready s | → idle s | operator CPU s | CPU ms per signal | AWS calls | status writes | Events | machine load |");
+                let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+                for p in &mr.curve {
+                    let _ = writeln!(
+                        o,
+                        "| {} | {} in {:.1} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} | {:.3} | {} | {} | {} | {} |",
+                        p.finished,
+                        p.created,
+                        p.create_seconds,
+                        p.rss_mib,
+                        p.hwm_mib,
+                        (p.rss_mib - m.idle_rss_mib) * 1024.0 / p.finished.max(1) as f64,
+                        p.restart.ready_seconds,
+                        p.restart.idle_seconds,
+                        p.operator_cpu_seconds,
+                        p.operator_cpu_ms_per_signal,
+                        p.restart.aws_calls,
+                        p.restart.status_writes,
+                        p.restart.events_written,
+                        load_line(&p.restart.cpu)
+                    );
+                }
+                let _ = writeln!(o);
+            }
+        }
+
+        if let Some(i) = &self.instructions {
+            let _ = writeln!(o, "## Instruction counts per delivered signal\n");
+            let _ = writeln!(
+                o,
+                "{} WorkflowSignals (runId given, rate limits raised) created at once onto an idle, leading operator running under {}; its counters zeroed before the creates and dumped 2 s after the last Ready (so the receipt and the Event after it count too). Unlike CPU time on this shared machine, the count does not depend on what else runs.\n",
+                i.n, i.tool
+            );
+            let _ = writeln!(
+                o,
+                "| signals | instructions (Ir) | per signal | seconds under valgrind |"
+            );
+            let _ = writeln!(o, "|---|---|---|---|");
+            let _ = writeln!(
+                o,
+                "| {} | {} | {:.0} | {:.1} |\n",
+                i.n, i.instructions, i.per_signal, i.seconds
+            );
+            let _ = writeln!(o, "- CPU: {}\n", cpu_line(&i.cpu));
         }
 
         if let Some(c) = &self.cli {
@@ -760,13 +929,13 @@ impl Report {
         let _ = writeln!(o, "## 7. Cost per delivered signal\n");
         let _ = writeln!(
             o,
-            "AWS calls counted by the emulator; status writes = new resourceVersions after creation seen by a watch; Events = Event objects on the signals (+ series updates).\n"
+            "AWS calls counted by the emulator; status writes = new resourceVersions after creation seen by a watch; Events = Event objects on the signals (+ series updates); receipts = SignalReceipt objects for these signals; Kubernetes writes = the three together.\n"
         );
         let _ = writeln!(
             o,
-            "| scenario | delivered | AWS calls per signal | sends | run lookups | status writes | Events | Kubernetes writes | throttled | applied by AWS |"
+            "| scenario | delivered | AWS calls per signal | sends | run lookups | status writes | Events | receipts | Kubernetes writes | throttled | applied by AWS |"
         );
-        let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|---|");
         if let Some(l) = &self.latency {
             if let Some(x) = &l.workflow {
                 cost_rows(&mut o, "WorkflowSignal, one at a time, no runId", &x.cost);
@@ -777,6 +946,9 @@ impl Report {
         }
         if let Some(t) = &self.throughput {
             cost_rows(&mut o, "WorkflowSignal burst, runId given", &t.cost);
+        }
+        if let Some(i) = &self.instructions {
+            cost_rows(&mut o, "WorkflowSignal burst under callgrind", &i.cost);
         }
         for q in &quotas {
             cost_rows(&mut o, &format!("{} under quota", q.service), &q.cost);
@@ -799,7 +971,7 @@ impl Report {
         let s = &self.sizes;
         let _ = writeln!(
             o,
-            "Sizes: `--wf-latency {} --am-latency {} --burst {} --executions {} --concurrency {} --quota-swf {} --quota-ssm {} --unknown-swf {} --unknown-ssm {} --finished {} --cli {}`. How to read this: `bench/README.md`.",
+            "Sizes: `--wf-latency {} --am-latency {} --burst {} --executions {} --concurrency {} --quota-swf {} --quota-ssm {} --unknown-swf {} --unknown-ssm {} --finished {} --instructions {} --cli {}`. How to read this: `bench/README.md`.",
             s.wf_latency,
             s.am_latency,
             s.burst,
@@ -809,7 +981,16 @@ impl Report {
             s.quota_ssm,
             s.unknown_swf,
             s.unknown_ssm,
-            s.finished,
+            if s.finished_curve.is_empty() {
+                s.finished.to_string()
+            } else {
+                s.finished_curve
+                    .iter()
+                    .map(|n| n.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            },
+            s.instructions,
             s.cli
         );
         o

@@ -6,11 +6,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use aws_config::BehaviorVersion;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Event as CoreEvent;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
-use signalman::api::{AutomationSignal, WorkflowSignal};
+use signalman::api::{AutomationSignal, SignalReceipt, WorkflowSignal};
 use signalman::aws::clients::{AwsClients, AwsSettings, RateLimit};
 use signalman::delivery::SendOutcome;
 use signalman_testenv::aws_emulator::{Counters, FaultConfig, Service, ThrottleRule};
@@ -79,6 +79,33 @@ async fn events_written(client: &kube::Client, ns: &str, kind: &str) -> anyhow::
     }
 }
 
+/// Kubernetes writes besides status writes: Events on objects of `kind`, and the SignalReceipts
+/// for them (each a create; the receipts live in the operator's namespace, here `ns`).
+#[derive(Clone, Copy, Debug, Default)]
+struct Writes {
+    events: u64,
+    receipts: u64,
+}
+
+async fn writes_on(client: &kube::Client, ns: &str, kind: &str) -> anyhow::Result<Writes> {
+    let events = events_written(client, ns, kind).await?;
+    let api: Api<SignalReceipt> = Api::namespaced(client.clone(), ns);
+    let mut receipts = 0u64;
+    let mut lp = ListParams::default().limit(500);
+    loop {
+        let page = api.list(&lp).await.context("listing SignalReceipts")?;
+        receipts += page
+            .items
+            .iter()
+            .filter(|r| r.spec.signal_kind == kind)
+            .count() as u64;
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(c) => lp = lp.continue_token(&c),
+            None => return Ok(Writes { events, receipts }),
+        }
+    }
+}
+
 /// name → resourceVersion of every object of the kind in `ns`.
 async fn resource_versions<K>(api: &Api<K>) -> anyhow::Result<BTreeMap<String, String>>
 where
@@ -103,7 +130,7 @@ fn cost(
     seen: &[(String, Seen)],
     counters: &Counters,
     service: Service,
-    events: u64,
+    other: Writes,
     send_op: &str,
 ) -> Cost {
     let svc = match service {
@@ -130,7 +157,8 @@ fn cost(
     let n = seen.len().max(1) as f64;
     let writes: u32 = seen.iter().map(|(_, s)| s.status_writes()).sum();
     let status_writes_per_signal = f64::from(writes) / n;
-    let events_per_signal = events as f64 / n;
+    let events_per_signal = other.events as f64 / n;
+    let receipts_per_signal = other.receipts as f64 / n;
     Cost {
         delivered,
         failed,
@@ -154,7 +182,8 @@ fn cost(
             .max()
             .unwrap_or(0),
         events_per_signal,
-        kube_writes_per_signal: status_writes_per_signal + events_per_signal,
+        receipts_per_signal,
+        kube_writes_per_signal: status_writes_per_signal + events_per_signal + receipts_per_signal,
         attempts_per_signal: seen.iter().map(|(_, s)| f64::from(s.attempts)).sum::<f64>() / n,
         throttled_retries_per_signal: seen
             .iter()
@@ -279,7 +308,7 @@ impl Bench {
                 &seen,
                 counters.swf.applied_signals,
             )?;
-            let events = events_written(&self.client, &ns, "WorkflowSignal").await?;
+            let events = writes_on(&self.client, &ns, "WorkflowSignal").await?;
             workflow = Some(latency_of(
                 "WorkflowSignal",
                 &samples,
@@ -319,7 +348,7 @@ impl Bench {
                 &seen,
                 counters.ssm.applied_signals,
             )?;
-            let events = events_written(&self.client, &ns, "AutomationSignal").await?;
+            let events = writes_on(&self.client, &ns, "AutomationSignal").await?;
             automation = Some(latency_of(
                 "AutomationSignal",
                 &samples,
@@ -456,7 +485,7 @@ impl Bench {
             bail!("burst: no claim or no Ready seen");
         };
         let operator_seconds = last.duration_since(first).as_secs_f64();
-        let events = events_written(&self.client, &ns, "WorkflowSignal").await?;
+        let events = writes_on(&self.client, &ns, "WorkflowSignal").await?;
 
         let ceiling_after = if s.burst > 0 {
             let fx = SwfFixture::start(self.env, "bench-burst", executions).await?;
@@ -538,7 +567,7 @@ impl Bench {
         emu.handle.clear_faults();
         let seen = tracker.all();
         check_all_delivered("quota/swf", &seen, counters.swf.applied_signals)?;
-        let events = events_written(&self.client, &ns, "WorkflowSignal").await?;
+        let events = writes_on(&self.client, &ns, "WorkflowSignal").await?;
         Ok(quota_of(
             "swf",
             "SignalWorkflowExecution",
@@ -591,7 +620,7 @@ impl Bench {
         emu.handle.clear_faults();
         let seen = tracker.all();
         check_all_delivered("quota/ssm", &seen, counters.ssm.applied_signals)?;
-        let events = events_written(&self.client, &ns, "AutomationSignal").await?;
+        let events = writes_on(&self.client, &ns, "AutomationSignal").await?;
         Ok(quota_of(
             "ssm",
             "SendAutomationSignal",
@@ -730,7 +759,7 @@ impl Bench {
             Service::Ssm => counters.ssm.applied_signals,
         };
         check_all_delivered(&format!("unknown/{svc}"), &seen, applied)?;
-        let events = events_written(&self.client, &ns, kind).await?;
+        let events = writes_on(&self.client, &ns, kind).await?;
         let run = quota_of(
             svc,
             operation,
@@ -754,7 +783,18 @@ impl Bench {
     // ------------------------------------------------------------------ 4 + 5. memory, restart
 
     pub async fn memory(&self) -> anyhow::Result<MemoryResults> {
-        let f = self.sizes.finished.max(1);
+        let mut points: Vec<usize> = self
+            .sizes
+            .finished_curve
+            .iter()
+            .copied()
+            .filter(|n| *n > 0)
+            .collect();
+        if points.is_empty() {
+            points.push(self.sizes.finished.max(1));
+        }
+        points.sort_unstable();
+        points.dedup();
         let ns = self.namespace("bench-memory").await;
         let emu = self.env.private_emulator().await;
         let fx = SwfFixture::start(self.env, "bench-memory", 1).await?;
@@ -783,61 +823,128 @@ impl Bench {
             .context("the delivered signal has no status")?;
         let template = serde_json::json!({ "status": template });
 
-        // The other f-1, finished by writing that status through the status subresource.
-        let started = Instant::now();
-        let objects: Vec<WorkflowSignal> = (1..f).map(|i| fx.signal("done", i, false)).collect();
-        let cpu_create = CpuMeter::start(&[]);
-        create_all(&api, objects, self.setup_concurrency).await?;
-        let cpu_create = cpu_create.stop();
-        let cpu_patch = CpuMeter::start(&[]);
-        futures::stream::iter(1..f)
-            .map(|i| {
-                let api = api.clone();
-                let patch = template.clone();
-                async move {
-                    api.patch_status(
-                        &format!("done-{i}"),
-                        &PatchParams::default(),
-                        &Patch::Merge(&patch),
-                    )
-                    .await
-                    .context("writing a finished status")
-                }
-            })
-            .buffer_unordered(self.setup_concurrency)
-            .collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let cpu_patch = cpu_patch.stop();
-        let create_seconds = started.elapsed().as_secs_f64();
-        let apiserver_ms = |c: &CpuWindow| {
-            c.cores_by_process
-                .get("kube-apiserver")
+        // The namespace grows to each point in turn; the operator restarts onto each.
+        let mut have = 1usize;
+        let mut curve = Vec::new();
+        let mut chosen: Option<(Memory, Restart)> = None;
+        for (k, &f) in points.iter().enumerate() {
+            let from = have;
+            let started = Instant::now();
+            let objects: Vec<WorkflowSignal> =
+                (from..f).map(|i| fx.signal("done", i, false)).collect();
+            let cpu_create = CpuMeter::start(&[]);
+            create_all(&api, objects, self.setup_concurrency).await?;
+            let cpu_create = cpu_create.stop();
+            let cpu_patch = CpuMeter::start(&[]);
+            futures::stream::iter(from..f)
+                .map(|i| {
+                    let api = api.clone();
+                    let patch = template.clone();
+                    async move {
+                        api.patch_status(
+                            &format!("done-{i}"),
+                            &PatchParams::default(),
+                            &Patch::Merge(&patch),
+                        )
+                        .await
+                        .context("writing a finished status")
+                    }
+                })
+                .buffer_unordered(self.setup_concurrency)
+                .try_for_each(|_| async { Ok(()) })
+                .await?;
+            let cpu_patch = cpu_patch.stop();
+            have = have.max(f);
+            let created = f.saturating_sub(from);
+            let create_seconds = started.elapsed().as_secs_f64();
+            eprintln!(
+                "signalman-bench: memory: {f} finished signals ({created} created in {create_seconds:.1} s)"
+            );
+            let apiserver_ms = |c: &CpuWindow| {
+                c.cores_by_process
+                    .get("kube-apiserver")
+                    .copied()
+                    .unwrap_or(0.0)
+                    * c.seconds
+                    * 1000.0
+                    / created.max(1) as f64
+            };
+            let (restart, sample) = self.restart_onto(&api, &ns, identity, &emu, f).await?;
+            let cpu_s = restart
+                .cpu
+                .cores_by_process
+                .get("operator")
                 .copied()
                 .unwrap_or(0.0)
-                * c.seconds
-                * 1000.0
-                / (f - 1).max(1) as f64
-        };
+                * restart.cpu.seconds;
+            curve.push(ScalePoint {
+                finished: f,
+                create_seconds,
+                created,
+                rss_mib: sample.rss_kib as f64 / MIB,
+                hwm_mib: sample.hwm_kib as f64 / MIB,
+                restart: restart.clone(),
+                operator_cpu_seconds: cpu_s,
+                operator_cpu_ms_per_signal: cpu_s * 1000.0 / f as f64,
+            });
+            // The 10,000 point is the memory figure; otherwise the largest.
+            if f == 10_000 || (k + 1 == points.len() && chosen.is_none()) {
+                let sample_obj = api.get(&format!("done-{}", f - 1)).await?;
+                let object_json_bytes = serde_json::to_vec(&sample_obj)?.len();
+                let managed_fields_json_bytes =
+                    serde_json::to_vec(&sample_obj.metadata.managed_fields)?.len();
+                chosen = Some((
+                    Memory {
+                        idle_rss_mib: idle.rss_kib as f64 / MIB,
+                        idle_hwm_mib: idle.hwm_kib as f64 / MIB,
+                        finished: f,
+                        finished_how: format!(
+                            "1 delivered by the operator, the other {} created by the benchmark and given that signal's exact status (Succeeded, Ready=True) through the status subresource, to save time",
+                            f - 1
+                        ),
+                        create_seconds,
+                        rss_mib: sample.rss_kib as f64 / MIB,
+                        hwm_mib: sample.hwm_kib as f64 / MIB,
+                        apiserver_cpu_ms_per_create: apiserver_ms(&cpu_create),
+                        apiserver_cpu_ms_per_status_patch: apiserver_ms(&cpu_patch),
+                        object_json_bytes,
+                        managed_fields_json_bytes,
+                    },
+                    restart,
+                ));
+            }
+        }
+        let (memory, restart) = chosen.context("no point of the scale curve was measured")?;
+        Ok(MemoryResults {
+            memory,
+            restart,
+            curve,
+        })
+    }
 
-        let sample_obj = api.get(&format!("done-{}", f - 1)).await?;
-        let object_json_bytes = serde_json::to_vec(&sample_obj)?.len();
-        let managed_fields_json_bytes =
-            serde_json::to_vec(&sample_obj.metadata.managed_fields)?.len();
-
-        // The restart: the same identity (one replica restarted), onto f finished signals.
-        let before = resource_versions(&api).await?;
+    /// The operator (same identity, so it takes its Lease back at once) started onto the `f`
+    /// finished signals in `ns`, measured until idle; then stopped.
+    async fn restart_onto(
+        &self,
+        api: &Api<WorkflowSignal>,
+        ns: &str,
+        identity: &str,
+        emu: &Emulator,
+        f: usize,
+    ) -> anyhow::Result<(Restart, crate::harness::ProcSample)> {
+        let before = resource_versions(api).await?;
         if before.len() != f {
             bail!("expected {f} signals, found {}", before.len());
         }
-        let events_before = events_written(&self.client, &ns, "WorkflowSignal").await?;
+        let events_before = events_written(&self.client, ns, "WorkflowSignal").await?;
         emu.handle.reset();
-        let mut op = self.operator(&ns, identity, &emu, &[])?;
+        let mut op = self.operator(ns, identity, emu, &[])?;
         let cpu = CpuMeter::start(&[("operator", op.pid)]);
         let (mut ready, mut leading, mut last_change) = (None, None, op.spawned_at);
         let mut reconciles = 0.0;
-        let deadline = Instant::now() + Duration::from_secs(300);
+        // Generous: a list of 100,000 objects and a reconcile of each on a busy 2-core machine.
+        let limit = Duration::from_secs(300 + f as u64 / 100);
+        let deadline = Instant::now() + limit;
         loop {
             op.check_alive()?;
             if ready.is_none() {
@@ -855,13 +962,21 @@ impl Bench {
                     last_change = Instant::now();
                 }
             }
-            let settled = last_change.elapsed() > Duration::from_secs(3);
-            if ready.is_some() && leading.is_some() && reconciles >= f as f64 && settled {
+            let still = last_change.elapsed();
+            // Idle: every object reconciled and nothing since for 3 s (or nothing for 15 s,
+            // should the operator ever skip finished objects altogether).
+            let quiet_since_ready = ready.is_some_and(|r| {
+                op.spawned_at.elapsed().saturating_sub(r) > Duration::from_secs(15)
+            });
+            let settled = (reconciles >= f as f64 && still > Duration::from_secs(3))
+                || (still > Duration::from_secs(15) && quiet_since_ready);
+            if ready.is_some() && leading.is_some() && settled {
                 break;
             }
             if Instant::now() > deadline {
                 bail!(
-                    "the restarted operator did not settle within 300 s ({reconciles} reconciles)"
+                    "the restarted operator did not settle within {} s ({reconciles} reconciles)",
+                    limit.as_secs()
                 );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -870,7 +985,7 @@ impl Bench {
         let sample = op.sample();
         let text = op.metrics().await?;
         op.stop();
-        let after = resource_versions(&api).await?;
+        let after = resource_versions(api).await?;
         let changed = before
             .iter()
             .filter(|(name, rv)| after.get(*name) != Some(rv))
@@ -878,32 +993,18 @@ impl Bench {
         let counters = emu.handle.counters();
         let aws_calls_seen: u64 =
             counters.swf.calls.values().sum::<u64>() + counters.ssm.calls.values().sum::<u64>();
-        let events_after = events_written(&self.client, &ns, "WorkflowSignal").await?;
-        Ok(MemoryResults {
-            memory: Memory {
-                idle_rss_mib: idle.rss_kib as f64 / MIB,
-                idle_hwm_mib: idle.hwm_kib as f64 / MIB,
-                finished: f,
-                finished_how: format!(
-                    "1 delivered by the operator, the other {} created by the benchmark and given that signal's exact status (Succeeded, Ready=True) through the status subresource, to save time",
-                    f - 1
-                ),
-                create_seconds,
-                rss_mib: sample.rss_kib as f64 / MIB,
-                hwm_mib: sample.hwm_kib as f64 / MIB,
-                apiserver_cpu_ms_per_create: apiserver_ms(&cpu_create),
-                apiserver_cpu_ms_per_status_patch: apiserver_ms(&cpu_patch),
-                object_json_bytes,
-                managed_fields_json_bytes,
-            },
-            restart: Restart {
+        let events_after = events_written(&self.client, ns, "WorkflowSignal").await?;
+        Ok((
+            Restart {
                 finished: f,
                 how: format!(
                     "The operator (same identity, so it takes its Lease back at once) started onto {f} finished WorkflowSignals; idle = its reconcile count unchanged for 3 s; status writes = objects whose resourceVersion changed between a list before and a list after."
                 ),
                 ready_seconds: ready.unwrap_or_default().as_secs_f64(),
                 leading_seconds: leading.unwrap_or_default().as_secs_f64(),
-                idle_seconds: last_change.duration_since(op.spawned_at).as_secs_f64(),
+                idle_seconds: last_change
+                    .saturating_duration_since(op.spawned_at)
+                    .as_secs_f64(),
                 reconciles: reconciles as u64,
                 aws_calls: aws_calls_seen,
                 operator_aws_calls: aws_calls(&text).values().sum(),
@@ -911,6 +1012,84 @@ impl Bench {
                 events_written: events_after.saturating_sub(events_before),
                 cpu,
             },
+            sample,
+        ))
+    }
+
+    // ------------------------------------------------------------------ instruction counts
+
+    pub async fn instructions(&self) -> anyhow::Result<Instructions> {
+        let s = &self.sizes;
+        let n = s.instructions.max(1);
+        let executions = s.executions.min(n).max(1);
+        let version = tokio::process::Command::new("valgrind")
+            .arg("--version")
+            .output()
+            .await
+            .context("running valgrind (install it: apt-get install valgrind)")?;
+        let version = String::from_utf8_lossy(&version.stdout).trim().to_string();
+        let emu = self.env.private_emulator().await;
+        let fx = SwfFixture::start(self.env, "bench-instr", executions).await?;
+        emu.handle.reset();
+        let ns = self.namespace("bench-instr").await;
+        let api: Api<WorkflowSignal> = Api::namespaced(self.client.clone(), &ns);
+        let out = self.env.state_dir.join(format!("callgrind-{ns}"));
+        let wrapper = vec![
+            "valgrind".to_string(),
+            "--tool=callgrind".into(),
+            // Without it one busy thread can starve the others under valgrind's big lock.
+            "--fair-sched=yes".into(),
+            format!("--callgrind-out-file={}.%p", out.display()),
+        ];
+        let mut flags = unlimited();
+        flags.push(("--concurrency", s.concurrency.to_string()));
+        let mut op = Operator::spawn_wrapped(
+            &wrapper,
+            &self.operator_bin,
+            self.env,
+            &ns,
+            "bench-instr",
+            &emu.endpoint,
+            &args(&flags),
+        )?;
+        op.wait_leading(Duration::from_secs(300)).await?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let tracker = Tracker::start(api.clone()).await?;
+        callgrind_control("-z", op.pid).await?;
+        let cpu = CpuMeter::start(&[("operator", op.pid)]);
+        let started = Instant::now();
+        let objects = (0..n).map(|i| fx.signal("instr", i, true)).collect();
+        create_all(&api, objects, self.setup_concurrency).await?;
+        tracker.wait_terminal(n, budget(n, 1.0)).await?;
+        let seconds = started.elapsed().as_secs_f64();
+        // The receipt and the Delivered Event follow the final status closely: count them too.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        callgrind_control("-d", op.pid).await?;
+        let cpu = cpu.stop();
+        let dump = PathBuf::from(format!("{}.{}.1", out.display(), op.pid));
+        op.stop();
+        let text = std::fs::read_to_string(&dump)
+            .with_context(|| format!("reading the callgrind dump {}", dump.display()))?;
+        let instructions = callgrind_total(&text)
+            .with_context(|| format!("no summary line in {}", dump.display()))?;
+        let counters = emu.handle.counters();
+        let seen = tracker.all();
+        check_all_delivered("instructions", &seen, counters.swf.applied_signals)?;
+        let events = writes_on(&self.client, &ns, "WorkflowSignal").await?;
+        Ok(Instructions {
+            n,
+            tool: format!("valgrind --tool=callgrind ({version})"),
+            instructions,
+            per_signal: instructions as f64 / n as f64,
+            seconds,
+            cost: cost(
+                &seen,
+                &counters,
+                Service::Swf,
+                events,
+                "SignalWorkflowExecution",
+            ),
+            cpu,
         })
     }
 
@@ -1082,6 +1261,37 @@ fn quota_of(
     }
 }
 
+/// `callgrind_control <what> <pid>` (`-z` zero the counters, `-d` dump them).
+async fn callgrind_control(what: &str, pid: u32) -> anyhow::Result<()> {
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new("callgrind_control")
+            .arg(what)
+            .arg(pid.to_string())
+            .output(),
+    )
+    .await
+    .context("callgrind_control did not answer within 60 s")?
+    .context("running callgrind_control")?;
+    if !out.status.success() {
+        bail!(
+            "callgrind_control {what} {pid}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// The instructions a callgrind dump counted: its `summary:` (or `totals:`) line.
+fn callgrind_total(text: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let v = l
+            .strip_prefix("summary:")
+            .or_else(|| l.strip_prefix("totals:"))?;
+        v.split_whitespace().next()?.parse().ok()
+    })
+}
+
 /// The operator's own limit for one operation, calls per second: the gauge
 /// `signalman_aws_rate_limit_per_second{service, operation}` when the operator exports it.
 fn operator_limit(text: &str, service: &str, operation: &str) -> Option<f64> {
@@ -1101,7 +1311,15 @@ fn operator_limit(text: &str, service: &str, operation: &str) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
-    use super::operator_limit;
+    use super::{callgrind_total, operator_limit};
+
+    #[test]
+    fn the_callgrind_total_is_the_summary_line() {
+        let dump = "# callgrind format\nversion: 1\nevents: Ir\nfl=(1) a.rs\nfn=(1) f\n3 12\nsummary: 51536889\ntotals: 51541251\n";
+        assert_eq!(callgrind_total(dump), Some(51_536_889));
+        assert_eq!(callgrind_total("totals: 7\n"), Some(7));
+        assert_eq!(callgrind_total("events: Ir\n"), None);
+    }
 
     #[test]
     fn the_operator_limit_is_read_for_its_service_and_operation_only() {

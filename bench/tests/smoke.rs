@@ -1,5 +1,6 @@
 //! CI's small version of the benchmark: every scenario with tiny sizes (`--smoke`: 10 signals
-//! per scenario, 5 under the unknown SSM quota, 50 finished signals), on the real local environment and the real operator
+//! per scenario, 5 under the unknown SSM quota, a scale curve of 20 and 50 finished signals; no
+//! instruction count, which needs valgrind), on the real local environment and the real operator
 //! binary. It fails only on errors (a signal that fails, a wait that times out, a signal AWS
 //! applied twice, results that are not written), never on timing: the targets are reported in
 //! the results, not asserted.
@@ -97,8 +98,46 @@ fn the_benchmark_runs_every_scenario_with_tiny_sizes() {
         "{md}"
     );
     assert!(
-        md.contains("unknown quota, swf SignalWorkflowExecution"),
+        md.contains("a quota the operator does not know, swf SignalWorkflowExecution"),
         "{md}"
     );
+    // The scale curve: one restart per size (smoke: 20 and 50 finished signals), each with
+    // no AWS call and no status write; every row of issue 12's table that these scenarios
+    // measure is judged.
+    let curve = report["memory"]["curve"].as_array().expect("a scale curve");
+    assert_eq!(
+        curve
+            .iter()
+            .map(|p| p["finished"].as_u64().expect("finished"))
+            .collect::<Vec<_>>(),
+        vec![20, 50],
+        "{md}"
+    );
+    for p in curve {
+        assert_eq!(p["restart"]["aws_calls"], 0, "{md}");
+        assert_eq!(p["restart"]["status_writes"], 0, "{md}");
+    }
+    let keys: Vec<&str> = report["targets"]
+        .as_array()
+        .expect("targets")
+        .iter()
+        .map(|t| t["key"].as_str().expect("a key"))
+        .collect();
+    for key in [
+        "unknown-swf",
+        "unknown-ssm",
+        "quota-swf",
+        "quota-ssm",
+        "cpu-operator",
+        "cpu-apiserver",
+        "kube-writes",
+        "latency-wf",
+        "latency-am",
+        "restart-100k",
+        "throughput-ceiling",
+    ] {
+        assert!(keys.contains(&key), "no row {key}: {md}");
+    }
+    assert!(md.contains("## 4 + 5. Scale curve"), "{md}");
     let _ = std::fs::remove_dir_all(&out_dir);
 }
