@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The benchmark of issue 5 (bench/README.md): latency, throughput against the emulator's
-# ceiling, quota fidelity, memory, restart cost, the aws CLI, cost per signal, all in one run
-# on the local environment, written to bench/results/<name>.md and .json.
+# The benchmark (bench/README.md): latency, throughput against the emulator's ceiling, quota
+# fidelity (known and unknown quotas), memory and restart along a scale curve (1k, 10k, 100k
+# finished signals, plotted), instructions per signal under callgrind, the aws CLI, cost per
+# signal, all in one run on the local environment, written to bench/results/<name>.md, .json
+# and <name>-scale.png, with issue 12's targets judged row by row beside the previous run.
 #
 #   scripts/bench.sh                      full run, release builds, results in bench/results/results.*
 #   scripts/bench.sh --name mine          another name; any signalman-bench flag passes through
@@ -30,6 +32,17 @@ if [ "${1:-}" = "--smoke" ]; then
   shift
   cargo build -p signalman -p signalman-bench
   exec "$target/debug/signalman-bench" --smoke --name smoke --out-dir bench/results/tmp "$@"
+fi
+
+# Instruction counts need valgrind (callgrind): installed here when the machine lets us; the
+# benchmark skips that scenario when it is missing. CI runs only --smoke, which never needs it.
+if ! command -v valgrind >/dev/null || ! command -v callgrind_control >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "== apt-get install valgrind (instruction counts)"
+    apt-get install -y -qq valgrind >/dev/null || echo "== valgrind not installed: instruction counts skipped"
+  else
+    echo "== no valgrind (apt-get install valgrind): instruction counts skipped"
+  fi
 fi
 
 echo "== cargo build --release -p signalman -p signalman-bench"
