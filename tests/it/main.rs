@@ -13,6 +13,7 @@ mod lag;
 mod leader;
 mod malformed;
 mod metrics;
+mod paging;
 mod policy;
 mod retry;
 mod schema;
