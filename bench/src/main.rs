@@ -479,6 +479,19 @@ fn run(args: RunArgs) -> anyhow::Result<bool> {
     Ok(report.errors.is_empty())
 }
 
+/// 100000 → "100,000".
+fn thousands(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 fn which(program: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(program).is_file()))
@@ -759,7 +772,10 @@ fn finish(r: &mut Report) {
             };
             t.push(target(
                 key,
-                format!("RSS with {f} finished signals (idle {idle:.1} MiB)"),
+                format!(
+                    "RSS with {} finished signals (idle {idle:.1} MiB)",
+                    thousands(*f)
+                ),
                 &format!("< {limit:.0} MiB"),
                 format!(
                     "{rss:.1} MiB ({:.2} KiB per finished signal)",
@@ -790,7 +806,7 @@ fn finish(r: &mut Report) {
                 if f == 100_000 {
                     String::new()
                 } else {
-                    format!("({f} finished) ")
+                    format!("({} finished) ", thousands(f))
                 },
                 rs.aws_calls,
                 rs.status_writes,
@@ -798,7 +814,7 @@ fn finish(r: &mut Report) {
             ),
             if f == 100_000 { yes(ok) } else { None },
             if f != 100_000 {
-                format!("measured with {f}, not 100,000")
+                format!("measured with {}, not 100,000", thousands(f))
             } else if ok {
                 String::new()
             } else {
