@@ -28,6 +28,9 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
+/// Most regions the operator keeps clients for at once.
+pub const MAX_REGIONS: usize = 64;
+
 /// Settings shared by every client the operator builds.
 #[derive(Clone, Debug)]
 pub struct AwsSettings {
@@ -268,6 +271,13 @@ impl AwsClients {
         let mut regions = self.regions.lock().expect("region map lock");
         if let Some(clients) = regions.get(&region) {
             return Ok(clients.clone());
+        }
+        // spec.region is any name of a region's shape; a bound keeps made-up names from
+        // growing the map (and the per-region metrics) without end. AWS has fewer regions.
+        if regions.len() >= MAX_REGIONS {
+            return Err(format!(
+                "clients for {MAX_REGIONS} regions are in use already; this region is not served"
+            ));
         }
         let clients = Arc::new(self.build(&region));
         regions.insert(region, clients.clone());
