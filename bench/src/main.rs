@@ -280,7 +280,105 @@ fn run(args: RunArgs) -> anyhow::Result<bool> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let report = runtime.block_on(async {
+    let previous = previous.map(|mut p| {
+        finish(&mut p);
+        report::PreviousRun {
+            started_at: p.started_at,
+            git_commit: p.git_commit,
+            targets: p.targets,
+        }
+    });
+    let only = (!args.only.is_empty()).then(|| {
+        format!(
+            "only these scenarios ran: {}",
+            args.only
+                .iter()
+                .map(|s| format!("{s:?}").to_lowercase())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    });
+    let json = out_dir.join(format!("{}.json", args.name));
+    let md = out_dir.join(format!("{}.md", args.name));
+    let plot_file = format!("{}-scale.png", args.name);
+    let mut report = Report {
+        name: args.name.clone(),
+        started_at: started_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        finished_at: String::new(),
+        wall_seconds: 0.0,
+        git_commit: git_commit(),
+        operator_binary: operator_bin
+            .strip_prefix(&root)
+            .unwrap_or(&operator_bin)
+            .display()
+            .to_string(),
+        operator_profile: profile_of(&operator_bin),
+        bench_profile: if cfg!(debug_assertions) {
+            "debug".into()
+        } else {
+            "release".into()
+        },
+        machine: machine::describe(),
+        loadavg_before,
+        loadavg_after: loadavg_before,
+        load_samples: Vec::new(),
+        sizes: sizes.clone(),
+        latency: None,
+        throughput: None,
+        quota_swf: None,
+        quota_ssm: None,
+        unknown_swf: None,
+        unknown_ssm: None,
+        memory: None,
+        cli: None,
+        instructions: None,
+        scale_plot: None,
+        previous,
+        partial: None,
+        targets: Vec::new(),
+        findings: Vec::new(),
+        errors: Vec::new(),
+        notes: None,
+    };
+    // Written after every scenario, so that a run cut short leaves results that say so.
+    let save = |report: &mut Report,
+                ran: &[&str],
+                done: bool,
+                samples: Vec<machine::LoadSample>|
+     -> anyhow::Result<()> {
+        report.finished_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        report.wall_seconds = began.elapsed().as_secs_f64();
+        report.loadavg_after = machine::loadavg();
+        report.load_samples = samples;
+        report.partial = if done {
+            only.clone()
+        } else {
+            Some(format!(
+                "written while the run was still going (it did not finish): the scenarios done by then were {}",
+                if ran.is_empty() {
+                    "none".to_string()
+                } else {
+                    ran.join(", ")
+                }
+            ))
+        };
+        finish(report);
+        if let Some(m) = &report.memory {
+            report.scale_plot = Some(
+                match plot::scale_curve(&m.curve, &out_dir.join(&plot_file)) {
+                    Ok(()) => format!("`{plot_file}`"),
+                    Err(e) => {
+                        eprintln!("signalman-bench: no scale plot: {e:#}");
+                        format!("none ({e:#})")
+                    }
+                },
+            );
+        }
+        std::fs::write(&json, serde_json::to_string_pretty(&*report)? + "\n")?;
+        std::fs::write(&md, report.markdown())?;
+        Ok(())
+    };
+    runtime.block_on(async {
         let sampler = machine::LoadSampler::start(std::time::Duration::from_secs(5));
         let bench = Bench {
             env,
@@ -290,11 +388,7 @@ fn run(args: RunArgs) -> anyhow::Result<bool> {
             sizes: sizes.clone(),
             setup_concurrency: args.setup_concurrency.max(1),
         };
-        let mut errors = Vec::new();
-        let mut note = |what: &str, e: anyhow::Error| {
-            eprintln!("signalman-bench: {what} failed: {e:#}");
-            errors.push(format!("{what}: {e:#}"));
-        };
+        let mut ran: Vec<&str> = Vec::new();
         macro_rules! scenario {
             ($name:expr, $call:expr) => {{
                 eprintln!("signalman-bench: {} …", $name);
@@ -305,172 +399,92 @@ fn run(args: RunArgs) -> anyhow::Result<bool> {
                     $name,
                     t.elapsed().as_secs_f64()
                 );
-                match r {
+                let v = match r {
                     Ok(v) => Some(v),
                     Err(e) => {
-                        note($name, e);
+                        eprintln!("signalman-bench: {} failed: {e:#}", $name);
+                        report.errors.push(format!("{}: {e:#}", $name));
                         None
                     }
-                }
+                };
+                ran.push($name);
+                v
             }};
         }
-        let latency = if args.wants(Scenario::Latency) {
-            scenario!("latency", bench.latency())
-        } else {
-            None
-        };
-        let throughput = if args.wants(Scenario::Throughput) && sizes.burst > 0 {
-            scenario!("throughput", bench.throughput())
-        } else {
-            None
-        };
-        let (quota_swf, quota_ssm) = if args.wants(Scenario::Quota) {
-            (
-                if sizes.quota_swf > 0 {
-                    scenario!("quota (SWF)", bench.quota_swf(args.swf_quota, args.swf_quota))
-                } else {
-                    None
-                },
-                if sizes.quota_ssm > 0 {
-                    scenario!("quota (SSM)", bench.quota_ssm(args.ssm_quota, args.ssm_quota))
-                } else {
-                    None
-                },
-            )
-        } else {
-            (None, None)
-        };
-        let (unknown_swf, unknown_ssm) = if args.wants(Scenario::Unknown) {
+        macro_rules! checkpoint {
+            () => {
+                if let Err(e) = save(&mut report, &ran, false, sampler.samples()) {
+                    eprintln!("signalman-bench: writing the results so far: {e:#}");
+                }
+            };
+        }
+        if args.wants(Scenario::Latency) {
+            report.latency = scenario!("latency", bench.latency());
+            checkpoint!();
+        }
+        if args.wants(Scenario::Throughput) && sizes.burst > 0 {
+            report.throughput = scenario!("throughput", bench.throughput());
+            checkpoint!();
+        }
+        if args.wants(Scenario::Quota) {
+            if sizes.quota_swf > 0 {
+                report.quota_swf =
+                    scenario!("quota (SWF)", bench.quota_swf(args.swf_quota, args.swf_quota));
+            }
+            if sizes.quota_ssm > 0 {
+                report.quota_ssm =
+                    scenario!("quota (SSM)", bench.quota_ssm(args.ssm_quota, args.ssm_quota));
+            }
+            checkpoint!();
+        }
+        if args.wants(Scenario::Unknown) {
             use signalman_testenv::aws_emulator::Service;
             let (swf, ssm) = (args.unknown_swf_quota, args.unknown_ssm_quota);
-            (
-                if sizes.unknown_swf > 0 {
-                    scenario!(
-                        "unknown quota (SWF)",
-                        bench.unknown_quota(Service::Swf, swf, swf)
-                    )
-                } else {
-                    None
-                },
-                if sizes.unknown_ssm > 0 {
-                    scenario!(
-                        "unknown quota (SSM)",
-                        bench.unknown_quota(Service::Ssm, ssm, ssm)
-                    )
-                } else {
-                    None
-                },
-            )
-        } else {
-            (None, None)
-        };
-        let memory = if args.wants(Scenario::Memory) {
-            scenario!("memory and restart", bench.memory())
-        } else {
-            None
-        };
-        let instructions = if args.wants(Scenario::Instructions) && sizes.instructions > 0 {
+            if sizes.unknown_swf > 0 {
+                report.unknown_swf = scenario!(
+                    "unknown quota (SWF)",
+                    bench.unknown_quota(Service::Swf, swf, swf)
+                );
+            }
+            if sizes.unknown_ssm > 0 {
+                report.unknown_ssm = scenario!(
+                    "unknown quota (SSM)",
+                    bench.unknown_quota(Service::Ssm, ssm, ssm)
+                );
+            }
+            checkpoint!();
+        }
+        if args.wants(Scenario::Instructions) && sizes.instructions > 0 {
             if which("valgrind") && which("callgrind_control") {
-                scenario!("instructions (callgrind)", bench.instructions())
+                report.instructions = scenario!("instructions (callgrind)", bench.instructions());
+                checkpoint!();
             } else {
                 eprintln!(
                     "signalman-bench: no valgrind on PATH (apt-get install valgrind): instruction counts skipped"
                 );
-                None
             }
-        } else {
-            None
-        };
-        let cli = if args.wants(Scenario::Cli) && sizes.cli > 0 {
+        }
+        if args.wants(Scenario::Cli) && sizes.cli > 0 {
             if aws_cli.exists() {
-                scenario!("aws CLI", bench.cli())
+                report.cli = scenario!("aws CLI", bench.cli());
+                checkpoint!();
             } else {
                 eprintln!(
                     "signalman-bench: no aws CLI at {} (scripts/bench.sh installs it): CLI scenario skipped",
                     aws_cli.display()
                 );
-                None
             }
-        } else {
-            None
-        };
-        let mut report = Report {
-            name: args.name.clone(),
-            started_at: started_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            finished_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            wall_seconds: began.elapsed().as_secs_f64(),
-            git_commit: git_commit(),
-            operator_binary: operator_bin
-                .strip_prefix(&root)
-                .unwrap_or(&operator_bin)
-                .display()
-                .to_string(),
-            operator_profile: profile_of(&operator_bin),
-            bench_profile: if cfg!(debug_assertions) {
-                "debug".into()
-            } else {
-                "release".into()
-            },
-            machine: machine::describe(),
-            loadavg_before,
-            loadavg_after: machine::loadavg(),
-            load_samples: sampler.samples(),
-            sizes: sizes.clone(),
-            latency,
-            throughput,
-            quota_swf,
-            quota_ssm,
-            unknown_swf,
-            unknown_ssm,
-            memory,
-            cli,
-            instructions,
-            scale_plot: None,
-            previous: None,
-            partial: (!args.only.is_empty()).then(|| {
-                format!(
-                    "only these scenarios ran: {}",
-                    args.only
-                        .iter()
-                        .map(|s| format!("{s:?}").to_lowercase())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            }),
-            targets: Vec::new(),
-            findings: Vec::new(),
-            errors,
-            notes: None,
-        };
-        finish(&mut report);
-        report
-    });
-    let mut report = report;
-    if let Some(mut p) = previous {
-        finish(&mut p);
-        report.previous = Some(report::PreviousRun {
-            started_at: p.started_at,
-            git_commit: p.git_commit,
-            targets: p.targets,
-        });
-    }
-    if let Some(m) = &report.memory {
-        let file = format!("{}-scale.png", args.name);
-        report.scale_plot = Some(match plot::scale_curve(&m.curve, &out_dir.join(&file)) {
-            Ok(()) => format!("`{file}`"),
-            Err(e) => {
-                eprintln!("signalman-bench: no scale plot: {e:#}");
-                format!("none ({e:#})")
+        }
+        // Last: the longest (creating up to 100,000 objects), so that a run cut short has the rest.
+        if args.wants(Scenario::Memory) {
+            report.memory = scenario!("memory and restart", bench.memory());
+            if let Some(e) = report.memory.as_ref().and_then(|m| m.curve_error.clone()) {
+                report.errors.push(format!("memory and restart: {e}"));
             }
-        });
-    }
-
-    let json = out_dir.join(format!("{}.json", args.name));
-    let md = out_dir.join(format!("{}.md", args.name));
-    std::fs::write(&json, serde_json::to_string_pretty(&report)? + "\n")?;
-    let text = report.markdown();
-    std::fs::write(&md, &text)?;
-    println!("{text}");
+        }
+        save(&mut report, &ran, true, sampler.samples())
+    })?;
+    println!("{}", report.markdown());
     eprintln!(
         "signalman-bench: wrote {} and {}",
         json.display(),

@@ -237,6 +237,9 @@ pub struct MemoryResults {
     /// The scale curve: one restart onto each number of finished signals, smallest first.
     #[serde(default)]
     pub curve: Vec<ScalePoint>,
+    /// Why the curve stops short of its last point, when it does.
+    #[serde(default)]
+    pub curve_error: Option<String>,
 }
 
 /// One point of the scale curve: the operator restarted onto `finished` finished signals.
@@ -864,6 +867,9 @@ impl Report {
                         p.restart.events_written,
                         load_line(&p.restart.cpu)
                     );
+                }
+                if let Some(e) = &mr.curve_error {
+                    let _ = writeln!(o, "\n**The curve stops short**: {e}");
                 }
                 let _ = writeln!(o);
             }

@@ -827,91 +827,104 @@ impl Bench {
         let mut have = 1usize;
         let mut curve = Vec::new();
         let mut chosen: Option<(Memory, Restart)> = None;
+        let mut curve_error = None;
         for (k, &f) in points.iter().enumerate() {
-            let from = have;
-            let started = Instant::now();
-            let objects: Vec<WorkflowSignal> =
-                (from..f).map(|i| fx.signal("done", i, false)).collect();
-            let cpu_create = CpuMeter::start(&[]);
-            create_all(&api, objects, self.setup_concurrency).await?;
-            let cpu_create = cpu_create.stop();
-            let cpu_patch = CpuMeter::start(&[]);
-            futures::stream::iter(from..f)
-                .map(|i| {
-                    let api = api.clone();
-                    let patch = template.clone();
-                    async move {
-                        api.patch_status(
-                            &format!("done-{i}"),
-                            &PatchParams::default(),
-                            &Patch::Merge(&patch),
-                        )
-                        .await
-                        .context("writing a finished status")
-                    }
-                })
-                .buffer_unordered(self.setup_concurrency)
-                .try_for_each(|_| async { Ok(()) })
-                .await?;
-            let cpu_patch = cpu_patch.stop();
-            have = have.max(f);
-            let created = f.saturating_sub(from);
-            let create_seconds = started.elapsed().as_secs_f64();
-            eprintln!(
-                "signalman-bench: memory: {f} finished signals ({created} created in {create_seconds:.1} s)"
-            );
-            let apiserver_ms = |c: &CpuWindow| {
-                c.cores_by_process
-                    .get("kube-apiserver")
+            // A point that fails keeps the points before it (and says why).
+            let step: anyhow::Result<()> = async {
+                let from = have;
+                let started = Instant::now();
+                let objects: Vec<WorkflowSignal> =
+                    (from..f).map(|i| fx.signal("done", i, false)).collect();
+                let cpu_create = CpuMeter::start(&[]);
+                create_all(&api, objects, self.setup_concurrency).await?;
+                let cpu_create = cpu_create.stop();
+                let cpu_patch = CpuMeter::start(&[]);
+                futures::stream::iter(from..f)
+                    .map(|i| {
+                        let api = api.clone();
+                        let patch = template.clone();
+                        async move {
+                            api.patch_status(
+                                &format!("done-{i}"),
+                                &PatchParams::default(),
+                                &Patch::Merge(&patch),
+                            )
+                            .await
+                            .context("writing a finished status")
+                        }
+                    })
+                    .buffer_unordered(self.setup_concurrency)
+                    .try_for_each(|_| async { Ok(()) })
+                    .await?;
+                let cpu_patch = cpu_patch.stop();
+                have = have.max(f);
+                let created = f.saturating_sub(from);
+                let create_seconds = started.elapsed().as_secs_f64();
+                eprintln!(
+                    "signalman-bench: memory: {f} finished signals ({created} created in {create_seconds:.1} s)"
+                );
+                let apiserver_ms = |c: &CpuWindow| {
+                    c.cores_by_process
+                        .get("kube-apiserver")
+                        .copied()
+                        .unwrap_or(0.0)
+                        * c.seconds
+                        * 1000.0
+                        / created.max(1) as f64
+                };
+                let (restart, sample) = self.restart_onto(&api, &ns, identity, &emu, f).await?;
+                let cpu_s = restart
+                    .cpu
+                    .cores_by_process
+                    .get("operator")
                     .copied()
                     .unwrap_or(0.0)
-                    * c.seconds
-                    * 1000.0
-                    / created.max(1) as f64
-            };
-            let (restart, sample) = self.restart_onto(&api, &ns, identity, &emu, f).await?;
-            let cpu_s = restart
-                .cpu
-                .cores_by_process
-                .get("operator")
-                .copied()
-                .unwrap_or(0.0)
-                * restart.cpu.seconds;
-            curve.push(ScalePoint {
-                finished: f,
-                create_seconds,
-                created,
-                rss_mib: sample.rss_kib as f64 / MIB,
-                hwm_mib: sample.hwm_kib as f64 / MIB,
-                restart: restart.clone(),
-                operator_cpu_seconds: cpu_s,
-                operator_cpu_ms_per_signal: cpu_s * 1000.0 / f as f64,
-            });
-            // The 10,000 point is the memory figure; otherwise the largest.
-            if f == 10_000 || (k + 1 == points.len() && chosen.is_none()) {
-                let sample_obj = api.get(&format!("done-{}", f - 1)).await?;
-                let object_json_bytes = serde_json::to_vec(&sample_obj)?.len();
-                let managed_fields_json_bytes =
-                    serde_json::to_vec(&sample_obj.metadata.managed_fields)?.len();
-                chosen = Some((
-                    Memory {
-                        idle_rss_mib: idle.rss_kib as f64 / MIB,
-                        idle_hwm_mib: idle.hwm_kib as f64 / MIB,
-                        finished: f,
-                        finished_how: format!(
-                            "1 delivered by the operator, the other {} created by the benchmark and given that signal's exact status (Succeeded, Ready=True) through the status subresource, to save time",
-                            f - 1
-                        ),
-                        create_seconds,
-                        rss_mib: sample.rss_kib as f64 / MIB,
-                        hwm_mib: sample.hwm_kib as f64 / MIB,
-                        apiserver_cpu_ms_per_create: apiserver_ms(&cpu_create),
-                        apiserver_cpu_ms_per_status_patch: apiserver_ms(&cpu_patch),
-                        object_json_bytes,
-                        managed_fields_json_bytes,
-                    },
-                    restart,
-                ));
+                    * restart.cpu.seconds;
+                curve.push(ScalePoint {
+                    finished: f,
+                    create_seconds,
+                    created,
+                    rss_mib: sample.rss_kib as f64 / MIB,
+                    hwm_mib: sample.hwm_kib as f64 / MIB,
+                    restart: restart.clone(),
+                    operator_cpu_seconds: cpu_s,
+                    operator_cpu_ms_per_signal: cpu_s * 1000.0 / f as f64,
+                });
+                // The 10,000 point is the memory figure; otherwise the largest.
+                if f == 10_000 || (k + 1 == points.len() && chosen.is_none()) {
+                    let sample_obj = api.get(&format!("done-{}", f - 1)).await?;
+                    let object_json_bytes = serde_json::to_vec(&sample_obj)?.len();
+                    let managed_fields_json_bytes =
+                        serde_json::to_vec(&sample_obj.metadata.managed_fields)?.len();
+                    chosen = Some((
+                        Memory {
+                            idle_rss_mib: idle.rss_kib as f64 / MIB,
+                            idle_hwm_mib: idle.hwm_kib as f64 / MIB,
+                            finished: f,
+                            finished_how: format!(
+                                "1 delivered by the operator, the other {} created by the benchmark and given that signal's exact status (Succeeded, Ready=True) through the status subresource, to save time",
+                                f - 1
+                            ),
+                            create_seconds,
+                            rss_mib: sample.rss_kib as f64 / MIB,
+                            hwm_mib: sample.hwm_kib as f64 / MIB,
+                            apiserver_cpu_ms_per_create: apiserver_ms(&cpu_create),
+                            apiserver_cpu_ms_per_status_patch: apiserver_ms(&cpu_patch),
+                            object_json_bytes,
+                            managed_fields_json_bytes,
+                        },
+                        restart,
+                    ));
+                }
+                Ok(())
+            }
+            .await;
+            if let Err(e) = step {
+                if curve.is_empty() {
+                    return Err(e);
+                }
+                curve_error = Some(format!("at {f} finished signals: {e:#}"));
+                break;
             }
         }
         let (memory, restart) = chosen.context("no point of the scale curve was measured")?;
@@ -919,6 +932,7 @@ impl Bench {
             memory,
             restart,
             curve,
+            curve_error,
         })
     }
 
