@@ -937,3 +937,90 @@ async fn policy_examples_are_accepted_and_bad_policies_refused() {
         assert!(e.contains(expected), "{expected:?} not in:\n{e}");
     }
 }
+
+/// `helm install` with `policy.create=true`: the hook installs the one SignalPolicy after the
+/// release, and it admits the namespace it names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_charts_values_policy_admits_its_namespace() {
+    let env = env();
+    let admin = env.client().await;
+    let ops = namespace(&admin, "pol-helm", &[]).await;
+    let release = unique("polv");
+    let label = format!("signalman.dev/policy-test={release}");
+    let ns = namespace(
+        &admin,
+        "pol-demo",
+        &[("signalman.dev/policy-test", &release)],
+    )
+    .await;
+    let mut cmd = env.helm();
+    cmd.args(["install", &release])
+        .arg(signalman_testenv::repo_root().join("charts/signalman"))
+        .args(["--namespace", &ops, "--set", "crds.install=false"])
+        .args(["--set", "aws.region=us-east-1"])
+        .args(["--set", "policy.create=true"])
+        .args(["--set", &format!("policy.namespace={ns}")])
+        .args([
+            "--set-json",
+            &format!(
+                "admission.namespaceSelector={}",
+                json!({"matchLabels": {"signalman.dev/policy-test": release}})
+            ),
+        ]);
+    run(&mut cmd, None).unwrap_or_else(|e| panic!("helm install:\n{e}"));
+    let policy = format!("{release}-signalman");
+    let cleanup = || {
+        let _ = run(
+            env.helm()
+                .args(["uninstall", &release, "--namespace", &ops]),
+            None,
+        );
+        // A hook's object outlives the release (documented): removed by hand.
+        let _ = run(
+            env.kubectl()
+                .args(["delete", "signalpolicy", &policy, "--ignore-not-found"]),
+            None,
+        );
+    };
+    let got = run(
+        env.kubectl().args([
+            "get",
+            "signalpolicy",
+            &policy,
+            "-o",
+            "jsonpath={.spec.namespaceSelector}",
+        ]),
+        None,
+    );
+    let selector = got.unwrap_or_else(|e| {
+        cleanup();
+        panic!("the values policy was not installed: {e} ({label})")
+    });
+    assert!(
+        selector.contains(&format!("\"kubernetes.io/metadata.name\":\"{ns}\"")),
+        "{selector}"
+    );
+    // Another namespace under the same admission policies is refused (which also shows that
+    // the policies are in force), the policy's namespace admitted.
+    let other = namespace(
+        &admin,
+        "pol-other",
+        &[("signalman.dev/policy-test", &release)],
+    )
+    .await;
+    let e = refused_eventually(&workflow_yaml(&other, "refused", "any", "thing", ""));
+    assert!(
+        e.contains(&format!("namespace {other}: no SignalPolicy allows")),
+        "{e}"
+    );
+    admitted_eventually(&workflow_yaml(&ns, "via-values", "any", "thing", ""));
+    let wf: WorkflowSignal = Api::namespaced(admin.clone(), &ns)
+        .get("via-values")
+        .await
+        .unwrap();
+    assert_eq!(
+        annotation(&wf.metadata, "signalman.dev/admitted-by").as_deref(),
+        Some(policy.as_str())
+    );
+    cleanup();
+}
