@@ -717,6 +717,24 @@ fn admission_policies_render_from_values() {
         .as_str()
         .unwrap()
         .contains("variables.now == ''"));
+    // Watching listed namespaces: admission judges those only (another release's operator may
+    // write the status of the others); all namespaces by default.
+    let objs = render(&["watchNamespaces={payments,platform}"], &[]);
+    for b in all_of(&objs, "ValidatingAdmissionPolicyBinding") {
+        assert_eq!(
+            b["spec"]["matchResources"]["namespaceSelector"],
+            json!({"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["payments", "platform"]}]}),
+            "{b}"
+        );
+    }
+    let objs = render(&[], &[]);
+    for b in all_of(&objs, "ValidatingAdmissionPolicyBinding") {
+        assert_eq!(
+            b["spec"]["matchResources"]["namespaceSelector"],
+            json!({}),
+            "{b}"
+        );
+    }
     let objs = render(&["admission.enabled=false"], &[]);
     assert!(!kinds(&objs).iter().any(|k| k.contains("AdmissionPolicy")));
 }

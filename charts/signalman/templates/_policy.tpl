@@ -38,3 +38,21 @@ kubernetes.io/metadata.name, so its labels are never absent.
      && params.spec.swf.workflowIds.exists(p, object.spec.workflowId.matches({{ include "signalman.globRegex" "p" }})))
   : (has(params.spec.ssm) && object.spec.signalType in params.spec.ssm.signalTypes))
 {{- end }}
+
+{{/*
+The namespaces the admission policies judge: admission.namespaceSelector when set; else, with
+watchNamespaces, exactly those (another release's operator may own the others); else all.
+*/}}
+{{- define "signalman.admissionNamespaceSelector" -}}
+{{- if .Values.admission.namespaceSelector }}
+{{- toYaml .Values.admission.namespaceSelector }}
+{{- else if .Values.watchNamespaces }}
+matchExpressions:
+  - key: kubernetes.io/metadata.name
+    operator: In
+    values:
+      {{- toYaml .Values.watchNamespaces | nindent 6 }}
+{{- else }}
+{}
+{{- end }}
+{{- end }}
