@@ -78,6 +78,12 @@ pub(super) async fn reconcile<T: SignalTarget>(
             Spec::Skipped | Spec::Invalid(_) => None,
         },
         verify_recheck: ctx.settings.verify_recheck,
+        requested_by: obj
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(crate::api::REQUESTED_BY_ANNOTATION))
+            .map(String::as_str),
     };
     let next = delivery::decide(status.as_ref(), &dctx);
     if next == Next::Done {

@@ -217,6 +217,7 @@ mod tests {
             jitter: 0.5,
             not_after: None,
             verify_recheck: Duration::ZERO,
+            requested_by: None,
         };
         let done = delivery::already_delivered(None, "test", &c).status;
         let mut o = object(

@@ -192,6 +192,9 @@ pub struct Ctx<'a> {
     /// After a verification found the signal absent, read once more this much later before
     /// sending again (AWS shows a delivered signal only after a delay). Zero: trust the first.
     pub verify_recheck: Duration,
+    /// Who created the signal (the admission-stamped annotation), recorded once in
+    /// `status.requestedBy`.
+    pub requested_by: Option<&'a str>,
 }
 
 impl Ctx<'_> {
@@ -860,6 +863,9 @@ fn unchanged(s: &SignalStatus) -> Transition {
 
 /// Set message, observedGeneration and the kstatus conditions for the status's phase.
 fn stamp(mut s: SignalStatus, why: &str, message: String, ctx: &Ctx) -> SignalStatus {
+    if s.requested_by.is_none() {
+        s.requested_by = ctx.requested_by.map(str::to_string);
+    }
     let generation = ctx.generation.or(s.observed_generation);
     s.observed_generation = generation;
     let phase = phase(&s);

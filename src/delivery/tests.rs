@@ -42,6 +42,7 @@ fn ctx_at(now: Timestamp) -> Ctx<'static> {
         jitter: 0.5,
         not_after: None,
         verify_recheck: Duration::ZERO,
+        requested_by: None,
     }
 }
 
@@ -1854,4 +1855,23 @@ fn already_delivered_succeeds_without_an_attempt() {
         already_delivered(Some(&failed_before), "x", &c).status,
         failed_before
     );
+}
+
+#[test]
+fn the_requester_is_recorded_once_and_kept() {
+    let c = Ctx {
+        requested_by: Some("alice@example.com"),
+        ..ctx()
+    };
+    let claim = claim_of(decide(None, &c));
+    assert_eq!(
+        claim.status.requested_by.as_deref(),
+        Some("alice@example.com")
+    );
+    let other = Ctx {
+        requested_by: Some("mallory"),
+        ..ctx()
+    };
+    let done = after_send(&claim.status, &accepted(), &other).status;
+    assert_eq!(done.requested_by.as_deref(), Some("alice@example.com"));
 }

@@ -223,6 +223,7 @@ impl Env {
                 "crd/workflowsignals.signalman.dev",
                 "crd/automationsignals.signalman.dev",
                 "crd/signalreceipts.signalman.dev",
+                "crd/signalpolicies.signalman.dev",
             ])
             .output()
             .context("running kubectl")?;
