@@ -272,6 +272,8 @@ async fn bind(client: &kube::Client, ns: &str, role: &str, user: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admission_refuses_what_no_policy_allows_and_policies_add_up() {
+    // The malformed tests loosen the signal CRDs for a moment; these need the real schema.
+    let _schema = crate::common::CRD_SCHEMA.read().await;
     let env = env();
     let client = env.client().await;
     let ops = namespace(&client, "pol-ops", &[]).await;
@@ -404,6 +406,8 @@ async fn admission_refuses_what_no_policy_allows_and_policies_add_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requested_by_is_stamped_and_cannot_be_forged_or_changed() {
+    // The malformed tests loosen the signal CRDs for a moment; these need the real schema.
+    let _schema = crate::common::CRD_SCHEMA.read().await;
     let env = env();
     let admin = env.client().await;
     let ops = namespace(&admin, "pol-ops", &[]).await;
@@ -529,6 +533,8 @@ async fn put_status(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_operator_writes_status_and_finished_stays_finished() {
+    // The malformed tests loosen the signal CRDs for a moment; these need the real schema.
+    let _schema = crate::common::CRD_SCHEMA.read().await;
     let env = env();
     let admin = env.client().await;
     let ops = namespace(&admin, "pol-ops", &[]).await;
@@ -695,6 +701,8 @@ async fn only_the_operator_writes_status_and_finished_stays_finished() {
 /// `kubectl auth can-i` as the chart's roles.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_charts_roles_allow_what_they_should_and_nothing_more() {
+    // The malformed tests loosen the signal CRDs for a moment; these need the real schema.
+    let _schema = crate::common::CRD_SCHEMA.read().await;
     let env = env();
     let admin = env.client().await;
     let ops = namespace(&admin, "pol-ops", &[]).await;
@@ -885,6 +893,8 @@ async fn the_charts_roles_allow_what_they_should_and_nothing_more() {
 /// with the CRD's messages.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policy_examples_are_accepted_and_bad_policies_refused() {
+    // The malformed tests loosen the signal CRDs for a moment; these need the real schema.
+    let _schema = crate::common::CRD_SCHEMA.read().await;
     let env = env();
     run(
         env.kubectl().args([
@@ -942,6 +952,8 @@ async fn policy_examples_are_accepted_and_bad_policies_refused() {
 /// release, and it admits the namespace it names.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_charts_values_policy_admits_its_namespace() {
+    // The malformed tests loosen the signal CRDs for a moment; these need the real schema.
+    let _schema = crate::common::CRD_SCHEMA.read().await;
     let env = env();
     let admin = env.client().await;
     let ops = namespace(&admin, "pol-helm", &[]).await;
