@@ -197,7 +197,43 @@ impl Env {
             .create(&PostParams::default(), &ns)
             .await
             .expect("creating the test namespace");
+        self.allow_everything_in(client, &name).await;
         name
+    }
+
+    /// A SignalPolicy that lets `namespace` send every signal (the operator denies by default).
+    /// Named after the namespace; tests of the policies themselves make their own namespaces.
+    /// Nothing happens when the SignalPolicy CRD is not installed yet.
+    pub async fn allow_everything_in(&self, client: &kube::Client, namespace: &str) {
+        let policy = serde_json::json!({
+            "apiVersion": "signalman.dev/v1alpha1",
+            "kind": "SignalPolicy",
+            "metadata": {"name": format!("allow-all-{namespace}")},
+            "spec": {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+                "regions": ["*"],
+                "swf": {"domains": ["*"], "workflowIds": ["*"]},
+                "ssm": {
+                    "signalTypes": ["Approve", "Reject", "StartStep", "StopStep", "Resume", "Revoke"],
+                    "documentNames": ["*"],
+                },
+            },
+        });
+        let ar = kube::api::ApiResource {
+            group: "signalman.dev".into(),
+            version: "v1alpha1".into(),
+            api_version: "signalman.dev/v1alpha1".into(),
+            kind: "SignalPolicy".into(),
+            plural: "signalpolicies".into(),
+        };
+        let api: Api<kube::api::DynamicObject> = Api::all_with(client.clone(), &ar);
+        let object: kube::api::DynamicObject =
+            serde_json::from_value(policy).expect("a SignalPolicy object");
+        match api.create(&PostParams::default(), &object).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(ae)) if ae.code == 404 || ae.code == 409 => {}
+            Err(e) => panic!("creating the test namespace's SignalPolicy: {e}"),
+        }
     }
 
     /// Installs signalman's CRDs (server-side apply of `crds/`) and waits until they are
