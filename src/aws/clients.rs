@@ -14,6 +14,9 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 
 use super::adaptive_rate::{AdaptiveConfig, AdaptiveLimiter, Outcome, Permit as RatePermit};
 
+use aws_credential_types::provider::SharedCredentialsProvider;
+
+use super::assume_role::AssumedRole;
 use super::circuit::{CallResult, Change, Circuit, Permit};
 use super::fair::FairTurns;
 use super::sdk_error::failure_from_sdk;
@@ -30,6 +33,19 @@ pub struct RateLimit {
 
 /// Most regions the operator keeps clients for at once.
 pub const MAX_REGIONS: usize = 64;
+/// Most role sessions (role, namespace, requester, region) kept at once.
+pub const MAX_ROLE_SESSIONS: usize = 256;
+
+/// Whom the operator acts as for one signal.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Identity {
+    /// The role a SignalPolicy names; `None`: the operator's own credentials.
+    pub role_arn: Option<String>,
+    /// The signal's namespace: names and tags the role session.
+    pub namespace: String,
+    /// Who asked for the signal: the role session's SourceIdentity.
+    pub requested_by: Option<String>,
+}
 
 /// Settings shared by every client the operator builds.
 #[derive(Clone, Debug)]
@@ -69,7 +85,7 @@ impl Drop for Turn<'_> {
 }
 
 impl Gate {
-    fn new(service: &'static str, rate: RateLimit) -> Self {
+    pub fn new(service: &'static str, rate: RateLimit) -> Self {
         Self {
             service,
             rate,
@@ -183,7 +199,8 @@ pub struct ServiceClients<C> {
     pub send: C,
     /// Standard SDK retries: for idempotent look-ups.
     pub read: C,
-    pub gate: Gate,
+    /// Shared by every identity in the same account and region: AWS's quotas are theirs.
+    pub gate: Arc<Gate>,
 }
 
 /// The clients of one region.
@@ -236,7 +253,16 @@ pub struct AwsClients {
     base: SdkConfig,
     settings: AwsSettings,
     regions: Mutex<HashMap<String, Arc<RegionClients>>>,
+    /// Clients of role sessions, by (role, namespace, requester, region).
+    roles: Mutex<HashMap<RoleSessionKey, Arc<RegionClients>>>,
+    /// Rate limits and circuits by (account, region): shared by every identity there.
+    gates: Mutex<HashMap<(String, String), ServiceGates>>,
 }
+
+/// The SWF and the SSM gate of one account and region.
+type ServiceGates = (Arc<Gate>, Arc<Gate>);
+
+type RoleSessionKey = (String, String, Option<String>, String);
 
 impl AwsClients {
     /// Loads the SDK's default chain (environment, IRSA web identity, EKS Pod Identity,
@@ -254,7 +280,74 @@ impl AwsClients {
             base,
             settings,
             regions: Mutex::new(HashMap::new()),
+            roles: Mutex::new(HashMap::new()),
+            gates: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The clients to send one signal with: the operator's own identity, or the role a
+    /// SignalPolicy names, in `region` (or the default region).
+    pub fn for_identity(
+        &self,
+        identity: &Identity,
+        region: Option<&str>,
+    ) -> Result<Arc<RegionClients>, String> {
+        let Some(role) = identity.role_arn.as_deref() else {
+            return self.for_region(region);
+        };
+        let region = self.region_or_default(region)?;
+        let key = (
+            role.to_string(),
+            identity.namespace.clone(),
+            identity.requested_by.clone(),
+            region.clone(),
+        );
+        let mut roles = self.roles.lock().expect("role map lock");
+        if let Some(clients) = roles.get(&key) {
+            return Ok(clients.clone());
+        }
+        // One session per role, namespace, requester and region; a bound keeps the map
+        // small (clients in use live on in their Arcs; the next use makes a new session).
+        if roles.len() >= MAX_ROLE_SESSIONS {
+            roles.clear();
+        }
+        let own = self.for_region(Some(&region))?;
+        let provider = AssumedRole {
+            sts: own.sts.clone(),
+            role_arn: role.to_string(),
+            namespace: identity.namespace.clone(),
+            requested_by: identity.requested_by.clone(),
+        };
+        let account = role.split(':').nth(4).unwrap_or_default().to_string();
+        let clients = Arc::new(self.build(
+            &region,
+            &account,
+            Some(SharedCredentialsProvider::new(provider)),
+        ));
+        roles.insert(key, clients.clone());
+        Ok(clients)
+    }
+
+    fn region_or_default(&self, region: Option<&str>) -> Result<String, String> {
+        region
+            .map(str::to_string)
+            .or_else(|| self.default_region())
+            .ok_or_else(|| "no region: set spec.region or the operator's --region".to_string())
+    }
+
+    /// The gates of `account` (empty: the operator's own) in `region`.
+    fn gates(&self, account: &str, region: &str) -> (Arc<Gate>, Arc<Gate>) {
+        self.gates
+            .lock()
+            .expect("gate map lock")
+            .entry((account.to_string(), region.to_string()))
+            .or_insert_with(|| {
+                (
+                    Arc::new(Gate::new("swf", self.settings.swf_rate)),
+                    Arc::new(Gate::new("ssm", self.settings.ssm_rate)),
+                )
+            })
+            .clone()
     }
 
     /// The region used when a signal names none.
@@ -264,10 +357,7 @@ impl AwsClients {
 
     /// The clients for `region` (or the default region).
     pub fn for_region(&self, region: Option<&str>) -> Result<Arc<RegionClients>, String> {
-        let region = match region.map(str::to_string).or_else(|| self.default_region()) {
-            Some(r) => r,
-            None => return Err("no region: set spec.region or the operator's --region".into()),
-        };
+        let region = self.region_or_default(region)?;
         let mut regions = self.regions.lock().expect("region map lock");
         if let Some(clients) = regions.get(&region) {
             return Ok(clients.clone());
@@ -279,13 +369,27 @@ impl AwsClients {
                 "clients for {MAX_REGIONS} regions are in use already; this region is not served"
             ));
         }
-        let clients = Arc::new(self.build(&region));
+        let clients = Arc::new(self.build(&region, "", None));
         regions.insert(region, clients.clone());
         Ok(clients)
     }
 
-    fn build(&self, region: &str) -> RegionClients {
-        let region = Region::new(region.to_string());
+    fn build(
+        &self,
+        region_name: &str,
+        account: &str,
+        credentials: Option<SharedCredentialsProvider>,
+    ) -> RegionClients {
+        let (swf_gate, ssm_gate) = self.gates(account, region_name);
+        let base = match credentials {
+            Some(provider) => self
+                .base
+                .to_builder()
+                .credentials_provider(provider)
+                .build(),
+            None => self.base.clone(),
+        };
+        let region = Region::new(region_name.to_string());
         let send_timeouts = TimeoutConfig::builder()
             .operation_timeout(self.settings.send_timeout)
             .operation_attempt_timeout(self.settings.send_timeout)
@@ -297,7 +401,7 @@ impl AwsClients {
             .connect_timeout(Duration::from_secs(5))
             .build();
         let swf = |retry: RetryConfig, timeouts: TimeoutConfig| {
-            let conf = aws_sdk_swf::config::Builder::from(&self.base)
+            let conf = aws_sdk_swf::config::Builder::from(&base)
                 .region(region.clone())
                 .retry_config(retry)
                 .timeout_config(timeouts)
@@ -305,14 +409,14 @@ impl AwsClients {
             aws_sdk_swf::Client::from_conf(conf)
         };
         let ssm = |retry: RetryConfig, timeouts: TimeoutConfig| {
-            let conf = aws_sdk_ssm::config::Builder::from(&self.base)
+            let conf = aws_sdk_ssm::config::Builder::from(&base)
                 .region(region.clone())
                 .retry_config(retry)
                 .timeout_config(timeouts)
                 .build();
             aws_sdk_ssm::Client::from_conf(conf)
         };
-        let sts_conf = aws_sdk_sts::config::Builder::from(&self.base)
+        let sts_conf = aws_sdk_sts::config::Builder::from(&base)
             .region(region.clone())
             .timeout_config(read_timeouts.clone())
             .build();
@@ -321,12 +425,12 @@ impl AwsClients {
             swf: ServiceClients {
                 send: swf(RetryConfig::disabled(), send_timeouts.clone()),
                 read: swf(RetryConfig::standard(), read_timeouts.clone()),
-                gate: Gate::new("swf", self.settings.swf_rate),
+                gate: swf_gate,
             },
             ssm: ServiceClients {
                 send: ssm(RetryConfig::disabled(), send_timeouts),
                 read: ssm(RetryConfig::standard(), read_timeouts),
-                gate: Gate::new("ssm", self.settings.ssm_rate),
+                gate: ssm_gate,
             },
             sts: aws_sdk_sts::Client::from_conf(sts_conf),
             caller_arn: tokio::sync::OnceCell::new(),

@@ -1,6 +1,7 @@
 //! AWS adapters around the pure delivery machine: error classification, SDK clients per
 //! region, and one [`target::SignalTarget`] per kind of signal (SWF, SSM).
 pub mod adaptive_rate;
+pub mod assume_role;
 pub mod circuit;
 pub mod classify;
 pub mod clients;

@@ -104,6 +104,12 @@ fn credentials_failure(err: &(dyn StdError + 'static)) -> Option<String> {
         if e.downcast_ref::<CredentialsError>().is_some() {
             found = true;
         }
+        if found
+            && e.downcast_ref::<super::assume_role::AssumeRoleFailure>()
+                .is_some()
+        {
+            return Some(crate::delivery::ASSUME_ROLE_FAILED_CODE.to_string());
+        }
         if found {
             if let Some(sts) = e.downcast_ref::<AssumeRoleWithWebIdentityError>() {
                 if let Some(code) = sts.code() {

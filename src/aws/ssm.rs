@@ -45,6 +45,39 @@ impl SignalTarget for Ssm {
         })
     }
 
+    fn policy_target(signal: &AutomationSignal) -> crate::policy::Target<'_> {
+        crate::policy::Target::Ssm {
+            signal_type: signal.spec.signal_type,
+            document: None,
+        }
+    }
+
+    /// The execution's document name (GetAutomationExecution): execution ids are random, so
+    /// only this read tells which runbook a signal would move.
+    async fn document(
+        signal: &AutomationSignal,
+        clients: &RegionClients,
+        metrics: &Metrics,
+    ) -> Result<Option<String>, AwsFailure> {
+        let observed = metrics.observe_aws(
+            Self::SERVICE,
+            GET_EXECUTION_OPERATION,
+            read_execution(&clients.ssm.read, &signal.spec.automation_execution_id),
+            |r: &Result<ExecutionView, AwsFailure>| metrics::result_outcome(r),
+        );
+        let view = clients
+            .ssm
+            .gate
+            .read(
+                GET_EXECUTION_OPERATION,
+                metrics,
+                observed,
+                |r: &Result<ExecutionView, AwsFailure>| r.as_ref().err(),
+            )
+            .await?;
+        Ok(view.document)
+    }
+
     fn target_of(signal: &AutomationSignal, _status: &SignalStatus) -> Option<String> {
         Some(signal.spec.automation_execution_id.clone())
     }
@@ -203,6 +236,8 @@ pub struct StepView {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ExecutionView {
     pub started: Option<Timestamp>,
+    /// The Automation document the execution runs.
+    pub document: Option<String>,
     pub status: String,
     pub steps: Vec<StepView>,
 }
@@ -239,6 +274,7 @@ pub async fn read_execution(
         });
     };
     Ok(ExecutionView {
+        document: execution.document_name().map(str::to_string),
         started: execution
             .execution_start_time()
             .and_then(|t| Timestamp::new(t.secs(), t.subsec_nanos() as i32).ok()),
@@ -506,6 +542,7 @@ mod tests {
     fn approve_waiting_is_absent_and_my_decision_is_delivered() {
         let waiting = ExecutionView {
             started: None,
+            document: None,
             status: "Waiting".into(),
             steps: vec![approve_step("Waiting", Some("Waiting"), &[])],
         };
@@ -516,6 +553,7 @@ mod tests {
         let mine = decision(ME, "Approve");
         let partly = ExecutionView {
             started: None,
+            document: None,
             status: "Waiting".into(),
             steps: vec![approve_step("Waiting", Some("Waiting"), &[&mine])],
         };
@@ -583,6 +621,7 @@ mod tests {
         let other = decision("arn:aws:iam::123456789012:user/alice", "Reject");
         let view = ExecutionView {
             started: None,
+            document: None,
             status: "Failed".into(),
             steps: vec![approve_step("Failed", Some("Rejected"), &[&other])],
         };
@@ -596,6 +635,7 @@ mod tests {
     fn approval_settled_our_way_counts_when_we_cannot_tell_who() {
         let view = ExecutionView {
             started: None,
+            document: None,
             status: "Success".into(),
             steps: vec![approve_step("Success", Some("Approved"), &[])],
         };
@@ -616,18 +656,21 @@ mod tests {
         let resume = signal("Resume", &[("StepName", "pause")]);
         let paused = ExecutionView {
             started: None,
+            document: None,
             status: "Waiting".into(),
             steps: vec![step("Waiting")],
         };
         assert_eq!(judge(&paused, &resume, None), VerifyOutcome::Absent);
         let resumed = ExecutionView {
             started: None,
+            document: None,
             status: "Success".into(),
             steps: vec![step("Success")],
         };
         assert_eq!(judge(&resumed, &resume, None), VerifyOutcome::Delivered);
         let cancelled = ExecutionView {
             started: None,
+            document: None,
             status: "Cancelled".into(),
             steps: vec![step("Waiting")],
         };
@@ -638,6 +681,7 @@ mod tests {
         let start = signal("StartStep", &[("StepName", "step2")]);
         let not_started = ExecutionView {
             started: None,
+            document: None,
             status: "Waiting".into(),
             steps: vec![],
         };
@@ -654,18 +698,21 @@ mod tests {
         let stop = signal("StopStep", &[("StepExecutionId", "x-1")]);
         let running = ExecutionView {
             started: None,
+            document: None,
             status: "Waiting".into(),
             steps: vec![step("InProgress")],
         };
         assert_eq!(judge(&running, &stop, None), VerifyOutcome::Absent);
         let stopped = ExecutionView {
             started: None,
+            document: None,
             status: "Waiting".into(),
             steps: vec![step("Cancelled")],
         };
         assert_eq!(judge(&stopped, &stop, None), VerifyOutcome::Delivered);
         let done = ExecutionView {
             started: None,
+            document: None,
             status: "Waiting".into(),
             steps: vec![step("Success")],
         };
@@ -675,6 +722,7 @@ mod tests {
         ));
         let none = ExecutionView {
             started: None,
+            document: None,
             status: "Waiting".into(),
             steps: vec![],
         };

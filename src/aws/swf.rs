@@ -62,6 +62,21 @@ impl SignalTarget for Swf {
         })
     }
 
+    fn policy_target(signal: &WorkflowSignal) -> crate::policy::Target<'_> {
+        crate::policy::Target::Swf {
+            domain: &signal.spec.domain,
+            workflow_id: &signal.spec.workflow_id,
+        }
+    }
+
+    async fn document(
+        _signal: &WorkflowSignal,
+        _clients: &RegionClients,
+        _metrics: &Metrics,
+    ) -> Result<Option<String>, AwsFailure> {
+        Ok(None)
+    }
+
     fn target_of(_signal: &WorkflowSignal, status: &SignalStatus) -> Option<String> {
         status.run_id.clone()
     }

@@ -58,6 +58,17 @@ pub trait SignalTarget: Send + Sync + 'static {
     /// signals with the same identity have the same effect; receipts are keyed by its hash.
     fn identity(signal: &Self::Resource) -> serde_json::Value;
 
+    /// What the signal asks for, as the SignalPolicies judge it.
+    fn policy_target(signal: &Self::Resource) -> crate::policy::Target<'_>;
+
+    /// The name of the Automation document the target runs, when the policies need it and
+    /// only AWS knows it (SSM); `None` for kinds that have none.
+    fn document(
+        signal: &Self::Resource,
+        clients: &RegionClients,
+        metrics: &Metrics,
+    ) -> impl Future<Output = Result<Option<String>, AwsFailure>> + Send;
+
     /// Where a delivered signal went, for its receipt (SWF: the run; SSM: the execution).
     fn target_of(signal: &Self::Resource, status: &SignalStatus) -> Option<String>;
 

@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ApiResource, DynamicObject};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
@@ -38,6 +40,8 @@ pub mod requeue {
     pub const LOST_RACE: Duration = Duration::from_millis(200);
     /// This replica does not lead: look again in case it wins.
     pub const FOLLOWER: Duration = Duration::from_secs(5);
+    /// The SignalPolicies have not been listed yet: no verdict before they are.
+    pub const POLICIES_NOT_LISTED: Duration = Duration::from_secs(1);
     /// First wait after the Kubernetes API failed for an object; doubled per failure in a row.
     pub const KUBE_ERROR: Duration = Duration::from_millis(500);
     /// Longest wait after failures of the Kubernetes API.
@@ -79,6 +83,58 @@ pub struct Settings {
     pub default_ttl: Option<Duration>,
 }
 
+/// The SignalPolicies and the namespaces' labels, as this process last saw them.
+pub struct PolicyView {
+    pub policies: reflector::Store<crate::api::SignalPolicy>,
+    pub namespaces: reflector::Store<PartialObjectMeta<Namespace>>,
+    /// Both listed once: before that, "no policy" could be a cache not yet filled.
+    synced: [Arc<std::sync::atomic::AtomicBool>; 2],
+    writers: Mutex<Option<PolicyWriters>>,
+}
+
+/// The writers of [`PolicyView`]'s stores, taken once by the watch that fills them.
+type PolicyWriters = (
+    reflector::store::Writer<crate::api::SignalPolicy>,
+    reflector::store::Writer<PartialObjectMeta<Namespace>>,
+);
+
+impl PolicyView {
+    fn new() -> Self {
+        let policies = reflector::store::Writer::default();
+        let namespaces = reflector::store::Writer::default();
+        Self {
+            policies: policies.as_reader(),
+            namespaces: namespaces.as_reader(),
+            synced: Default::default(),
+            writers: Mutex::new(Some((policies, namespaces))),
+        }
+    }
+
+    /// Both the policies and the namespaces have been listed.
+    pub fn is_synced(&self) -> bool {
+        self.synced
+            .iter()
+            .all(|s| s.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    /// The labels of `namespace` (empty when not seen).
+    pub fn labels_of(&self, namespace: &str) -> std::collections::BTreeMap<String, String> {
+        self.namespaces
+            .get(&reflector::ObjectRef::new(namespace))
+            .and_then(|ns| ns.metadata.labels.clone())
+            .unwrap_or_default()
+    }
+
+    /// Every policy, as owned values for the pure decision.
+    pub fn policies(&self) -> Vec<crate::api::SignalPolicy> {
+        self.policies
+            .state()
+            .iter()
+            .map(|p| p.as_ref().clone())
+            .collect()
+    }
+}
+
 /// What every reconcile shares.
 pub struct Context {
     pub client: kube::Client,
@@ -89,6 +145,7 @@ pub struct Context {
     /// Readiness: set once every controller's cache is synced.
     pub health: Health,
     pub receipts: receipts::Receipts,
+    pub policy: PolicyView,
     recorder: Recorder,
 }
 
@@ -111,6 +168,7 @@ impl Context {
         );
         Self {
             receipts,
+            policy: PolicyView::new(),
             client,
             aws,
             settings,
@@ -153,8 +211,10 @@ pub async fn run(
     };
     // The one place that lists the kinds of signal.
     const KINDS: usize = 2;
-    ctx.health.expect_caches(KINDS * namespaces.len());
+    // Plus the SignalPolicies and the namespaces.
+    ctx.health.expect_caches(KINDS * namespaces.len() + 2);
     let mut controllers = Vec::new();
+    controllers.push(watch_policies(&ctx));
     for ns in &namespaces {
         controllers.push(spawn::<Swf>(&ctx, ns.as_deref(), shutdown.clone()));
         controllers.push(spawn::<Ssm>(&ctx, ns.as_deref(), shutdown.clone()));
@@ -169,6 +229,58 @@ pub async fn run(
         }
     }
     sweeper.abort();
+}
+
+/// Keeps the SignalPolicies and the namespaces' labels in [`PolicyView`] (cluster-wide: a
+/// policy selects namespaces by their labels).
+fn watch_policies(ctx: &Arc<Context>) -> tokio::task::JoinHandle<()> {
+    let (policy_writer, namespace_writer) = ctx
+        .policy
+        .writers
+        .lock()
+        .expect("policy writers")
+        .take()
+        .expect("policies are watched once");
+    let policies_synced = ctx.health.cache();
+    let namespaces_synced = ctx.health.cache();
+    let [policies_listed, namespaces_listed] = ctx.policy.synced.clone();
+    let policies = reflector(
+        policy_writer,
+        watcher(
+            Api::<crate::api::SignalPolicy>::all(ctx.client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff(),
+    )
+    .inspect(move |event| match event {
+        Ok(watcher::Event::InitDone) => {
+            policies_listed.store(true, std::sync::atomic::Ordering::SeqCst);
+            policies_synced.synced()
+        }
+        Err(e) => debug!(error = %e, "watching SignalPolicies failed; retrying with backoff"),
+        _ => {}
+    })
+    .for_each(|_| futures::future::ready(()));
+    let namespaces = reflector(
+        namespace_writer,
+        watcher(
+            Api::<PartialObjectMeta<Namespace>>::all(ctx.client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff(),
+    )
+    .inspect(move |event| match event {
+        Ok(watcher::Event::InitDone) => {
+            namespaces_listed.store(true, std::sync::atomic::Ordering::SeqCst);
+            namespaces_synced.synced()
+        }
+        Err(e) => debug!(error = %e, "watching namespaces failed; retrying with backoff"),
+        _ => {}
+    })
+    .for_each(|_| futures::future::ready(()));
+    tokio::spawn(async move {
+        futures::join!(policies, namespaces);
+    })
 }
 
 /// Deletes expired receipts once an hour, while leading.

@@ -17,7 +17,7 @@ use super::{requeue, ttl, Context, Error};
 use crate::api::{ResolvedRetry, Signal, SignalStatus};
 use crate::aws::circuit::{CallResult, Change, Permit};
 use crate::aws::classify::ErrorClass;
-use crate::aws::clients::RegionClients;
+use crate::aws::clients::{Identity, RegionClients};
 use crate::aws::target::{Prepared, SignalTarget};
 use crate::delivery::{self, AwsFailure, EventNote, Next, SendOutcome, VerifyOutcome};
 use crate::{failpoint, metrics};
@@ -229,6 +229,98 @@ async fn earlier_delivery<T: SignalTarget>(
     )))
 }
 
+/// Whether, and as whom, a signal may go to AWS.
+enum Authorized {
+    /// With these clients (the identity the allowing SignalPolicy names).
+    Send(Arc<RegionClients>),
+    /// No SignalPolicy allows it: why, naming namespace, field and the policy needed.
+    Denied(String),
+    /// Not decidable yet (the policies are not listed, or AWS is failing): look again then.
+    NotYet(Duration),
+    /// No region to send to.
+    Unaddressable(String),
+    /// Reading the execution's document failed (nothing was sent).
+    ReadFailed(AwsFailure),
+}
+
+/// The SignalPolicies' verdict on the signal, and the clients of the identity they grant
+/// (`read_document`: read an AutomationSignal's document from AWS when the policies need it).
+async fn authorize<T: SignalTarget>(
+    obj: &DynamicObject,
+    signal: &T::Resource,
+    dctx: &delivery::Ctx<'_>,
+    ctx: &Context,
+    read_document: bool,
+) -> Authorized {
+    if !ctx.policy.is_synced() {
+        return Authorized::NotYet(requeue::POLICIES_NOT_LISTED);
+    }
+    let namespace = obj.metadata.namespace.as_deref().unwrap_or_default();
+    let Some(region) = signal
+        .region()
+        .map(str::to_string)
+        .or_else(|| ctx.aws.default_region())
+    else {
+        return Authorized::Unaddressable(
+            "no region: set spec.region or the operator's --region".into(),
+        );
+    };
+    let policies = ctx.policy.policies();
+    let labels = ctx.policy.labels_of(namespace);
+    let mut request = crate::policy::Request {
+        region: &region,
+        target: T::policy_target(signal),
+    };
+    let identity = |grant: &crate::policy::Grant| Identity {
+        role_arn: grant.role_arn.clone(),
+        namespace: namespace.to_string(),
+        requested_by: dctx.requested_by.map(str::to_string),
+    };
+    let grant = match crate::policy::evaluate(&policies, namespace, &labels, &request) {
+        crate::policy::Decision::Denied(d) => return Authorized::Denied(d.message()),
+        crate::policy::Decision::Allowed(grant) => grant,
+        crate::policy::Decision::NeedsDocument(grant) => {
+            let clients = match ctx.aws.for_identity(&identity(&grant), Some(&region)) {
+                Ok(c) => c,
+                Err(why) => return Authorized::Unaddressable(why),
+            };
+            if !read_document {
+                return Authorized::Send(clients);
+            }
+            if let Some(wait) = circuit_wait::<T>(&clients) {
+                return Authorized::NotYet(wait);
+            }
+            let document = match T::document(signal, &clients, &ctx.metrics).await {
+                Ok(d) => d,
+                Err(mut f) => {
+                    // A read: nothing was sent, whatever happened to it.
+                    if f.class == ErrorClass::Ambiguous {
+                        f.class = ErrorClass::NotSent;
+                    }
+                    return Authorized::ReadFailed(f);
+                }
+            };
+            if let crate::policy::Target::Ssm { document: d, .. } = &mut request.target {
+                *d = Some(document.as_deref().unwrap_or_default());
+            }
+            match crate::policy::evaluate(&policies, namespace, &labels, &request) {
+                crate::policy::Decision::Allowed(grant) => grant,
+                crate::policy::Decision::Denied(d) => return Authorized::Denied(d.message()),
+                // The document is known now; a policy cannot need it twice.
+                crate::policy::Decision::NeedsDocument(grant) => grant,
+            }
+        }
+    };
+    let clients = match ctx.aws.for_identity(&identity(&grant), Some(&region)) {
+        Ok(c) => c,
+        Err(why) => return Authorized::Unaddressable(why),
+    };
+    if let Some(wait) = circuit_wait::<T>(&clients) {
+        return Authorized::NotYet(wait);
+    }
+    Authorized::Send(clients)
+}
+
 /// No attempt has been made yet (a status the API server defaulted counts as none).
 fn is_first_attempt(status: Option<&SignalStatus>) -> bool {
     status.is_none_or(|s| {
@@ -314,20 +406,33 @@ async fn claim_send_record<T: SignalTarget>(
     ctx: &Context,
 ) -> Result<Action, Error> {
     let unclaimed = status.cloned().unwrap_or_default();
-    let clients = match ctx.aws.for_region(signal.region()) {
-        Ok(c) => c,
-        Err(why) => {
-            // Nothing was sent: the attempt this claim would have been fails at once.
+    // Nothing was sent when the signal cannot even be addressed: the attempt this claim would
+    // have been fails at once.
+    let cannot_address = |why: String| {
+        let claim = delivery::claim(&unclaimed, dctx);
+        let failed = SendOutcome::Failed(no_region(why));
+        delivery::after_send(&claim.status, &failed, dctx)
+    };
+    let clients = match authorize::<T>(obj, signal, dctx, ctx, true).await {
+        Authorized::Send(clients) => clients,
+        Authorized::Denied(why) => {
+            let tr = delivery::policy_denied(status, &why, dctx);
+            write_and_tell::<T>(obj, tr, ctx).await?;
+            return Ok(Action::await_change());
+        }
+        Authorized::NotYet(wait) => return Ok(Action::requeue(wait)),
+        Authorized::Unaddressable(why) => {
+            write_and_tell::<T>(obj, cannot_address(why), ctx).await?;
+            return Ok(Action::await_change());
+        }
+        Authorized::ReadFailed(failure) => {
             let claim = delivery::claim(&unclaimed, dctx);
-            let failed = SendOutcome::Failed(no_region(why));
+            let failed = SendOutcome::Failed(failure);
             write_and_tell::<T>(obj, delivery::after_send(&claim.status, &failed, dctx), ctx)
                 .await?;
             return Ok(Action::await_change());
         }
     };
-    if let Some(wait) = circuit_wait::<T>(&clients) {
-        return Ok(Action::requeue(wait));
-    }
     // Namespaces take turns: a flood in one does not hold up the signals of another.
     let _turn = match T::gate(&clients).turn(
         T::SEND_OPERATION,
@@ -485,7 +590,15 @@ async fn verify<T: SignalTarget>(
         .or(status.last_attempt_time.as_ref())
         .map(|t| t.0)
         .unwrap_or(Timestamp::UNIX_EPOCH);
-    let outcome = match ctx.aws.for_region(signal.region()) {
+    // As the identity that sent: its own decisions are what verification looks for. A signal
+    // the policies deny now is still verified (it may have been sent), as the operator itself.
+    let clients = match authorize::<T>(obj, signal, dctx, ctx, false).await {
+        Authorized::Send(clients) => Ok(clients),
+        Authorized::NotYet(wait) => return Ok(Action::requeue(wait)),
+        Authorized::Denied(_) | Authorized::ReadFailed(_) => ctx.aws.for_region(signal.region()),
+        Authorized::Unaddressable(why) => Err(why),
+    };
+    let outcome = match clients {
         Ok(clients) => {
             if let Some(wait) = circuit_wait::<T>(&clients) {
                 return Ok(Action::requeue(wait));

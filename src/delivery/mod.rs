@@ -153,6 +153,10 @@ pub mod reason {
     pub const ALREADY_DELIVERED: &str = "AlreadyDelivered";
     /// `spec.notAfter` passed before the signal could be delivered.
     pub const EXPIRED: &str = "Expired";
+    /// No SignalPolicy allows the signal: never sent.
+    pub const POLICY_DENIED: &str = "PolicyDenied";
+    /// The role a SignalPolicy names could not be assumed (retried).
+    pub const ASSUME_ROLE_FAILED: &str = "AssumeRoleFailed";
     /// Repair fallback for a `Failed` status with no known reason.
     pub const FAILED: &str = "Failed";
 
@@ -165,6 +169,7 @@ pub mod reason {
         INVALID_SPEC,
         RETRIES_EXHAUSTED,
         EXPIRED,
+        POLICY_DENIED,
         FAILED,
     ];
 }
@@ -584,6 +589,9 @@ fn send_failed(mut s: SignalStatus, f: &AwsFailure, ctx: &Ctx) -> Transition {
         }
         ErrorClass::NotSent => retry_transient(s, &d, reason::RETRY_SCHEDULED, ctx),
         ErrorClass::Limit => retry_or_exhaust(s, &d, reason::LIMIT_EXCEEDED, ctx),
+        ErrorClass::Permission if f.code.as_deref() == Some(ASSUME_ROLE_FAILED_CODE) => {
+            retry_transient(s, &d, reason::ASSUME_ROLE_FAILED, ctx)
+        }
         ErrorClass::Permission => retry_transient(s, &d, reason::PERMISSION_DENIED, ctx),
         ErrorClass::NotFound | ErrorClass::InvalidNow if s.verify_since.is_some() => {
             recheck(s, &d, ctx)
@@ -810,6 +818,23 @@ fn verify_not_found(mut s: SignalStatus, f: Option<&AwsFailure>, ctx: &Ctx) -> T
     }
 }
 
+/// The error code an adapter gives a call that failed because the role a SignalPolicy names
+/// could not be assumed.
+pub const ASSUME_ROLE_FAILED_CODE: &str = "AssumeRoleFailed";
+
+// ---------------------------------------------------------------------------------------------
+// policy_denied
+
+/// The status to write when no SignalPolicy allows the signal: `Failed`, reason
+/// `PolicyDenied`, with `why` (namespace, field and the policy needed). Nothing was sent.
+pub fn policy_denied(status: Option<&SignalStatus>, why: &str, ctx: &Ctx) -> Transition {
+    let s = status.cloned().unwrap_or_default();
+    if is_terminal(&s) {
+        return unchanged(&s);
+    }
+    fail(s, reason::POLICY_DENIED, cut_long(why), ctx)
+}
+
 // ---------------------------------------------------------------------------------------------
 // already_delivered
 
@@ -1001,6 +1026,14 @@ fn earliest(a: &Option<Time>, b: &Option<Time>) -> Option<Timestamp> {
 
 /// The longest message text taken from outside this module.
 const MAX_DETAIL: usize = 200;
+
+/// At most 1,000 characters of `text` (a denial names namespace, fields and the policy).
+fn cut_long(text: &str) -> String {
+    match text.char_indices().nth(1000) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_string(),
+    }
+}
 
 /// At most [`MAX_DETAIL`] characters of `text`, on one line.
 fn cut(text: &str) -> String {

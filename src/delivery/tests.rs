@@ -1875,3 +1875,19 @@ fn the_requester_is_recorded_once_and_kept() {
     let done = after_send(&claim.status, &accepted(), &other).status;
     assert_eq!(done.requested_by.as_deref(), Some("alice@example.com"));
 }
+
+#[test]
+fn a_policy_denial_fails_for_good_and_an_assume_role_failure_is_retried() {
+    let c = ctx();
+    let tr = policy_denied(None, "namespace a: spec.domain \"x\" not allowed", &c);
+    assert_failed(&tr.status, reason::POLICY_DENIED);
+    assert_eq!(tr.status.attempts, 0);
+    assert_eq!(decide(Some(&tr.status), &c), Next::Done);
+    let refused = after_send(
+        &claimed(&c),
+        &failed(ErrorClass::Permission, ASSUME_ROLE_FAILED_CODE),
+        &c,
+    );
+    assert_eq!(refused.status.phase, Some(Phase::Pending));
+    assert_in_progress(&refused.status, reason::ASSUME_ROLE_FAILED);
+}

@@ -122,6 +122,38 @@ impl World {
     }
 }
 
+/// Waits until the named object in `namespace` reaches a terminal phase and returns its status.
+pub async fn wait_done_in<K>(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    timeout: Duration,
+) -> SignalStatus
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + HasStatus,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let deadline = Instant::now() + timeout;
+    loop {
+        let obj = api.get(name).await.expect("reading the object");
+        if let Some(status) = obj.status() {
+            if matches!(status.phase, Some(Phase::Succeeded | Phase::Failed)) {
+                return status.clone();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} not done after {timeout:?}: {:?}",
+            obj.status()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Access to the status of both kinds in generic helpers.
 pub trait HasStatus {
     fn status(&self) -> Option<&SignalStatus>;

@@ -5,6 +5,7 @@ mod chart;
 mod common;
 mod crash;
 mod credentials;
+mod enforcement;
 mod fairness;
 mod faults;
 mod gitops;

@@ -1,0 +1,368 @@
+//! The operator's own policy check, before any AWS call: deny by default, the SSM document
+//! read from AWS, the role a policy names assumed (its session tagged with the namespace, the
+//! requester as SourceIdentity), and verification that only counts the sending identity.
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use aws_sdk_ssm::types::ExecutionMode;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DynamicObject, ObjectMeta, PostParams};
+use signalman::api::{
+    AutomationSignal, AutomationSignalSpec, Phase, SignalType, WorkflowSignal,
+    REQUESTED_BY_ANNOTATION,
+};
+use signalman_testenv::aws_emulator::{FaultConfig, FaultRule, Service};
+use signalman_testenv::{aws_env_at, Emulator, OPERATOR_ACCESS_KEY};
+
+use crate::common::{condition_reason, ready_reason, unique, wf_signal, SwfWorld, World};
+
+const ACCOUNT: &str = "123456789012";
+
+/// A namespace without the test environment's allow-everything policy.
+async fn bare_namespace(world: &World, prefix: &str) -> String {
+    let name = unique(prefix);
+    Api::<Namespace>::all(world.client.clone())
+        .create(
+            &PostParams::default(),
+            &Namespace {
+                metadata: ObjectMeta {
+                    name: Some(name.clone()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("namespace");
+    name
+}
+
+/// A SignalPolicy for `namespace` with `spec` (namespaceSelector and regions added).
+async fn policy(world: &World, namespace: &str, mut spec: serde_json::Value) {
+    spec["namespaceSelector"] =
+        serde_json::json!({"matchLabels": {"kubernetes.io/metadata.name": namespace}});
+    spec["regions"] = serde_json::json!(["*"]);
+    let obj: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "signalman.dev/v1alpha1",
+        "kind": "SignalPolicy",
+        "metadata": {"name": format!("test-{namespace}")},
+        "spec": spec,
+    }))
+    .expect("policy");
+    let ar = kube::api::ApiResource::erase::<signalman::api::SignalPolicy>(&());
+    Api::<DynamicObject>::all_with(world.client.clone(), &ar)
+        .create(&PostParams::default(), &obj)
+        .await
+        .expect("creating the SignalPolicy");
+}
+
+fn approve(name: &str, execution: &str, requested_by: Option<&str>) -> AutomationSignal {
+    let mut s = AutomationSignal::new(
+        name,
+        AutomationSignalSpec {
+            automation_execution_id: execution.into(),
+            signal_type: SignalType::Approve,
+            payload: Some(BTreeMap::from([(
+                "Comment".to_string(),
+                vec!["ship it".to_string()],
+            )])),
+            region: None,
+            retry: None,
+            not_after: None,
+            allow_duplicate: None,
+            ttl_seconds_after_finished: None,
+        },
+    );
+    if let Some(user) = requested_by {
+        s.metadata.annotations = Some(BTreeMap::from([(
+            REQUESTED_BY_ANNOTATION.to_string(),
+            user.to_string(),
+        )]));
+    }
+    s
+}
+
+async fn execution(emu: &Emulator, approvers: &[&str], min: usize) -> String {
+    let person = signalman_testenv::ssm_client_at(&emu.endpoint, "release-manager");
+    person
+        .start_automation_execution()
+        .document_name("Signalman-Approve")
+        .mode(ExecutionMode::Auto)
+        .parameters(
+            "Approvers",
+            approvers.iter().map(|a| a.to_string()).collect(),
+        )
+        .parameters("MinRequiredApprovals", vec![min.to_string()])
+        .send()
+        .await
+        .expect("StartAutomationExecution")
+        .automation_execution_id
+        .expect("id")
+}
+
+fn operator_env(emu: &Emulator, namespaces: &str) -> Vec<(&'static str, String)> {
+    let mut env = aws_env_at(&emu.endpoint, OPERATOR_ACCESS_KEY);
+    env.push(("SIGNALMAN_NAMESPACES", namespaces.to_string()));
+    env
+}
+
+fn pairs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+fn role(name: &str) -> String {
+    format!("arn:aws:iam::{ACCOUNT}:role/{name}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_policy_nothing_is_sent() {
+    let world = World::new("deny-home").await;
+    let ns = bare_namespace(&world, "deny").await;
+    let emu = world.env.private_emulator().await;
+    let swf = SwfWorld::new(world.env, &unique("deny")).await;
+    swf.start("wf").await;
+    let signals: Api<WorkflowSignal> = Api::namespaced(world.client.clone(), &ns);
+    signals
+        .create(
+            &PostParams::default(),
+            &wf_signal("s", &swf.domain, "wf", Some("x")),
+        )
+        .await
+        .expect("signal");
+    let env = operator_env(&emu, &ns);
+    let operator = world.operator("op-deny", &pairs(&env));
+    let status = crate::common::wait_done_in::<WorkflowSignal>(
+        &world.client,
+        &ns,
+        "s",
+        Duration::from_secs(45),
+    )
+    .await;
+    assert_eq!(
+        (status.phase, ready_reason(&status).as_deref()),
+        (Some(Phase::Failed), Some("PolicyDenied")),
+        "{status:?}\n{}",
+        operator.log_text()
+    );
+    assert_eq!(
+        condition_reason(&status, "Stalled").as_deref(),
+        Some("PolicyDenied")
+    );
+    let message = status.message.unwrap_or_default();
+    assert!(
+        message.contains(&format!("namespace {ns}")) && message.contains("SignalPolicy"),
+        "{message}"
+    );
+    let counters = emu.handle.counters();
+    assert_eq!(
+        counters.swf.calls.values().sum::<u64>() + counters.ssm.calls.values().sum::<u64>(),
+        0,
+        "no AWS call: {counters:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_execution_of_a_document_not_allowed_is_never_signalled() {
+    let world = World::new("deny-doc-home").await;
+    let ns = bare_namespace(&world, "deny-doc").await;
+    policy(
+        &world,
+        &ns,
+        serde_json::json!({"ssm": {"signalTypes": ["Approve", "Reject"], "documentNames": ["Change-*"]}}),
+    )
+    .await;
+    let emu = world.env.private_emulator().await;
+    let id = execution(&emu, &[OPERATOR_ACCESS_KEY], 1).await;
+    Api::<AutomationSignal>::namespaced(world.client.clone(), &ns)
+        .create(&PostParams::default(), &approve("a", &id, None))
+        .await
+        .expect("signal");
+    let env = operator_env(&emu, &ns);
+    let operator = world.operator("op-doc", &pairs(&env));
+    let status = crate::common::wait_done_in::<AutomationSignal>(
+        &world.client,
+        &ns,
+        "a",
+        Duration::from_secs(45),
+    )
+    .await;
+    assert_eq!(
+        (status.phase, ready_reason(&status).as_deref()),
+        (Some(Phase::Failed), Some("PolicyDenied")),
+        "{status:?}\n{}",
+        operator.log_text()
+    );
+    assert!(
+        status
+            .message
+            .unwrap_or_default()
+            .contains("Signalman-Approve"),
+        "the denial names the document"
+    );
+    let counters = emu.handle.counters();
+    assert_eq!(counters.ssm.calls_of("SendAutomationSignal"), 0);
+    assert!(
+        counters.ssm.calls_of("GetAutomationExecution") >= 1,
+        "the document was read"
+    );
+}
+
+/// Two namespaces, each with a policy naming its own role. Namespace B approves first; A's
+/// send then fails with a 5xx (not applied): A's verification must not take B's decision for
+/// its own, so A sends again and both approvals are there, each as its own role, with the
+/// requester as SourceIdentity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_namespace_sends_as_its_role_and_verifies_only_its_own_decision() {
+    let world = World::new("roles-home").await;
+    let a = bare_namespace(&world, "team-a").await;
+    let b = bare_namespace(&world, "team-b").await;
+    let everything = |role_name: &str| {
+        serde_json::json!({
+            "ssm": {"signalTypes": ["Approve"], "documentNames": ["*"]},
+            "roleArn": role(role_name),
+        })
+    };
+    policy(&world, &a, everything("TeamA")).await;
+    policy(&world, &b, everything("TeamB")).await;
+    let emu = world.env.private_emulator().await;
+    let id = execution(&emu, &[&role("TeamA"), &role("TeamB")], 2).await;
+    let env = operator_env(&emu, &format!("{a},{b}"));
+    let operator = world.operator("op-roles", &pairs(&env));
+
+    Api::<AutomationSignal>::namespaced(world.client.clone(), &b)
+        .create(
+            &PostParams::default(),
+            &approve("b", &id, Some("bob@example.com")),
+        )
+        .await
+        .expect("signal b");
+    let status = crate::common::wait_done_in::<AutomationSignal>(
+        &world.client,
+        &b,
+        "b",
+        Duration::from_secs(45),
+    )
+    .await;
+    assert_eq!(
+        ready_reason(&status).as_deref(),
+        Some("Delivered"),
+        "{status:?}\n{}",
+        operator.log_text()
+    );
+    assert_eq!(status.requested_by.as_deref(), Some("bob@example.com"));
+
+    emu.handle
+        .set_faults(
+            FaultConfig::none().with_rule(
+                Service::Ssm,
+                FaultRule::server_error()
+                    .on("SendAutomationSignal")
+                    .times(1),
+            ),
+        )
+        .expect("faults");
+    Api::<AutomationSignal>::namespaced(world.client.clone(), &a)
+        .create(
+            &PostParams::default(),
+            &approve(
+                "a",
+                &id,
+                Some("system:serviceaccount:argocd:argocd-application-controller"),
+            ),
+        )
+        .await
+        .expect("signal a");
+    let status = crate::common::wait_done_in::<AutomationSignal>(
+        &world.client,
+        &a,
+        "a",
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(
+        (status.phase, ready_reason(&status).as_deref()),
+        (Some(Phase::Succeeded), Some("Delivered")),
+        "A was sent again, not verified by B's decision: {status:?}\n{}",
+        operator.log_text()
+    );
+    let applied: Vec<(String, Option<String>)> = emu
+        .handle
+        .counters()
+        .ssm
+        .signals
+        .into_iter()
+        .filter(|s| s.execution_id == id)
+        .map(|s| (s.principal, s.source_identity))
+        .collect();
+    assert_eq!(
+        applied,
+        vec![
+            (
+                format!("arn:aws:sts::{ACCOUNT}:assumed-role/TeamB/signalman-{b}"),
+                Some("bob@example.com".to_string())
+            ),
+            (
+                format!("arn:aws:sts::{ACCOUNT}:assumed-role/TeamA/signalman-{a}"),
+                Some("system-serviceaccount-argocd-argocd-application-controller".to_string())
+            ),
+        ]
+    );
+    let session = emu
+        .handle
+        .sts_sessions()
+        .into_iter()
+        .find(|s| s.role_arn == role("TeamA"))
+        .expect("a TeamA session");
+    assert!(
+        format!("{:?}", session.tags).contains(&a),
+        "the session is tagged with the namespace: {:?}",
+        session.tags
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_that_cannot_be_assumed_is_retried_and_never_sent_otherwise() {
+    let world = World::new("refused-home").await;
+    let ns = bare_namespace(&world, "refused").await;
+    policy(
+        &world,
+        &ns,
+        serde_json::json!({
+            "ssm": {"signalTypes": ["Approve"], "documentNames": ["*"]},
+            "roleArn": role("Nobody"),
+        }),
+    )
+    .await;
+    let emu = world.env.private_emulator().await;
+    let mut sts = emu.handle.sts();
+    sts.refuse_assume_role = true;
+    emu.handle.set_sts(sts);
+    let id = execution(&emu, &[OPERATOR_ACCESS_KEY, &role("Nobody")], 1).await;
+    Api::<AutomationSignal>::namespaced(world.client.clone(), &ns)
+        .create(&PostParams::default(), &approve("a", &id, None))
+        .await
+        .expect("signal");
+    let env = operator_env(&emu, &ns);
+    let operator = world.operator("op-refused", &pairs(&env));
+    let api: Api<AutomationSignal> = Api::namespaced(world.client.clone(), &ns);
+    let deadline = std::time::Instant::now() + Duration::from_secs(45);
+    let status = loop {
+        let s = api.get("a").await.expect("get").status.unwrap_or_default();
+        if condition_reason(&s, "Reconciling").as_deref() == Some("AssumeRoleFailed") {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no AssumeRoleFailed: {s:?}\n{}",
+            operator.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(status.phase, Some(Phase::Pending), "retried: {status:?}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        emu.handle.counters().ssm.calls_of("SendAutomationSignal"),
+        0,
+        "never sent with another identity"
+    );
+}
