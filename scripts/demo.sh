@@ -105,8 +105,11 @@ info "operator signs as IAM user $AWS_ACCESS_KEY_ID, default region $AWS_REGION"
 heading "Installing the CRDs, namespace $NS"
 kubectl apply --server-side -f crds/
 kubectl wait --for condition=Established --timeout=60s \
-  crd/workflowsignals.signalman.dev crd/automationsignals.signalman.dev
+  crd/workflowsignals.signalman.dev crd/automationsignals.signalman.dev \
+  crd/signalpolicies.signalman.dev crd/signalreceipts.signalman.dev
 kubectl create namespace "$NS"
+# The operator denies by default: the cluster administrator's policy lets "demo" send everything.
+kubectl apply -f examples/policies/one-namespace-everything.yaml
 
 heading "AWS side: workflows and automations waiting for signals"
 PY="$REPO/.env-cache/venv/bin/python"
