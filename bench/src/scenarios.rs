@@ -1069,6 +1069,10 @@ impl Bench {
         op.wait_leading(Duration::from_secs(300)).await?;
         tokio::time::sleep(Duration::from_secs(2)).await;
         let tracker = Tracker::start(api.clone()).await?;
+        // The idle baseline: what the same 2 s tail costs with nothing to do (timers, the Lease).
+        callgrind_control("-z", op.pid).await?;
+        tokio::time::sleep(TAIL).await;
+        callgrind_control("-d", op.pid).await?;
         callgrind_control("-z", op.pid).await?;
         let cpu = CpuMeter::start(&[("operator", op.pid)]);
         let started = Instant::now();
@@ -1077,15 +1081,20 @@ impl Bench {
         tracker.wait_terminal(n, budget(n, 1.0)).await?;
         let seconds = started.elapsed().as_secs_f64();
         // The receipt and the Delivered Event follow the final status closely: count them too.
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(TAIL).await;
         callgrind_control("-d", op.pid).await?;
         let cpu = cpu.stop();
-        let dump = PathBuf::from(format!("{}.{}.1", out.display(), op.pid));
+        let pid = op.pid;
         op.stop();
-        let text = std::fs::read_to_string(&dump)
-            .with_context(|| format!("reading the callgrind dump {}", dump.display()))?;
-        let instructions = callgrind_total(&text)
-            .with_context(|| format!("no summary line in {}", dump.display()))?;
+        let read = |k: u32| -> anyhow::Result<u64> {
+            let dump = PathBuf::from(format!("{}.{pid}.{k}", out.display()));
+            let text = std::fs::read_to_string(&dump)
+                .with_context(|| format!("reading the callgrind dump {}", dump.display()))?;
+            callgrind_total(&text).with_context(|| format!("no summary line in {}", dump.display()))
+        };
+        let idle_instructions = read(1)?;
+        let total = read(2)?;
+        let instructions = total.saturating_sub(idle_instructions);
         let counters = emu.handle.counters();
         let seen = tracker.all();
         check_all_delivered("instructions", &seen, counters.swf.applied_signals)?;
@@ -1094,6 +1103,7 @@ impl Bench {
             n,
             tool: format!("valgrind --tool=callgrind ({version})"),
             instructions,
+            idle_instructions,
             per_signal: instructions as f64 / n as f64,
             seconds,
             cost: cost(
@@ -1274,6 +1284,9 @@ fn quota_of(
         cpu,
     }
 }
+
+/// After the last Ready, before the counters are dumped; the idle baseline is this long too.
+const TAIL: Duration = Duration::from_secs(2);
 
 /// `callgrind_control <what> <pid>` (`-z` zero the counters, `-d` dump them).
 async fn callgrind_control(what: &str, pid: u32) -> anyhow::Result<()> {
