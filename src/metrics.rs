@@ -3,7 +3,7 @@
 //!
 //! | metric | type | labels |
 //! |---|---|---|
-//! | `signalman_signals_total` | counter | `kind`, `outcome` (the terminal reason: `Delivered`, `DeliveryVerified`, `ExecutionNotFound`, `SignalRejected`, `InvalidSpec`, `RetriesExhausted`, `Failed`) |
+//! | `signalman_signals_total` | counter | `kind`, `outcome` (the terminal reason: `Delivered`, `DeliveryVerified`, `AlreadyDelivered`, `ExecutionNotFound`, `SignalRejected`, `InvalidSpec`, `RetriesExhausted`, `Expired`, `PolicyDenied`, `Failed`) |
 //! | `signalman_aws_calls_total` | counter | `service`, `operation`, `outcome` (`ok` or the error class: `Throttled`, `Ambiguous`, …) |
 //! | `signalman_aws_call_duration_seconds` | histogram | `service`, `operation` |
 //! | `signalman_reconcile_duration_seconds` | histogram | `kind` |

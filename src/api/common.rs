@@ -74,7 +74,7 @@ impl Default for ResolvedRetry {
 
 impl RetryPolicy {
     /// The policy with the defaults filled in (maxAttempts 8, initial 1s, max 300s,
-    /// retryNotFound false).
+    /// retryNotFound false, maxDurationSeconds 86400).
     ///
     /// The schema already bounds every field; this is still total for an object that slipped past
     /// it: attempts and the initial backoff are at least 1, and the maximum backoff is never below

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name": "Kind", "type": "string", "jsonPath": ".spec.signalKind"}"#,
     printcolumn = r#"{"name": "Name", "type": "string", "jsonPath": ".spec.signalName", "description": "Name of the signal object"}"#,
     printcolumn = r#"{"name": "Delivered", "type": "date", "jsonPath": ".spec.deliveredAt"}"#,
-    printcolumn = r#"{"name": "Expires", "type": "date", "jsonPath": ".spec.expiresAt"}"#
+    printcolumn = r#"{"name": "Expires", "type": "string", "jsonPath": ".spec.expiresAt", "description": "When the operator deletes the receipt (a date column would show a future time as invalid)"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct SignalReceiptSpec {
