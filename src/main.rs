@@ -52,11 +52,15 @@ struct RunArgs {
         value_delimiter = ','
     )]
     namespaces: Vec<String>,
-    /// Objects reconciled at once, per kind and namespace.
     /// Watch only signals with these labels (e.g. `team=payments`), to split the work of one
     /// cluster between several operators.
     #[arg(long, env = "SIGNALMAN_LABEL_SELECTOR")]
     label_selector: Option<String>,
+    /// Name the requester (`status.requestedBy`) in the Comment of Approve and Reject signals:
+    /// `requested by alice via signalman: <their comment>`.
+    #[arg(long, env = "SIGNALMAN_REQUESTER_IN_COMMENT", default_value_t = true, action = clap::ArgAction::Set)]
+    requester_in_comment: bool,
+    /// Objects reconciled at once, per kind and namespace.
     #[arg(long, env = "SIGNALMAN_CONCURRENCY", default_value_t = 16)]
     concurrency: u16,
     /// SWF calls per second (token refill); below the 30/s SignalWorkflowExecution quota.
@@ -212,6 +216,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 per_second: args.ssm_rate,
                 burst: args.ssm_burst,
             },
+            requester_in_comment: args.requester_in_comment,
         },
     )
     .await;

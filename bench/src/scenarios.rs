@@ -400,6 +400,7 @@ impl Bench {
                     per_second: 100_000.0,
                     burst: 100_000,
                 },
+                requester_in_comment: false,
             },
         );
         let region = clients

@@ -54,6 +54,8 @@ pub struct AwsSettings {
     pub send_timeout: Duration,
     pub swf_rate: RateLimit,
     pub ssm_rate: RateLimit,
+    /// Approve and Reject name the requester in their Comment.
+    pub requester_in_comment: bool,
 }
 
 /// What every call to one service in one region passes through: an adaptive token bucket per
@@ -206,6 +208,8 @@ pub struct ServiceClients<C> {
 /// The clients of one region.
 pub struct RegionClients {
     pub region: String,
+    /// Approve and Reject name the requester in their Comment.
+    pub requester_in_comment: bool,
     pub swf: ServiceClients<aws_sdk_swf::Client>,
     pub ssm: ServiceClients<aws_sdk_ssm::Client>,
     pub sts: aws_sdk_sts::Client,
@@ -422,6 +426,7 @@ impl AwsClients {
             .build();
         RegionClients {
             region: region.to_string(),
+            requester_in_comment: self.settings.requester_in_comment,
             swf: ServiceClients {
                 send: swf(RetryConfig::disabled(), send_timeouts.clone()),
                 read: swf(RetryConfig::standard(), read_timeouts.clone()),

@@ -141,12 +141,27 @@ impl SignalTarget for Ssm {
         }
     }
 
+    /// An Approve or Reject names who asked for it in its Comment (the approval record AWS
+    /// keeps shows the operator's identity, never the person), unless that is switched off.
     async fn send(
         signal: &AutomationSignal,
-        _claimed: &SignalStatus,
+        claimed: &SignalStatus,
         clients: &RegionClients,
     ) -> SendOutcome {
-        send(&clients.ssm.send, &view(signal)).await
+        let mut what = view(signal);
+        if clients.requester_in_comment
+            && matches!(what.signal_type, SignalType::Approve | SignalType::Reject)
+        {
+            if let Some(who) = claimed.requested_by.as_deref() {
+                let payload = what.payload.get_or_insert_with(Default::default);
+                let theirs = payload
+                    .get("Comment")
+                    .and_then(|c| c.first())
+                    .map(String::as_str);
+                payload.insert("Comment".into(), vec![comment_with_requester(who, theirs)]);
+            }
+        }
+        send(&clients.ssm.send, &what).await
     }
 
     async fn verify(
@@ -174,6 +189,22 @@ impl SignalTarget for Ssm {
                 VerifyOutcome::failure,
             )
             .await
+    }
+}
+
+/// Longest Comment SendAutomationSignal takes (a payload value).
+const MAX_COMMENT: usize = 512;
+
+/// `requested by <who> via signalman: <their comment>`, cut to the payload limit (the
+/// requester first, so it always fits).
+pub fn comment_with_requester(who: &str, theirs: Option<&str>) -> String {
+    let text = match theirs.filter(|c| !c.is_empty()) {
+        Some(c) => format!("requested by {who} via signalman: {c}"),
+        None => format!("requested by {who} via signalman"),
+    };
+    match text.char_indices().nth(MAX_COMMENT) {
+        Some((i, _)) => text[..i].to_string(),
+        None => text,
     }
 }
 
@@ -614,6 +645,21 @@ mod tests {
                 "{entry}"
             );
         }
+    }
+
+    #[test]
+    fn the_comment_names_the_requester_within_the_limit() {
+        assert_eq!(
+            comment_with_requester("alice@example.com", Some("Looks good")),
+            "requested by alice@example.com via signalman: Looks good"
+        );
+        assert_eq!(
+            comment_with_requester("alice", None),
+            "requested by alice via signalman"
+        );
+        let long = comment_with_requester("bob", Some(&"é".repeat(600)));
+        assert_eq!(long.chars().count(), 512);
+        assert!(long.starts_with("requested by bob via signalman: "));
     }
 
     #[test]

@@ -250,6 +250,24 @@ async fn each_namespace_sends_as_its_role_and_verifies_only_its_own_decision() {
         operator.log_text()
     );
     assert_eq!(status.requested_by.as_deref(), Some("bob@example.com"));
+    // The approval record AWS keeps names the person in its Comment.
+    let person = signalman_testenv::ssm_client_at(&emu.endpoint, "release-manager");
+    let record = format!(
+        "{:?}",
+        person
+            .get_automation_execution()
+            .automation_execution_id(&id)
+            .send()
+            .await
+            .expect("GetAutomationExecution")
+            .automation_execution
+            .expect("execution")
+            .step_executions()
+    );
+    assert!(
+        record.contains("requested by bob@example.com via signalman: ship it"),
+        "{record}"
+    );
 
     emu.handle
         .set_faults(
