@@ -233,24 +233,25 @@ async fn earlier_delivery<T: SignalTarget>(
 enum Authorized {
     /// With these clients (the identity the allowing SignalPolicy names).
     Send(Arc<RegionClients>),
+    /// Some policy could allow it once the execution's document is known: read it with these
+    /// clients (the best candidate's identity), then ask again with it.
+    NeedsDocument(Arc<RegionClients>),
     /// No SignalPolicy allows it: why, naming namespace, field and the policy needed.
     Denied(String),
-    /// Not decidable yet (the policies are not listed, or AWS is failing): look again then.
+    /// Not decidable yet (the policies are not listed): look again then.
     NotYet(Duration),
-    /// No region to send to.
+    /// No region to send to, or no clients for it.
     Unaddressable(String),
-    /// Reading the execution's document failed (nothing was sent).
-    ReadFailed(AwsFailure),
 }
 
-/// The SignalPolicies' verdict on the signal, and the clients of the identity they grant
-/// (`read_document`: read an AutomationSignal's document from AWS when the policies need it).
-async fn authorize<T: SignalTarget>(
+/// The SignalPolicies' verdict on the signal, and the clients of the identity they grant.
+/// `document`: the Automation document, once read. No AWS call.
+fn authorize<T: SignalTarget>(
     obj: &DynamicObject,
     signal: &T::Resource,
     dctx: &delivery::Ctx<'_>,
     ctx: &Context,
-    read_document: bool,
+    document: Option<&str>,
 ) -> Authorized {
     if !ctx.policy.is_synced() {
         return Authorized::NotYet(requeue::POLICIES_NOT_LISTED);
@@ -265,60 +266,32 @@ async fn authorize<T: SignalTarget>(
             "no region: set spec.region or the operator's --region".into(),
         );
     };
-    let policies = ctx.policy.policies();
-    let labels = ctx.policy.labels_of(namespace);
     let mut request = crate::policy::Request {
         region: &region,
         target: T::policy_target(signal),
     };
-    let identity = |grant: &crate::policy::Grant| Identity {
-        role_arn: grant.role_arn.clone(),
+    if let crate::policy::Target::Ssm { document: d, .. } = &mut request.target {
+        *d = document;
+    }
+    let policies = ctx.policy.policies();
+    let labels = ctx.policy.labels_of(namespace);
+    let (grant, needs_document) =
+        match crate::policy::evaluate(&policies, namespace, &labels, &request) {
+            crate::policy::Decision::Denied(d) => return Authorized::Denied(d.message()),
+            crate::policy::Decision::Allowed(grant) => (grant, false),
+            // With the document known a policy cannot need it again.
+            crate::policy::Decision::NeedsDocument(grant) => (grant, document.is_none()),
+        };
+    let identity = Identity {
+        role_arn: grant.role_arn,
         namespace: namespace.to_string(),
         requested_by: dctx.requested_by.map(str::to_string),
     };
-    let grant = match crate::policy::evaluate(&policies, namespace, &labels, &request) {
-        crate::policy::Decision::Denied(d) => return Authorized::Denied(d.message()),
-        crate::policy::Decision::Allowed(grant) => grant,
-        crate::policy::Decision::NeedsDocument(grant) => {
-            let clients = match ctx.aws.for_identity(&identity(&grant), Some(&region)) {
-                Ok(c) => c,
-                Err(why) => return Authorized::Unaddressable(why),
-            };
-            if !read_document {
-                return Authorized::Send(clients);
-            }
-            if let Some(wait) = circuit_wait::<T>(&clients) {
-                return Authorized::NotYet(wait);
-            }
-            let document = match T::document(signal, &clients, &ctx.metrics).await {
-                Ok(d) => d,
-                Err(mut f) => {
-                    // A read: nothing was sent, whatever happened to it.
-                    if f.class == ErrorClass::Ambiguous {
-                        f.class = ErrorClass::NotSent;
-                    }
-                    return Authorized::ReadFailed(f);
-                }
-            };
-            if let crate::policy::Target::Ssm { document: d, .. } = &mut request.target {
-                *d = Some(document.as_deref().unwrap_or_default());
-            }
-            match crate::policy::evaluate(&policies, namespace, &labels, &request) {
-                crate::policy::Decision::Allowed(grant) => grant,
-                crate::policy::Decision::Denied(d) => return Authorized::Denied(d.message()),
-                // The document is known now; a policy cannot need it twice.
-                crate::policy::Decision::NeedsDocument(grant) => grant,
-            }
-        }
-    };
-    let clients = match ctx.aws.for_identity(&identity(&grant), Some(&region)) {
-        Ok(c) => c,
-        Err(why) => return Authorized::Unaddressable(why),
-    };
-    if let Some(wait) = circuit_wait::<T>(&clients) {
-        return Authorized::NotYet(wait);
+    match ctx.aws.for_identity(&identity, Some(&region)) {
+        Ok(clients) if needs_document => Authorized::NeedsDocument(clients),
+        Ok(clients) => Authorized::Send(clients),
+        Err(why) => Authorized::Unaddressable(why),
     }
-    Authorized::Send(clients)
 }
 
 /// No attempt has been made yet (a status the API server defaulted counts as none).
@@ -413,11 +386,12 @@ async fn claim_send_record<T: SignalTarget>(
         let failed = SendOutcome::Failed(no_region(why));
         delivery::after_send(&claim.status, &failed, dctx)
     };
-    let clients = match authorize::<T>(obj, signal, dctx, ctx, true).await {
-        Authorized::Send(clients) => clients,
+    let denied = |why: &str| delivery::policy_denied(status, why, dctx);
+    let (mut clients, needs_document) = match authorize::<T>(obj, signal, dctx, ctx, None) {
+        Authorized::Send(clients) => (clients, false),
+        Authorized::NeedsDocument(clients) => (clients, true),
         Authorized::Denied(why) => {
-            let tr = delivery::policy_denied(status, &why, dctx);
-            write_and_tell::<T>(obj, tr, ctx).await?;
+            write_and_tell::<T>(obj, denied(&why), ctx).await?;
             return Ok(Action::await_change());
         }
         Authorized::NotYet(wait) => return Ok(Action::requeue(wait)),
@@ -425,16 +399,14 @@ async fn claim_send_record<T: SignalTarget>(
             write_and_tell::<T>(obj, cannot_address(why), ctx).await?;
             return Ok(Action::await_change());
         }
-        Authorized::ReadFailed(failure) => {
-            let claim = delivery::claim(&unclaimed, dctx);
-            let failed = SendOutcome::Failed(failure);
-            write_and_tell::<T>(obj, delivery::after_send(&claim.status, &failed, dctx), ctx)
-                .await?;
-            return Ok(Action::await_change());
-        }
     };
-    // Namespaces take turns: a flood in one does not hold up the signals of another.
-    let _turn = match T::gate(&clients).turn(
+    if let Some(wait) = circuit_wait::<T>(&clients) {
+        return Ok(Action::requeue(wait));
+    }
+    // Namespaces take turns (for the document read too): a flood in one does not hold up the
+    // signals of another.
+    let turn_clients = clients.clone();
+    let _turn = match T::gate(&turn_clients).turn(
         T::SEND_OPERATION,
         obj.metadata.namespace.as_deref().unwrap_or_default(),
         obj.metadata.name.as_deref().unwrap_or_default(),
@@ -445,6 +417,35 @@ async fn claim_send_record<T: SignalTarget>(
             return Ok(Action::requeue(wait + spread));
         }
     };
+    if needs_document {
+        let document = match T::document(signal, &clients, &ctx.metrics).await {
+            Ok(d) => d.unwrap_or_default(),
+            Err(mut failure) => {
+                // A read: nothing was sent, whatever happened to it.
+                if failure.class == ErrorClass::Ambiguous {
+                    failure.class = ErrorClass::NotSent;
+                }
+                record_call::<T>(obj, &clients, Some(&failure), ctx).await;
+                let claim = delivery::claim(&unclaimed, dctx);
+                let failed = SendOutcome::Failed(failure);
+                let tr = delivery::after_send(&claim.status, &failed, dctx);
+                write_and_tell::<T>(obj, tr, ctx).await?;
+                return Ok(Action::await_change());
+            }
+        };
+        clients = match authorize::<T>(obj, signal, dctx, ctx, Some(&document)) {
+            Authorized::Send(c) | Authorized::NeedsDocument(c) => c,
+            Authorized::Denied(why) => {
+                write_and_tell::<T>(obj, denied(&why), ctx).await?;
+                return Ok(Action::await_change());
+            }
+            Authorized::NotYet(wait) => return Ok(Action::requeue(wait)),
+            Authorized::Unaddressable(why) => {
+                write_and_tell::<T>(obj, cannot_address(why), ctx).await?;
+                return Ok(Action::await_change());
+            }
+        };
+    }
     let mut pinned = unclaimed;
     let prepared = T::prepare(
         signal,
@@ -592,10 +593,10 @@ async fn verify<T: SignalTarget>(
         .unwrap_or(Timestamp::UNIX_EPOCH);
     // As the identity that sent: its own decisions are what verification looks for. A signal
     // the policies deny now is still verified (it may have been sent), as the operator itself.
-    let clients = match authorize::<T>(obj, signal, dctx, ctx, false).await {
-        Authorized::Send(clients) => Ok(clients),
+    let clients = match authorize::<T>(obj, signal, dctx, ctx, None) {
+        Authorized::Send(clients) | Authorized::NeedsDocument(clients) => Ok(clients),
         Authorized::NotYet(wait) => return Ok(Action::requeue(wait)),
-        Authorized::Denied(_) | Authorized::ReadFailed(_) => ctx.aws.for_region(signal.region()),
+        Authorized::Denied(_) => ctx.aws.for_region(signal.region()),
         Authorized::Unaddressable(why) => Err(why),
     };
     let outcome = match clients {
