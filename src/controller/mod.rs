@@ -213,8 +213,8 @@ pub async fn run(
     const KINDS: usize = 2;
     // Plus the SignalPolicies and the namespaces.
     ctx.health.expect_caches(KINDS * namespaces.len() + 2);
+    let policies = watch_policies(&ctx);
     let mut controllers = Vec::new();
-    controllers.push(watch_policies(&ctx));
     for ns in &namespaces {
         controllers.push(spawn::<Swf>(&ctx, ns.as_deref(), shutdown.clone()));
         controllers.push(spawn::<Ssm>(&ctx, ns.as_deref(), shutdown.clone()));
@@ -229,6 +229,7 @@ pub async fn run(
         }
     }
     sweeper.abort();
+    policies.abort();
 }
 
 /// Keeps the SignalPolicies and the namespaces' labels in [`PolicyView`] (cluster-wide: a
