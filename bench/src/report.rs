@@ -256,6 +256,12 @@ pub struct ScalePoint {
     /// Operator CPU from spawn to idle (utime + stime), seconds, and per finished signal.
     pub operator_cpu_seconds: f64,
     pub operator_cpu_ms_per_signal: f64,
+    /// The kube-apiserver's VmRSS and VmHWM (MiB) after the restart: what holding this many
+    /// objects costs the API server (with its etcd) on this machine.
+    #[serde(default)]
+    pub apiserver_rss_mib: f64,
+    #[serde(default)]
+    pub apiserver_hwm_mib: f64,
 }
 
 /// Instructions the operator executed per delivered signal, counted by callgrind: the
@@ -849,12 +855,15 @@ impl Report {
                         .map(|p| format!(" Plot: {p}."))
                         .unwrap_or_default()
                 );
-                let _ = writeln!(o, "| finished signals | created for this point (s) | VmRSS MiB | VmHWM MiB | KiB per signal over idle | spawn → ready s | → idle s | operator CPU s | CPU ms per signal | AWS calls | status writes | Events | machine load |");
-                let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+                let _ = writeln!(o, "| finished signals | created for this point (s) | VmRSS MiB | VmHWM MiB | KiB per signal over idle | spawn → ready s | → idle s | operator CPU s | CPU ms per signal | AWS calls | status writes | Events | kube-apiserver VmRSS / VmHWM MiB | machine load |");
+                let _ = writeln!(
+                    o,
+                    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+                );
                 for p in &mr.curve {
                     let _ = writeln!(
                         o,
-                        "| {} | {} in {:.1} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} | {:.3} | {} | {} | {} | {} |",
+                        "| {} | {} in {:.1} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} | {:.3} | {} | {} | {} | {:.0} / {:.0} | {} |",
                         p.finished,
                         p.created,
                         p.create_seconds,
@@ -868,6 +877,8 @@ impl Report {
                         p.restart.aws_calls,
                         p.restart.status_writes,
                         p.restart.events_written,
+                        p.apiserver_rss_mib,
+                        p.apiserver_hwm_mib,
                         load_line(&p.restart.cpu)
                     );
                 }

@@ -874,6 +874,16 @@ impl Bench {
                         / created.max(1) as f64
                 };
                 let (restart, sample) = self.restart_onto(&api, &ns, identity, &emu, f).await?;
+                let apiserver = crate::harness::children_named("signalman-apis")
+                    .into_iter()
+                    .filter_map(crate::harness::proc_sample)
+                    .fold(crate::harness::ProcSample::default(), |a, b| {
+                        crate::harness::ProcSample {
+                            rss_kib: a.rss_kib + b.rss_kib,
+                            hwm_kib: a.hwm_kib + b.hwm_kib,
+                            cpu_ticks: a.cpu_ticks + b.cpu_ticks,
+                        }
+                    });
                 let cpu_s = restart
                     .cpu
                     .cores_by_process
@@ -890,6 +900,8 @@ impl Bench {
                     restart: restart.clone(),
                     operator_cpu_seconds: cpu_s,
                     operator_cpu_ms_per_signal: cpu_s * 1000.0 / f as f64,
+                    apiserver_rss_mib: apiserver.rss_kib as f64 / MIB,
+                    apiserver_hwm_mib: apiserver.hwm_kib as f64 / MIB,
                 });
                 // The 10,000 point is the memory figure; otherwise the largest.
                 if f == 10_000 || (k + 1 == points.len() && chosen.is_none()) {
