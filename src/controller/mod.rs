@@ -220,6 +220,7 @@ pub async fn run(
         controllers.push(spawn::<Ssm>(&ctx, ns.as_deref(), shutdown.clone()));
     }
     let sweeper = tokio::spawn(sweep_receipts(ctx.clone()));
+    let policy_status = tokio::spawn(write_policy_status(ctx.clone()));
     let mut remaining: futures::stream::FuturesUnordered<_> = controllers.into_iter().collect();
     while let Some(ended) = remaining.next().await {
         // A controller ends by itself only on shutdown; otherwise the process is broken.
@@ -230,6 +231,7 @@ pub async fn run(
     }
     sweeper.abort();
     policies.abort();
+    policy_status.abort();
 }
 
 /// Keeps the SignalPolicies and the namespaces' labels in [`PolicyView`] (cluster-wide: a
@@ -282,6 +284,41 @@ fn watch_policies(ctx: &Arc<Context>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         futures::join!(policies, namespaces);
     })
+}
+
+/// Keeps each SignalPolicy's status current (how many namespaces it selects, whether it is
+/// valid), while leading: a write only when something changed.
+async fn write_policy_status(ctx: Arc<Context>) {
+    const EVERY: Duration = Duration::from_secs(15);
+    let api: Api<crate::api::SignalPolicy> = Api::all(ctx.client.clone());
+    loop {
+        tokio::time::sleep(EVERY).await;
+        if !ctx.leadership.is_leader() || !ctx.policy.is_synced() {
+            continue;
+        }
+        let namespaces = ctx.policy.namespaces.state();
+        let labels: Vec<_> = namespaces
+            .iter()
+            .map(|ns| ns.metadata.labels.clone().unwrap_or_default())
+            .collect();
+        for policy in ctx.policy.policies.state() {
+            let now = k8s_openapi::jiff::Timestamp::now();
+            let status = crate::policy::policy_status(&policy, labels.iter(), now);
+            if policy.status.as_ref() == Some(&status) {
+                continue;
+            }
+            let mut next = policy.as_ref().clone();
+            next.status = Some(status);
+            next.metadata.managed_fields = None;
+            let name = next.metadata.name.clone().unwrap_or_default();
+            if let Err(e) = api
+                .replace_status(&name, &kube::api::PostParams::default(), &next)
+                .await
+            {
+                debug!(error = %e, policy = %name, "SignalPolicy status not written; trying again later");
+            }
+        }
+    }
 }
 
 /// Deletes expired receipts once an hour, while leading.

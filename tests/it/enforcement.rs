@@ -384,3 +384,38 @@ async fn a_role_that_cannot_be_assumed_is_retried_and_never_sent_otherwise() {
         "never sent with another identity"
     );
 }
+
+/// The operator keeps each policy's status: how many namespaces it selects, and whether it is
+/// valid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policys_status_counts_the_namespaces_it_selects() {
+    let world = World::new("policy-status-home").await;
+    let ns = bare_namespace(&world, "policy-status").await;
+    policy(
+        &world,
+        &ns,
+        serde_json::json!({"swf": {"domains": ["*"], "workflowIds": ["*"]}}),
+    )
+    .await;
+    let emu = world.env.private_emulator().await;
+    let env = operator_env(&emu, &ns);
+    let operator = world.operator("op-policy-status", &pairs(&env));
+    let policies: Api<signalman::api::SignalPolicy> = Api::all(world.client.clone());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let p = policies.get(&format!("test-{ns}")).await.expect("policy");
+        if let Some(status) = p.status {
+            if status.selected_namespaces == 1 {
+                let valid = status.conditions.iter().find(|c| c.type_ == "Valid");
+                assert_eq!(valid.map(|c| c.status.as_str()), Some("True"), "{status:?}");
+                break;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no status written\n{}",
+            operator.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
