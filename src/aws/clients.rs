@@ -70,13 +70,13 @@ pub struct Gate {
 }
 
 /// A signal's turn at the send limiter; leaving the line when dropped (sent, or given up).
-pub struct Turn<'a> {
-    gate: &'a Gate,
+pub struct Turn {
+    gate: Arc<Gate>,
     namespace: String,
     name: String,
 }
 
-impl Drop for Turn<'_> {
+impl Drop for Turn {
     fn drop(&mut self) {
         self.gate
             .turns
@@ -100,11 +100,11 @@ impl Gate {
     /// The turn of `name` in `namespace` at `operation`'s limiter: `Ok` when it is now (hold
     /// the [`Turn`] until the send is done), else how long to wait before asking again.
     pub fn turn(
-        &self,
+        self: &Arc<Self>,
         operation: &'static str,
         namespace: &str,
         name: &str,
-    ) -> Result<Turn<'_>, Duration> {
+    ) -> Result<Turn, Duration> {
         /// A wait shorter than this is spent at the limiter itself.
         const AT_THE_LIMITER: Duration = Duration::from_secs(1);
         let rate = self.limiter(operation).current_rate();
@@ -118,7 +118,7 @@ impl Gate {
             return Err(wait);
         }
         Ok(Turn {
-            gate: self,
+            gate: self.clone(),
             namespace: namespace.to_string(),
             name: name.to_string(),
         })

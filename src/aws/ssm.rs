@@ -31,7 +31,7 @@ impl SignalTarget for Ssm {
         AutomationSignal::spec_schema()
     }
 
-    fn gate(clients: &RegionClients) -> &Gate {
+    fn gate(clients: &RegionClients) -> &std::sync::Arc<Gate> {
         &clients.ssm.gate
     }
 

@@ -46,7 +46,7 @@ impl SignalTarget for Swf {
         WorkflowSignal::spec_schema()
     }
 
-    fn gate(clients: &RegionClients) -> &Gate {
+    fn gate(clients: &RegionClients) -> &std::sync::Arc<Gate> {
         &clients.swf.gate
     }
 

@@ -9,6 +9,7 @@
 //! Adding a kind: a CRD type in `src/api/`, a file here implementing [`SignalTarget`], and one
 //! line in [`crate::controller::run`], where the kinds are listed.
 use std::future::Future;
+use std::sync::Arc;
 
 use k8s_openapi::jiff::Timestamp;
 use kube::CustomResourceExt;
@@ -52,7 +53,7 @@ pub trait SignalTarget: Send + Sync + 'static {
 
     /// The gate (token bucket and circuit breaker) this kind's calls pass, out of one
     /// region's clients.
-    fn gate(clients: &RegionClients) -> &Gate;
+    fn gate(clients: &RegionClients) -> &Arc<Gate>;
 
     /// What the signal sends, as JSON: its target, the signal and its input or payload. Two
     /// signals with the same identity have the same effect; receipts are keyed by its hash.

@@ -17,7 +17,7 @@ use super::{requeue, ttl, Context, Error};
 use crate::api::{ResolvedRetry, Signal, SignalStatus};
 use crate::aws::circuit::{CallResult, Change, Permit};
 use crate::aws::classify::ErrorClass;
-use crate::aws::clients::{Identity, RegionClients};
+use crate::aws::clients::{Identity, RegionClients, Turn};
 use crate::aws::target::{Prepared, SignalTarget};
 use crate::delivery::{self, AwsFailure, EventNote, Next, SendOutcome, VerifyOutcome};
 use crate::{failpoint, metrics};
@@ -369,15 +369,16 @@ fn circuit_wait<T: SignalTarget>(clients: &RegionClients) -> Option<Duration> {
     }
 }
 
-/// Claim, send once, record.
-async fn claim_send_record<T: SignalTarget>(
+/// Everything between the decision to claim and the claim: the policies' verdict and the
+/// identity they grant, the circuit, the namespace's turn at the rate limit and, for an
+/// AutomationSignal, its document. `Err`: what to do instead (written already, or wait).
+async fn ready_to_send<T: SignalTarget>(
     obj: &DynamicObject,
     signal: &T::Resource,
     status: Option<&SignalStatus>,
-    unrecorded_before: Option<Timestamp>,
     dctx: &delivery::Ctx<'_>,
     ctx: &Context,
-) -> Result<Action, Error> {
+) -> Result<Result<(Arc<RegionClients>, Turn), Action>, Error> {
     let unclaimed = status.cloned().unwrap_or_default();
     // Nothing was sent when the signal cannot even be addressed: the attempt this claim would
     // have been fails at once.
@@ -392,21 +393,20 @@ async fn claim_send_record<T: SignalTarget>(
         Authorized::NeedsDocument(clients) => (clients, true),
         Authorized::Denied(why) => {
             write_and_tell::<T>(obj, denied(&why), ctx).await?;
-            return Ok(Action::await_change());
+            return Ok(Err(Action::await_change()));
         }
-        Authorized::NotYet(wait) => return Ok(Action::requeue(wait)),
+        Authorized::NotYet(wait) => return Ok(Err(Action::requeue(wait))),
         Authorized::Unaddressable(why) => {
             write_and_tell::<T>(obj, cannot_address(why), ctx).await?;
-            return Ok(Action::await_change());
+            return Ok(Err(Action::await_change()));
         }
     };
     if let Some(wait) = circuit_wait::<T>(&clients) {
-        return Ok(Action::requeue(wait));
+        return Ok(Err(Action::requeue(wait)));
     }
     // Namespaces take turns (for the document read too): a flood in one does not hold up the
     // signals of another.
-    let turn_clients = clients.clone();
-    let _turn = match T::gate(&turn_clients).turn(
+    let turn = match T::gate(&clients).turn(
         T::SEND_OPERATION,
         obj.metadata.namespace.as_deref().unwrap_or_default(),
         obj.metadata.name.as_deref().unwrap_or_default(),
@@ -414,7 +414,7 @@ async fn claim_send_record<T: SignalTarget>(
         Ok(turn) => turn,
         Err(wait) => {
             let spread = wait.mul_f64(0.1 * rand::random::<f64>());
-            return Ok(Action::requeue(wait + spread));
+            return Ok(Err(Action::requeue(wait + spread)));
         }
     };
     if needs_document {
@@ -430,22 +430,39 @@ async fn claim_send_record<T: SignalTarget>(
                 let failed = SendOutcome::Failed(failure);
                 let tr = delivery::after_send(&claim.status, &failed, dctx);
                 write_and_tell::<T>(obj, tr, ctx).await?;
-                return Ok(Action::await_change());
+                return Ok(Err(Action::await_change()));
             }
         };
         clients = match authorize::<T>(obj, signal, dctx, ctx, Some(&document)) {
             Authorized::Send(c) | Authorized::NeedsDocument(c) => c,
             Authorized::Denied(why) => {
                 write_and_tell::<T>(obj, denied(&why), ctx).await?;
-                return Ok(Action::await_change());
+                return Ok(Err(Action::await_change()));
             }
-            Authorized::NotYet(wait) => return Ok(Action::requeue(wait)),
+            Authorized::NotYet(wait) => return Ok(Err(Action::requeue(wait))),
             Authorized::Unaddressable(why) => {
                 write_and_tell::<T>(obj, cannot_address(why), ctx).await?;
-                return Ok(Action::await_change());
+                return Ok(Err(Action::await_change()));
             }
         };
     }
+    Ok(Ok((clients, turn)))
+}
+
+/// Claim, send once, record.
+async fn claim_send_record<T: SignalTarget>(
+    obj: &DynamicObject,
+    signal: &T::Resource,
+    status: Option<&SignalStatus>,
+    unrecorded_before: Option<Timestamp>,
+    dctx: &delivery::Ctx<'_>,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let unclaimed = status.cloned().unwrap_or_default();
+    let (clients, _turn) = match ready_to_send::<T>(obj, signal, status, dctx, ctx).await? {
+        Ok(ready) => ready,
+        Err(action) => return Ok(action),
+    };
     let mut pinned = unclaimed;
     let prepared = T::prepare(
         signal,
