@@ -23,3 +23,10 @@ echo "== exactly-once tests again, with the AWS side lagging"
 SIGNALMAN_EMU_LAG=1500-3000 SIGNALMAN_TEST_VERIFY_RECHECK_MS=5000 \
   cargo test -p signalman --test it --no-fail-fast -- --test-threads="${SIGNALMAN_TEST_THREADS:-4}" \
   crash:: faults:: leader:: lag:: gitops::a_signal_deleted_and_created_again_is_not_sent_twice
+
+echo "== kill, burst and fault tests again, sending as a role a SignalPolicy names"
+# Every test namespace's policy names this role: the operator assumes it (STS AssumeRole at the
+# emulator) for every send and verification; exactly once must not depend on the identity.
+SIGNALMAN_TEST_POLICY_ROLE=arn:aws:iam::123456789012:role/SignalmanTeam \
+  cargo test -p signalman --test it --no-fail-fast -- --test-threads="${SIGNALMAN_TEST_THREADS:-4}" \
+  crash:: faults::applied faults::server_error faults::throttling leader::

@@ -146,6 +146,7 @@ impl SignalTarget for Ssm {
     async fn send(
         signal: &AutomationSignal,
         claimed: &SignalStatus,
+        approved_by: Option<&str>,
         clients: &RegionClients,
     ) -> SendOutcome {
         let mut what = view(signal);
@@ -158,7 +159,8 @@ impl SignalTarget for Ssm {
                     .get("Comment")
                     .and_then(|c| c.first())
                     .map(String::as_str);
-                payload.insert("Comment".into(), vec![comment_with_requester(who, theirs)]);
+                let comment = comment_with_requester(who, approved_by, theirs);
+                payload.insert("Comment".into(), vec![comment]);
             }
         }
         send(&clients.ssm.send, &what).await
@@ -195,12 +197,19 @@ impl SignalTarget for Ssm {
 /// Longest Comment SendAutomationSignal takes (a payload value).
 const MAX_COMMENT: usize = 512;
 
-/// `requested by <who> via signalman: <their comment>`, cut to the payload limit (the
-/// requester first, so it always fits).
-pub fn comment_with_requester(who: &str, theirs: Option<&str>) -> String {
+/// `requested by <who> via signalman[ (approved by <x>, as asserted by <who>)]: <their
+/// comment>`, cut to the payload limit (the requester first, so it always fits).
+pub fn comment_with_requester(
+    who: &str,
+    approved_by: Option<&str>,
+    theirs: Option<&str>,
+) -> String {
+    let asserted = approved_by
+        .map(|x| format!(" (approved by {x}, as asserted by {who})"))
+        .unwrap_or_default();
     let text = match theirs.filter(|c| !c.is_empty()) {
-        Some(c) => format!("requested by {who} via signalman: {c}"),
-        None => format!("requested by {who} via signalman"),
+        Some(c) => format!("requested by {who} via signalman{asserted}: {c}"),
+        None => format!("requested by {who} via signalman{asserted}"),
     };
     match text.char_indices().nth(MAX_COMMENT) {
         Some((i, _)) => text[..i].to_string(),
@@ -650,14 +659,23 @@ mod tests {
     #[test]
     fn the_comment_names_the_requester_within_the_limit() {
         assert_eq!(
-            comment_with_requester("alice@example.com", Some("Looks good")),
+            comment_with_requester("alice@example.com", None, Some("Looks good")),
             "requested by alice@example.com via signalman: Looks good"
         );
         assert_eq!(
-            comment_with_requester("alice", None),
+            comment_with_requester("alice", None, None),
             "requested by alice via signalman"
         );
-        let long = comment_with_requester("bob", Some(&"é".repeat(600)));
+        assert_eq!(
+            comment_with_requester(
+                "system:serviceaccount:argocd:app",
+                Some("carol"),
+                Some("ok")
+            ),
+            "requested by system:serviceaccount:argocd:app via signalman (approved by carol, \
+             as asserted by system:serviceaccount:argocd:app): ok"
+        );
+        let long = comment_with_requester("bob", None, Some(&"é".repeat(600)));
         assert_eq!(long.chars().count(), 512);
         assert!(long.starts_with("requested by bob via signalman: "));
     }

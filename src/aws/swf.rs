@@ -179,6 +179,7 @@ impl SignalTarget for Swf {
     async fn send(
         signal: &WorkflowSignal,
         claimed: &SignalStatus,
+        _approved_by: Option<&str>,
         clients: &RegionClients,
     ) -> SendOutcome {
         let run_id = claimed.run_id.as_deref().unwrap_or_default();

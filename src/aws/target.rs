@@ -90,9 +90,13 @@ pub trait SignalTarget: Send + Sync + 'static {
 
     /// The one call that sends the signal, on the send client (no SDK retries). `claimed` is
     /// the status as claimed, with what [`SignalTarget::prepare`] pinned.
+    ///
+    /// `approved_by`: who approved the change elsewhere, as asserted by a ServiceAccount a
+    /// SignalPolicy lets assert it (recorded as asserted, where the kind keeps a note).
     fn send(
         signal: &Self::Resource,
         claimed: &SignalStatus,
+        approved_by: Option<&str>,
         clients: &RegionClients,
     ) -> impl Future<Output = SendOutcome> + Send;
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::DynamicObject;
 use kube::runtime::controller::Action;
+use kube::ResourceExt;
 use tracing::warn;
 
 use super::receipts::ReceiptKey;
@@ -231,8 +232,9 @@ async fn earlier_delivery<T: SignalTarget>(
 
 /// Whether, and as whom, a signal may go to AWS.
 enum Authorized {
-    /// With these clients (the identity the allowing SignalPolicy names).
-    Send(Arc<RegionClients>),
+    /// With these clients (the identity the allowing SignalPolicy names), and the approver
+    /// asserted by a ServiceAccount an allowing policy lets assert one.
+    Send(Arc<RegionClients>, Option<String>),
     /// Some policy could allow it once the execution's document is known: read it with these
     /// clients (the best candidate's identity), then ask again with it.
     NeedsDocument(Arc<RegionClients>),
@@ -287,9 +289,25 @@ fn authorize<T: SignalTarget>(
         namespace: namespace.to_string(),
         requested_by: dctx.requested_by.map(str::to_string),
     };
+    let approved_by = match (
+        obj.annotations().get(crate::api::APPROVED_BY_ANNOTATION),
+        dctx.requested_by,
+    ) {
+        (Some(approver), Some(creator))
+            if !needs_document
+                && crate::policy::may_assert_approved_by(&policies, &labels, &request, creator) =>
+        {
+            Some(approver.clone())
+        }
+        (Some(_), _) if !needs_document => {
+            warn!("approved-by ignored: no allowing SignalPolicy lets the creator assert it");
+            None
+        }
+        _ => None,
+    };
     match ctx.aws.for_identity(&identity, Some(&region)) {
         Ok(clients) if needs_document => Authorized::NeedsDocument(clients),
-        Ok(clients) => Authorized::Send(clients),
+        Ok(clients) => Authorized::Send(clients, approved_by),
         Err(why) => Authorized::Unaddressable(why),
     }
 }
@@ -369,6 +387,13 @@ fn circuit_wait<T: SignalTarget>(clients: &RegionClients) -> Option<Duration> {
     }
 }
 
+/// Cleared to send: as whom, with what asserted, holding the namespace's turn.
+struct Ready {
+    clients: Arc<RegionClients>,
+    approved_by: Option<String>,
+    _turn: Turn,
+}
+
 /// Everything between the decision to claim and the claim: the policies' verdict and the
 /// identity they grant, the circuit, the namespace's turn at the rate limit and, for an
 /// AutomationSignal, its document. `Err`: what to do instead (written already, or wait).
@@ -378,7 +403,7 @@ async fn ready_to_send<T: SignalTarget>(
     status: Option<&SignalStatus>,
     dctx: &delivery::Ctx<'_>,
     ctx: &Context,
-) -> Result<Result<(Arc<RegionClients>, Turn), Action>, Error> {
+) -> Result<Result<Ready, Action>, Error> {
     let unclaimed = status.cloned().unwrap_or_default();
     // Nothing was sent when the signal cannot even be addressed: the attempt this claim would
     // have been fails at once.
@@ -388,19 +413,20 @@ async fn ready_to_send<T: SignalTarget>(
         delivery::after_send(&claim.status, &failed, dctx)
     };
     let denied = |why: &str| delivery::policy_denied(status, why, dctx);
-    let (mut clients, needs_document) = match authorize::<T>(obj, signal, dctx, ctx, None) {
-        Authorized::Send(clients) => (clients, false),
-        Authorized::NeedsDocument(clients) => (clients, true),
-        Authorized::Denied(why) => {
-            write_and_tell::<T>(obj, denied(&why), ctx).await?;
-            return Ok(Err(Action::await_change()));
-        }
-        Authorized::NotYet(wait) => return Ok(Err(Action::requeue(wait))),
-        Authorized::Unaddressable(why) => {
-            write_and_tell::<T>(obj, cannot_address(why), ctx).await?;
-            return Ok(Err(Action::await_change()));
-        }
-    };
+    let (mut clients, mut approved_by, needs_document) =
+        match authorize::<T>(obj, signal, dctx, ctx, None) {
+            Authorized::Send(clients, approved_by) => (clients, approved_by, false),
+            Authorized::NeedsDocument(clients) => (clients, None, true),
+            Authorized::Denied(why) => {
+                write_and_tell::<T>(obj, denied(&why), ctx).await?;
+                return Ok(Err(Action::await_change()));
+            }
+            Authorized::NotYet(wait) => return Ok(Err(Action::requeue(wait))),
+            Authorized::Unaddressable(why) => {
+                write_and_tell::<T>(obj, cannot_address(why), ctx).await?;
+                return Ok(Err(Action::await_change()));
+            }
+        };
     if let Some(wait) = circuit_wait::<T>(&clients) {
         return Ok(Err(Action::requeue(wait)));
     }
@@ -433,8 +459,9 @@ async fn ready_to_send<T: SignalTarget>(
                 return Ok(Err(Action::await_change()));
             }
         };
-        clients = match authorize::<T>(obj, signal, dctx, ctx, Some(&document)) {
-            Authorized::Send(c) | Authorized::NeedsDocument(c) => c,
+        (clients, approved_by) = match authorize::<T>(obj, signal, dctx, ctx, Some(&document)) {
+            Authorized::Send(c, a) => (c, a),
+            Authorized::NeedsDocument(c) => (c, None),
             Authorized::Denied(why) => {
                 write_and_tell::<T>(obj, denied(&why), ctx).await?;
                 return Ok(Err(Action::await_change()));
@@ -446,7 +473,11 @@ async fn ready_to_send<T: SignalTarget>(
             }
         };
     }
-    Ok(Ok((clients, turn)))
+    Ok(Ok(Ready {
+        clients,
+        approved_by,
+        _turn: turn,
+    }))
 }
 
 /// Claim, send once, record.
@@ -459,10 +490,11 @@ async fn claim_send_record<T: SignalTarget>(
     ctx: &Context,
 ) -> Result<Action, Error> {
     let unclaimed = status.cloned().unwrap_or_default();
-    let (clients, _turn) = match ready_to_send::<T>(obj, signal, status, dctx, ctx).await? {
+    let ready = match ready_to_send::<T>(obj, signal, status, dctx, ctx).await? {
         Ok(ready) => ready,
         Err(action) => return Ok(action),
     };
+    let clients = ready.clients.clone();
     let mut pinned = unclaimed;
     let prepared = T::prepare(
         signal,
@@ -519,7 +551,15 @@ async fn claim_send_record<T: SignalTarget>(
     // retries, verification, failures).
     failpoint::hit(failpoint::AFTER_CLAIM);
 
-    let outcome = send_once::<T>(obj, signal, &claim.status, &clients, ctx).await;
+    let outcome = send_once::<T>(
+        obj,
+        signal,
+        &claim.status,
+        ready.approved_by.as_deref(),
+        &clients,
+        ctx,
+    )
+    .await;
     failpoint::hit(failpoint::AFTER_SEND);
     let failure = match &outcome {
         SendOutcome::Failed(f) => Some(f),
@@ -547,6 +587,7 @@ async fn send_once<T: SignalTarget>(
     obj: &DynamicObject,
     signal: &T::Resource,
     claimed: &SignalStatus,
+    approved_by: Option<&str>,
     clients: &RegionClients,
     ctx: &Context,
 ) -> SendOutcome {
@@ -563,7 +604,7 @@ async fn send_once<T: SignalTarget>(
     let in_flight = ctx.metrics.in_flight(T::KIND);
     let timed_send = async {
         let hard_timeout = ctx.settings.send_timeout + Duration::from_secs(2);
-        tokio::time::timeout(hard_timeout, T::send(signal, claimed, clients))
+        tokio::time::timeout(hard_timeout, T::send(signal, claimed, approved_by, clients))
             .await
             .unwrap_or_else(|_| {
                 SendOutcome::Failed(AwsFailure {
@@ -611,7 +652,7 @@ async fn verify<T: SignalTarget>(
     // As the identity that sent: its own decisions are what verification looks for. A signal
     // the policies deny now is still verified (it may have been sent), as the operator itself.
     let clients = match authorize::<T>(obj, signal, dctx, ctx, None) {
-        Authorized::Send(clients) | Authorized::NeedsDocument(clients) => Ok(clients),
+        Authorized::Send(clients, _) | Authorized::NeedsDocument(clients) => Ok(clients),
         Authorized::NotYet(wait) => return Ok(Action::requeue(wait)),
         Authorized::Denied(_) => ctx.aws.for_region(signal.region()),
         Authorized::Unaddressable(why) => Err(why),

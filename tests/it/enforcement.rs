@@ -419,3 +419,89 @@ async fn a_policys_status_counts_the_namespaces_it_selects() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+/// A GitOps tool's ServiceAccount that an allowing policy lists may assert who approved; the
+/// approval's Comment records it as asserted. Any other creator's assertion is ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approved_by_is_recorded_as_asserted_only_for_listed_service_accounts() {
+    const ARGO: &str = "system:serviceaccount:argocd:argocd-application-controller";
+    let world = World::new("asserted-home").await;
+    let ns = bare_namespace(&world, "asserted").await;
+    policy(
+        &world,
+        &ns,
+        serde_json::json!({
+            "ssm": {"signalTypes": ["Approve"], "documentNames": ["*"]},
+            "approvedByAsserters": [{"namespace": "argocd", "name": "argocd-application-controller"}],
+        }),
+    )
+    .await;
+    let emu = world.env.private_emulator().await;
+    let listed = execution(&emu, &[OPERATOR_ACCESS_KEY], 1).await;
+    let unlisted = execution(&emu, &[OPERATOR_ACCESS_KEY], 1).await;
+    let api: Api<AutomationSignal> = Api::namespaced(world.client.clone(), &ns);
+    for (name, id, creator) in [
+        ("by-argo", &listed, ARGO),
+        ("by-mallory", &unlisted, "mallory"),
+    ] {
+        let mut s = approve(name, id, Some(creator));
+        s.metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(
+                signalman::api::APPROVED_BY_ANNOTATION.into(),
+                "carol@example.com".into(),
+            );
+        api.create(&PostParams::default(), &s)
+            .await
+            .expect("signal");
+    }
+    let env = operator_env(&emu, &ns);
+    let operator = world.operator("op-asserted", &pairs(&env));
+    for name in ["by-argo", "by-mallory"] {
+        let status = crate::common::wait_done_in::<AutomationSignal>(
+            &world.client,
+            &ns,
+            name,
+            Duration::from_secs(45),
+        )
+        .await;
+        assert_eq!(
+            ready_reason(&status).as_deref(),
+            Some("Delivered"),
+            "{name}: {status:?}\n{}",
+            operator.log_text()
+        );
+    }
+    let person = signalman_testenv::ssm_client_at(&emu.endpoint, "release-manager");
+    let record = |id: String| {
+        let person = person.clone();
+        async move {
+            format!(
+                "{:?}",
+                person
+                    .get_automation_execution()
+                    .automation_execution_id(id)
+                    .send()
+                    .await
+                    .expect("GetAutomationExecution")
+                    .automation_execution
+                    .expect("execution")
+                    .step_executions()
+            )
+        }
+    };
+    let argo = record(listed.clone()).await;
+    assert!(
+        argo.contains(&format!(
+            "requested by {ARGO} via signalman (approved by carol@example.com, as asserted by {ARGO}): ship it"
+        )),
+        "{argo}"
+    );
+    let mallory = record(unlisted.clone()).await;
+    assert!(
+        mallory.contains("requested by mallory via signalman: ship it")
+            && !mallory.contains("carol"),
+        "{mallory}"
+    );
+}

@@ -203,9 +203,11 @@ impl Env {
 
     /// A SignalPolicy that lets `namespace` send every signal (the operator denies by default).
     /// Named after the namespace; tests of the policies themselves make their own namespaces.
-    /// Nothing happens when the SignalPolicy CRD is not installed yet.
+    /// Nothing happens when the SignalPolicy CRD is not installed yet. With
+    /// `SIGNALMAN_TEST_POLICY_ROLE` set, the policy names that role, so the operator sends as
+    /// an assumed role (a test profile of scripts/test.sh).
     pub async fn allow_everything_in(&self, client: &kube::Client, namespace: &str) {
-        let policy = serde_json::json!({
+        let mut policy = serde_json::json!({
             "apiVersion": "signalman.dev/v1alpha1",
             "kind": "SignalPolicy",
             "metadata": {"name": format!("allow-all-{namespace}")},
@@ -219,6 +221,11 @@ impl Env {
                 },
             },
         });
+        if let Ok(role) = std::env::var(POLICY_ROLE_VARIABLE) {
+            if !role.is_empty() {
+                policy["spec"]["roleArn"] = serde_json::Value::String(role);
+            }
+        }
         let ar = kube::api::ApiResource {
             group: "signalman.dev".into(),
             version: "v1alpha1".into(),
@@ -616,6 +623,9 @@ pub fn free_port() -> anyhow::Result<u16> {
 /// `MIN-MAX` milliseconds for every write that can lag (SSM SendAutomationSignal and
 /// StopAutomationExecution, SWF SignalWorkflowExecution).
 pub const LAG_VARIABLE: &str = "SIGNALMAN_EMU_LAG";
+
+/// The variable that makes every test namespace's SignalPolicy name this role.
+pub const POLICY_ROLE_VARIABLE: &str = "SIGNALMAN_TEST_POLICY_ROLE";
 
 /// The lag profile `SIGNALMAN_EMU_LAG` asks for, if any.
 pub fn lag_profile() -> anyhow::Result<Option<aws_emulator::LagConfig>> {
