@@ -387,6 +387,31 @@ fn circuit_wait<T: SignalTarget>(clients: &RegionClients) -> Option<Duration> {
     }
 }
 
+/// What a signal the policies did not clear comes to: `PolicyDenied`, a failed attempt when it
+/// cannot be addressed, or a wait.
+async fn not_cleared<T: SignalTarget>(
+    obj: &DynamicObject,
+    status: Option<&SignalStatus>,
+    refusal: Authorized,
+    dctx: &delivery::Ctx<'_>,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let tr = match refusal {
+        Authorized::Denied(why) => delivery::policy_denied(status, &why, dctx),
+        Authorized::Unaddressable(why) => {
+            // Nothing was sent: the attempt this claim would have been fails at once.
+            let claim = delivery::claim(&status.cloned().unwrap_or_default(), dctx);
+            delivery::after_send(&claim.status, &SendOutcome::Failed(no_region(why)), dctx)
+        }
+        Authorized::NotYet(wait) => return Ok(Action::requeue(wait)),
+        Authorized::Send(..) | Authorized::NeedsDocument(_) => {
+            return Ok(Action::requeue(requeue::LOST_RACE))
+        }
+    };
+    write_and_tell::<T>(obj, tr, ctx).await?;
+    Ok(Action::await_change())
+}
+
 /// Cleared to send: as whom, with what asserted, holding the namespace's turn.
 struct Ready {
     clients: Arc<RegionClients>,
@@ -407,24 +432,14 @@ async fn ready_to_send<T: SignalTarget>(
     let unclaimed = status.cloned().unwrap_or_default();
     // Nothing was sent when the signal cannot even be addressed: the attempt this claim would
     // have been fails at once.
-    let cannot_address = |why: String| {
-        let claim = delivery::claim(&unclaimed, dctx);
-        let failed = SendOutcome::Failed(no_region(why));
-        delivery::after_send(&claim.status, &failed, dctx)
-    };
-    let denied = |why: &str| delivery::policy_denied(status, why, dctx);
     let (mut clients, mut approved_by, needs_document) =
         match authorize::<T>(obj, signal, dctx, ctx, None) {
             Authorized::Send(clients, approved_by) => (clients, approved_by, false),
             Authorized::NeedsDocument(clients) => (clients, None, true),
-            Authorized::Denied(why) => {
-                write_and_tell::<T>(obj, denied(&why), ctx).await?;
-                return Ok(Err(Action::await_change()));
-            }
-            Authorized::NotYet(wait) => return Ok(Err(Action::requeue(wait))),
-            Authorized::Unaddressable(why) => {
-                write_and_tell::<T>(obj, cannot_address(why), ctx).await?;
-                return Ok(Err(Action::await_change()));
+            refusal => {
+                return not_cleared::<T>(obj, status, refusal, dctx, ctx)
+                    .await
+                    .map(Err)
             }
         };
     if let Some(wait) = circuit_wait::<T>(&clients) {
@@ -462,14 +477,10 @@ async fn ready_to_send<T: SignalTarget>(
         (clients, approved_by) = match authorize::<T>(obj, signal, dctx, ctx, Some(&document)) {
             Authorized::Send(c, a) => (c, a),
             Authorized::NeedsDocument(c) => (c, None),
-            Authorized::Denied(why) => {
-                write_and_tell::<T>(obj, denied(&why), ctx).await?;
-                return Ok(Err(Action::await_change()));
-            }
-            Authorized::NotYet(wait) => return Ok(Err(Action::requeue(wait))),
-            Authorized::Unaddressable(why) => {
-                write_and_tell::<T>(obj, cannot_address(why), ctx).await?;
-                return Ok(Err(Action::await_change()));
+            refusal => {
+                return not_cleared::<T>(obj, status, refusal, dctx, ctx)
+                    .await
+                    .map(Err)
             }
         };
     }

@@ -89,22 +89,7 @@ impl World {
             + std::fmt::Debug
             + HasStatus,
     {
-        let api = self.api::<K>();
-        let deadline = Instant::now() + timeout;
-        loop {
-            let obj = api.get(name).await.expect("reading the object");
-            if let Some(status) = obj.status() {
-                if matches!(status.phase, Some(Phase::Succeeded | Phase::Failed)) {
-                    return status.clone();
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name} not done after {timeout:?}: {:?}",
-                obj.status()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_done_in::<K>(&self.client, &self.ns, name, timeout).await
     }
 
     /// Reasons of the Events recorded on the named object.
