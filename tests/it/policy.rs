@@ -1036,3 +1036,110 @@ async fn the_charts_values_policy_admits_its_namespace() {
     );
     cleanup();
 }
+
+/// End to end, with the real operator running as the chart's ServiceAccount under the chart's
+/// admission policies: a signal is delivered once; blanking or forging its status afterwards
+/// (an author, a too-broad role) is refused, and AWS still holds exactly one signal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivered_signal_whose_status_is_attacked_is_not_sent_again() {
+    let _schema = crate::common::CRD_SCHEMA.read().await;
+    let env = env();
+    let admin = env.client().await;
+    let ops = namespace(&admin, "pol-attack-ops", &[]).await;
+    let team = unique("t");
+    let ns = namespace(&admin, "pol-attack", &[("team", &team)]).await;
+    let mut inst = Installed::apply(&ops, &ns, "us-east-1");
+    inst.policy(
+        "all",
+        json!({
+            "namespaceSelector": {"matchLabels": {"team": team}},
+            "regions": ["*"],
+            "swf": {"domains": ["*"], "workflowIds": ["*"]},
+        }),
+    );
+    let label = json!({"metadata": {"labels": {&inst.label.0: &inst.label.1}}});
+    Api::<Namespace>::all(admin.clone())
+        .patch(&ns, &PatchParams::default(), &Patch::Merge(&label))
+        .await
+        .unwrap();
+    bind(
+        &admin,
+        &ns,
+        &format!("{}-signal-author", inst.fullname),
+        "eve",
+    )
+    .await;
+    let eve = env.client_as("eve").await;
+    let broad = unique("status-writer");
+    run(
+        env.kubectl().args([
+            "create",
+            "clusterrole",
+            &broad,
+            "--verb=get,update,patch",
+            "--resource=workflowsignals.signalman.dev,workflowsignals.signalman.dev/status",
+        ]),
+        None,
+    )
+    .expect("a broad role");
+    bind(&admin, &ns, &broad, "mallory").await;
+    let mallory = env.client_as("mallory").await;
+
+    let swf = crate::common::SwfWorld::new(env, &unique("attack")).await;
+    let run_id = swf.start("wf").await;
+    let kubeconfig = crate::common::impersonating_kubeconfig(env, &inst.operator);
+    let world = crate::common::World {
+        env,
+        client: admin.clone(),
+        ns: ns.clone(),
+    };
+    let kubeconfig = kubeconfig.display().to_string();
+    let operator = world.operator(
+        "op-attack",
+        &[
+            ("SIGNALMAN_KUBECONFIG", kubeconfig.as_str()),
+            ("POD_NAMESPACE", ops.as_str()),
+            ("SIGNALMAN_LEASE_NAME", inst.fullname.as_str()),
+        ],
+    );
+    let eve_api: Api<WorkflowSignal> = Api::namespaced(eve.clone(), &ns);
+    create_eventually(&eve_api, &wf_signal("once", &swf.domain, "wf", Some("x"))).await;
+    let status = world
+        .wait_done::<WorkflowSignal>("once", Duration::from_secs(60))
+        .await;
+    assert_eq!(
+        status.phase,
+        Some(Phase::Succeeded),
+        "{status:?}\n{}",
+        operator.log_text()
+    );
+    assert_eq!(status.requested_by.as_deref(), Some("eve"), "{status:?}");
+    for (who, client) in [("eve", &eve), ("mallory", &mallory)] {
+        for forged in [
+            SignalStatus::default(),
+            SignalStatus {
+                phase: Some(Phase::Pending),
+                ..status.clone()
+            },
+        ] {
+            let e = put_status(client, &ns, "once", &forged)
+                .await
+                .expect_err("a status write by someone else");
+            assert!(
+                matches!(e, kube::Error::Api(ref a) if a.code == 403 || a.code == 422),
+                "{who}: {e}"
+            );
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        swf.signals("wf", &run_id).await,
+        vec![("approve".to_string(), Some("x".to_string()))],
+        "exactly one signal in AWS"
+    );
+    let still: WorkflowSignal = Api::namespaced(admin.clone(), &ns)
+        .get("once")
+        .await
+        .unwrap();
+    assert_eq!(still.status.and_then(|s| s.phase), Some(Phase::Succeeded));
+}
