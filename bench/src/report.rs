@@ -636,7 +636,7 @@ impl Report {
             let _ = writeln!(o, "## 2. Throughput against the ceiling\n");
             let _ = writeln!(
                 o,
-                "{} WorkflowSignals (with `runId`, so both sides make the same single AWS call per signal) over {} executions, emulator quotas off. The n objects are created while the operator is stopped ({:.1} s), then it starts with `{}` and works the backlog. The ceiling is a bare loop in the benchmark process calling SignalWorkflowExecution through the operator's own SDK client set-up (`signalman::aws::clients`, retries off) with the same concurrency ({}) against the same emulator and moto, run before and after the operator; moto is reset and the executions re-created before each of the three.\n",
+                "{} WorkflowSignals (with `runId`: the bare loop makes one SignalWorkflowExecution per signal; the operator makes what it needs besides, as section 7 counts) over {} executions, emulator quotas off. The n objects are created while the operator is stopped ({:.1} s), then it starts with `{}` and works the backlog. The ceiling is a bare loop in the benchmark process calling SignalWorkflowExecution through the operator's own SDK client set-up (`signalman::aws::clients`, retries off) with the same concurrency ({}) against the same emulator and moto, run before and after the operator; moto is reset and the executions re-created before each of the three.\n",
                 t.n,
                 t.executions,
                 t.create_seconds,
