@@ -115,7 +115,9 @@ impl Gate {
             std::time::Instant::now(),
         );
         if wait > AT_THE_LIMITER {
-            return Err(wait);
+            // Ask again a little before the turn, so the limiter never waits for a signal
+            // still asleep in the queue.
+            return Err(wait - AT_THE_LIMITER);
         }
         Ok(Turn {
             gate: self.clone(),

@@ -124,7 +124,13 @@ impl SignalTarget for Swf {
         let Some(horizon) = unrecorded_before else {
             return Ok(Prepared::Send);
         };
-        let started = match started {
+        let key = RunKey {
+            region: clients.region.clone(),
+            domain: signal.spec.domain.clone(),
+            workflow_id: signal.spec.workflow_id.clone(),
+            run_id: run.clone(),
+        };
+        let started = match started.or_else(|| RUNS.started(&key)) {
             Some(t) => t,
             None => {
                 let describe = run_start(
@@ -133,19 +139,25 @@ impl SignalTarget for Swf {
                     &signal.spec.workflow_id,
                     &run,
                 );
-                metrics
+                let t = metrics
                     .observe_aws(
                         Self::SERVICE,
                         DESCRIBE_OPERATION,
                         describe,
                         metrics::result_outcome,
                     )
-                    .await?
+                    .await?;
+                RUNS.set_started(&key, t);
+                t
             }
         };
         if started >= horizon + CLOCK_SKEW {
             // Every delivery to a run this young has a receipt.
             return Ok(Prepared::Send);
+        }
+        let target = view(signal, &run);
+        if let Some(events) = RUNS.signals(&key, horizon) {
+            return Ok(already_in(&events, &target));
         }
         let history = clients.swf.gate.read(
             HISTORY_OPERATION,
@@ -153,27 +165,16 @@ impl SignalTarget for Swf {
             metrics.observe_aws(
                 Self::SERVICE,
                 HISTORY_OPERATION,
-                verify(&clients.swf.read, view(signal, &run), Timestamp::UNIX_EPOCH),
-                metrics::verify_outcome,
+                signals_of_run(&clients.swf.read, target),
+                metrics::result_outcome,
             ),
-            VerifyOutcome::failure,
+            |r: &Result<Vec<SignaledEvent>, AwsFailure>| r.as_ref().err(),
         );
-        match history.await {
-            VerifyOutcome::DeliveredAt(at) => Ok(Prepared::AlreadyDelivered(format!(
-                "the run's history already holds this signal, recorded at {}",
-                at.round(k8s_openapi::jiff::Unit::Second).unwrap_or(at)
-            ))),
-            VerifyOutcome::Delivered => Ok(Prepared::AlreadyDelivered(
-                "the run's history already holds this signal".into(),
-            )),
-            VerifyOutcome::Failed(f) => Err(f),
-            VerifyOutcome::NotFound => Err(AwsFailure {
-                class: ErrorClass::NotFound,
-                code: Some("UnknownResourceFault".into()),
-                message: "the run was not found".into(),
-            }),
-            VerifyOutcome::Absent | VerifyOutcome::NoLongerWaiting { .. } => Ok(Prepared::Send),
-        }
+        let read_at = Timestamp::now();
+        let events = history.await?;
+        let found = already_in(&events, &target);
+        RUNS.set_signals(&key, read_at, events);
+        Ok(found)
     }
 
     async fn send(
@@ -183,7 +184,28 @@ impl SignalTarget for Swf {
         clients: &RegionClients,
     ) -> SendOutcome {
         let run_id = claimed.run_id.as_deref().unwrap_or_default();
-        send(&clients.swf.send, view(signal, run_id)).await
+        let outcome = send(&clients.swf.send, view(signal, run_id)).await;
+        // Keep a cached history of the run as it now is (see `RunFacts::signals`).
+        let key = RunKey {
+            region: clients.region.clone(),
+            domain: signal.spec.domain.clone(),
+            workflow_id: signal.spec.workflow_id.clone(),
+            run_id: run_id.to_string(),
+        };
+        match &outcome {
+            SendOutcome::Accepted { .. } => RUNS.add_signal(
+                &key,
+                SignaledEvent {
+                    at: Timestamp::now(),
+                    signal_name: signal.spec.signal_name.clone(),
+                    input: signal.spec.input.clone(),
+                    external: false,
+                },
+            ),
+            SendOutcome::Failed(f) if f.class == ErrorClass::Ambiguous => RUNS.forget_signals(&key),
+            SendOutcome::Failed(_) => {}
+        }
+        outcome
     }
 
     async fn verify(
@@ -289,6 +311,135 @@ pub async fn resolve_open_run(
         code: Some("UnknownResourceFault".into()),
         message: "no open run of the workflow".into(),
     })
+}
+
+/// Whether `events` (a run's signals) hold `target`'s signal: then it was delivered before.
+fn already_in(events: &[SignaledEvent], target: &SwfSignal<'_>) -> Prepared {
+    match holds_signal(events, target, Timestamp::UNIX_EPOCH) {
+        Some(at) => Prepared::AlreadyDelivered(format!(
+            "the run's history already holds this signal, recorded at {}",
+            at.round(k8s_openapi::jiff::Unit::Second).unwrap_or(at)
+        )),
+        None => Prepared::Send,
+    }
+}
+
+/// A run, as the pre-send check caches what it learned about it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct RunKey {
+    region: String,
+    domain: String,
+    workflow_id: String,
+    run_id: String,
+}
+
+#[derive(Default)]
+struct RunFacts {
+    started: Option<Timestamp>,
+    /// The run's signals as one history read showed them (and when it was read), plus those
+    /// this process delivered since (a send of unknown fate drops it). A read made after the
+    /// receipt horizon holds every delivery that can lack a receipt, so it serves every later
+    /// first send to the same run: one read per run, not per signal. A read from before the
+    /// horizon does not.
+    signals: Option<(Timestamp, Vec<SignaledEvent>)>,
+}
+
+/// What the pre-send check learned about runs older than the receipts, bounded.
+struct RunCache(std::sync::Mutex<std::collections::HashMap<RunKey, RunFacts>>);
+
+/// Runs kept at most; the map starts over when full.
+const MAX_CACHED_RUNS: usize = 1024;
+
+static RUNS: std::sync::LazyLock<RunCache> =
+    std::sync::LazyLock::new(|| RunCache(std::sync::Mutex::new(Default::default())));
+
+impl RunCache {
+    fn with<R>(&self, f: impl FnOnce(&mut std::collections::HashMap<RunKey, RunFacts>) -> R) -> R {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= MAX_CACHED_RUNS {
+            map.clear();
+        }
+        f(&mut map)
+    }
+    fn started(&self, key: &RunKey) -> Option<Timestamp> {
+        self.with(|m| m.get(key).and_then(|f| f.started))
+    }
+    fn set_started(&self, key: &RunKey, t: Timestamp) {
+        self.with(|m| m.entry(key.clone()).or_default().started = Some(t));
+    }
+    fn signals(&self, key: &RunKey, horizon: Timestamp) -> Option<Vec<SignaledEvent>> {
+        self.with(|m| {
+            m.get(key)
+                .and_then(|f| f.signals.as_ref())
+                .filter(|(read_at, _)| *read_at >= horizon)
+                .map(|(_, events)| events.clone())
+        })
+    }
+    /// A signal this process delivered to the run since the history was read.
+    fn add_signal(&self, key: &RunKey, event: SignaledEvent) {
+        self.with(|m| {
+            if let Some((_, events)) = m.get_mut(key).and_then(|f| f.signals.as_mut()) {
+                events.push(event);
+            }
+        });
+    }
+    /// A send whose fate is unknown: the cached history can no longer tell.
+    fn forget_signals(&self, key: &RunKey) {
+        self.with(|m| {
+            if let Some(f) = m.get_mut(key) {
+                f.signals = None;
+            }
+        });
+    }
+    fn set_signals(&self, key: &RunKey, read_at: Timestamp, events: Vec<SignaledEvent>) {
+        self.with(|m| m.entry(key.clone()).or_default().signals = Some((read_at, events)));
+    }
+}
+
+/// Every signal in the run's history (all pages).
+pub async fn signals_of_run(
+    client: &aws_sdk_swf::Client,
+    run: SwfSignal<'_>,
+) -> Result<Vec<SignaledEvent>, AwsFailure> {
+    let execution = WorkflowExecution::builder()
+        .workflow_id(run.workflow_id)
+        .run_id(run.run_id)
+        .build()
+        .map_err(build_failure)?;
+    let mut found = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = client
+            .get_workflow_execution_history()
+            .domain(run.domain)
+            .execution(execution.clone())
+            .maximum_page_size(1000)
+            .set_next_page_token(token.take())
+            .send()
+            .await
+            .map_err(|e| failure_from_sdk(&e))?;
+        found.extend(signaled_events(page.events()));
+        match page.next_page_token() {
+            Some(next) if !next.is_empty() => token = Some(next.to_string()),
+            _ => return Ok(found),
+        }
+    }
+}
+
+fn signaled_events(events: &[aws_sdk_swf::types::HistoryEvent]) -> Vec<SignaledEvent> {
+    events
+        .iter()
+        .filter(|e| e.event_type() == &EventType::WorkflowExecutionSignaled)
+        .filter_map(|e| {
+            let attrs = e.workflow_execution_signaled_event_attributes()?;
+            Some(SignaledEvent {
+                at: to_timestamp(e.event_timestamp()),
+                signal_name: attrs.signal_name().to_string(),
+                input: attrs.input().map(str::to_string),
+                external: attrs.external_workflow_execution().is_some(),
+            })
+        })
+        .collect()
 }
 
 /// When the run started (DescribeWorkflowExecution).
@@ -405,20 +556,7 @@ pub async fn verify(
                 };
             }
         };
-        let events: Vec<SignaledEvent> = page
-            .events()
-            .iter()
-            .filter(|e| e.event_type() == &EventType::WorkflowExecutionSignaled)
-            .filter_map(|e| {
-                let attrs = e.workflow_execution_signaled_event_attributes()?;
-                Some(SignaledEvent {
-                    at: to_timestamp(e.event_timestamp()),
-                    signal_name: attrs.signal_name().to_string(),
-                    input: attrs.input().map(str::to_string),
-                    external: attrs.external_workflow_execution().is_some(),
-                })
-            })
-            .collect();
+        let events = signaled_events(page.events());
         if let Some(at) = holds_signal(&events, &signal, since) {
             return VerifyOutcome::DeliveredAt(at);
         }

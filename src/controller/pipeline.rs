@@ -453,10 +453,7 @@ async fn ready_to_send<T: SignalTarget>(
         obj.metadata.name.as_deref().unwrap_or_default(),
     ) {
         Ok(turn) => turn,
-        Err(wait) => {
-            let spread = wait.mul_f64(0.1 * rand::random::<f64>());
-            return Ok(Err(Action::requeue(wait + spread)));
-        }
+        Err(wait) => return Ok(Err(Action::requeue(wait))),
     };
     if needs_document {
         let document = match T::document(signal, &clients, &ctx.metrics).await {

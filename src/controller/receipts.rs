@@ -11,13 +11,15 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
 use sha2::{Digest, Sha256};
-use tokio::sync::OnceCell;
 use tracing::{debug, info, warn};
 
 use crate::api::{SignalReceipt, SignalReceiptSpec};
 
 /// Name of the book: its creation time is when receipts started being kept.
 pub const BOOK_NAME: &str = "signalman-receipts-since";
+/// How long the book's creation time is trusted before it is read again.
+const BOOK_REREAD: Duration = Duration::from_secs(60);
+
 /// Kind recorded in the book's spec, so nobody takes it for a receipt of a signal.
 const BOOK_KIND: &str = "ReceiptBook";
 
@@ -73,8 +75,10 @@ fn hex(bytes: &[u8]) -> String {
 pub struct Receipts {
     api: Api<SignalReceipt>,
     retention: Duration,
-    /// Creation time of the book, once read or written.
-    book_created: OnceCell<Timestamp>,
+    /// Creation time of the book, and when it was last read: read again after
+    /// [`BOOK_REREAD`], so receipts deleted while the operator runs (the book with them) move
+    /// the horizon too.
+    book_created: tokio::sync::Mutex<Option<(Timestamp, std::time::Instant)>>,
 }
 
 impl Receipts {
@@ -82,7 +86,7 @@ impl Receipts {
         Self {
             api: Api::namespaced(client, namespace),
             retention,
-            book_created: OnceCell::new(),
+            book_created: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -147,43 +151,48 @@ impl Receipts {
     /// kept here, or whose receipt expired): the later of the book's creation and `now` less
     /// the retention. Creates the book on first use.
     pub async fn horizon(&self, now: Timestamp) -> Result<Timestamp, kube::Error> {
-        let created = self
-            .book_created
-            .get_or_try_init(|| async {
-                let book = match self.api.get_opt(BOOK_NAME).await? {
-                    Some(book) => book,
-                    None => {
-                        let book = SignalReceipt {
-                            metadata: ObjectMeta {
-                                name: Some(BOOK_NAME.to_string()),
-                                ..Default::default()
-                            },
-                            spec: SignalReceiptSpec {
-                                signal_namespace: String::new(),
-                                signal_kind: BOOK_KIND.to_string(),
-                                signal_name: String::new(),
-                                signal_hash: String::new(),
-                                target: None,
-                                delivered_at: Time(now),
-                                expires_at: Time(Timestamp::MAX),
-                            },
-                        };
-                        match self.api.create(&PostParams::default(), &book).await {
-                            Ok(b) => {
-                                info!("receipts are kept from now on");
-                                b
-                            }
-                            Err(kube::Error::Api(ae)) if ae.code == 409 => {
-                                self.api.get(BOOK_NAME).await?
-                            }
-                            Err(e) => return Err(e),
+        let mut cached = self.book_created.lock().await;
+        if let Some((created, read)) = *cached {
+            if read.elapsed() < BOOK_REREAD {
+                return Ok(created.max(now - self.retention));
+            }
+        }
+        let created = async {
+            let book = match self.api.get_opt(BOOK_NAME).await? {
+                Some(book) => book,
+                None => {
+                    let book = SignalReceipt {
+                        metadata: ObjectMeta {
+                            name: Some(BOOK_NAME.to_string()),
+                            ..Default::default()
+                        },
+                        spec: SignalReceiptSpec {
+                            signal_namespace: String::new(),
+                            signal_kind: BOOK_KIND.to_string(),
+                            signal_name: String::new(),
+                            signal_hash: String::new(),
+                            target: None,
+                            delivered_at: Time(now),
+                            expires_at: Time(Timestamp::MAX),
+                        },
+                    };
+                    match self.api.create(&PostParams::default(), &book).await {
+                        Ok(b) => {
+                            info!("receipts are kept from now on");
+                            b
                         }
+                        Err(kube::Error::Api(ae)) if ae.code == 409 => {
+                            self.api.get(BOOK_NAME).await?
+                        }
+                        Err(e) => return Err(e),
                     }
-                };
-                Ok(book.metadata.creation_timestamp.map(|t| t.0).unwrap_or(now))
-            })
-            .await?;
-        Ok((*created).max(now - self.retention))
+                }
+            };
+            Ok::<_, kube::Error>(book.metadata.creation_timestamp.map(|t| t.0).unwrap_or(now))
+        }
+        .await?;
+        *cached = Some((created, std::time::Instant::now()));
+        Ok(created.max(now - self.retention))
     }
 
     /// Deletes expired receipts (never the book). Returns how many.
