@@ -75,7 +75,9 @@ impl SignalTarget for Ssm {
                 |r: &Result<ExecutionView, AwsFailure>| r.as_ref().err(),
             )
             .await?;
-        Ok(view.document)
+        let document = view.document.clone();
+        RECENT.put(&signal.spec.automation_execution_id, view);
+        Ok(document)
     }
 
     fn target_of(signal: &AutomationSignal, _status: &SignalStatus) -> Option<String> {
@@ -100,18 +102,30 @@ impl SignalTarget for Ssm {
         let Some(horizon) = unrecorded_before else {
             return Ok(Prepared::Send);
         };
-        let observed = metrics.observe_aws(
-            Self::SERVICE,
-            GET_EXECUTION_OPERATION,
-            read_execution(&clients.ssm.read, &signal.spec.automation_execution_id),
-            |r: &Result<ExecutionView, AwsFailure>| metrics::result_outcome(r),
-        );
-        let read = clients.ssm.gate.read(
-            GET_EXECUTION_OPERATION,
-            metrics,
-            observed,
-            |r: &Result<ExecutionView, AwsFailure>| r.as_ref().err(),
-        );
+        // The execution was just read for the policy check (its document): the same read
+        // serves here, so a signal costs one GetAutomationExecution, not two.
+        let recent = RECENT.take(&signal.spec.automation_execution_id);
+        let read = async {
+            if let Some(view) = recent {
+                return Ok(view);
+            }
+            let observed = metrics.observe_aws(
+                Self::SERVICE,
+                GET_EXECUTION_OPERATION,
+                read_execution(&clients.ssm.read, &signal.spec.automation_execution_id),
+                |r: &Result<ExecutionView, AwsFailure>| metrics::result_outcome(r),
+            );
+            clients
+                .ssm
+                .gate
+                .read(
+                    GET_EXECUTION_OPERATION,
+                    metrics,
+                    observed,
+                    |r: &Result<ExecutionView, AwsFailure>| r.as_ref().err(),
+                )
+                .await
+        };
         let view = match read.await {
             Ok(view) => view,
             // Not found: the send will say so and fail the signal as usual.
@@ -191,6 +205,36 @@ impl SignalTarget for Ssm {
                 VerifyOutcome::failure,
             )
             .await
+    }
+}
+
+/// Executions read moments ago (for the policy check), by id: taken by the pre-send check of
+/// the same signal right after, so it need not read again. Entries older than a few seconds
+/// are not used; the map is bounded.
+struct RecentReads(std::sync::Mutex<HashMap<String, (std::time::Instant, ExecutionView)>>);
+
+static RECENT: std::sync::LazyLock<RecentReads> =
+    std::sync::LazyLock::new(|| RecentReads(std::sync::Mutex::new(HashMap::new())));
+
+impl RecentReads {
+    const FRESH: std::time::Duration = std::time::Duration::from_secs(5);
+    const MAX: usize = 1024;
+
+    fn put(&self, id: &str, view: ExecutionView) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= Self::MAX {
+            map.retain(|_, (at, _)| at.elapsed() < Self::FRESH);
+        }
+        if map.len() < Self::MAX {
+            map.insert(id.to_string(), (std::time::Instant::now(), view));
+        }
+    }
+
+    fn take(&self, id: &str) -> Option<ExecutionView> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.remove(id)
+            .filter(|(at, _)| at.elapsed() < Self::FRESH)
+            .map(|(_, view)| view)
     }
 }
 
