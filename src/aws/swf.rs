@@ -391,8 +391,25 @@ impl RunCache {
             }
         });
     }
-    fn set_signals(&self, key: &RunKey, read_at: Timestamp, events: Vec<SignaledEvent>) {
-        self.with(|m| m.entry(key.clone()).or_default().signals = Some((read_at, events)));
+    /// Keeps a history read, together with what was known before: reads of the same run may
+    /// finish out of order, and a read may not show yet a send this process made (AWS's read
+    /// lag), so nothing already known is dropped.
+    fn set_signals(&self, key: &RunKey, read_at: Timestamp, mut events: Vec<SignaledEvent>) {
+        self.with(|m| {
+            let facts = m.entry(key.clone()).or_default();
+            let read_at = match facts.signals.take() {
+                Some((before, known)) => {
+                    for e in known {
+                        if !events.contains(&e) {
+                            events.push(e);
+                        }
+                    }
+                    before.max(read_at)
+                }
+                None => read_at,
+            };
+            facts.signals = Some((read_at, events));
+        });
     }
 }
 
