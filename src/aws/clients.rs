@@ -334,7 +334,8 @@ impl AwsClients {
         Ok(clients)
     }
 
-    fn region_or_default(&self, region: Option<&str>) -> Result<String, String> {
+    /// `region`, else the default region; the error says how to name one.
+    pub fn region_or_default(&self, region: Option<&str>) -> Result<String, String> {
         region
             .map(str::to_string)
             .or_else(|| self.default_region())

@@ -59,22 +59,7 @@ impl SignalTarget for Ssm {
         clients: &RegionClients,
         metrics: &Metrics,
     ) -> Result<Option<String>, AwsFailure> {
-        let observed = metrics.observe_aws(
-            Self::SERVICE,
-            GET_EXECUTION_OPERATION,
-            read_execution(&clients.ssm.read, &signal.spec.automation_execution_id),
-            |r: &Result<ExecutionView, AwsFailure>| metrics::result_outcome(r),
-        );
-        let view = clients
-            .ssm
-            .gate
-            .read(
-                GET_EXECUTION_OPERATION,
-                metrics,
-                observed,
-                |r: &Result<ExecutionView, AwsFailure>| r.as_ref().err(),
-            )
-            .await?;
+        let view = read_execution_gated(signal, clients, metrics).await?;
         let document = view.document.clone();
         RECENT.put(&signal.spec.automation_execution_id, view);
         Ok(document)
@@ -105,28 +90,11 @@ impl SignalTarget for Ssm {
         // The execution was just read for the policy check (its document): the same read
         // serves here, so a signal costs one GetAutomationExecution, not two.
         let recent = RECENT.take(&signal.spec.automation_execution_id);
-        let read = async {
-            if let Some(view) = recent {
-                return Ok(view);
-            }
-            let observed = metrics.observe_aws(
-                Self::SERVICE,
-                GET_EXECUTION_OPERATION,
-                read_execution(&clients.ssm.read, &signal.spec.automation_execution_id),
-                |r: &Result<ExecutionView, AwsFailure>| metrics::result_outcome(r),
-            );
-            clients
-                .ssm
-                .gate
-                .read(
-                    GET_EXECUTION_OPERATION,
-                    metrics,
-                    observed,
-                    |r: &Result<ExecutionView, AwsFailure>| r.as_ref().err(),
-                )
-                .await
+        let view = match recent {
+            Some(view) => Ok(view),
+            None => read_execution_gated(signal, clients, metrics).await,
         };
-        let view = match read.await {
+        let view = match view {
             Ok(view) => view,
             // Not found: the send will say so and fail the signal as usual.
             Err(f) if f.class == ErrorClass::NotFound => return Ok(Prepared::Send),
@@ -259,6 +227,28 @@ pub fn comment_with_requester(
         Some((i, _)) => text[..i].to_string(),
         None => text,
     }
+}
+
+/// GetAutomationExecution of the signal's execution on the read client, under its limiter
+/// and in the metrics.
+async fn read_execution_gated(
+    signal: &AutomationSignal,
+    clients: &RegionClients,
+    metrics: &Metrics,
+) -> Result<ExecutionView, AwsFailure> {
+    let observed = metrics.observe_aws(
+        Ssm::SERVICE,
+        GET_EXECUTION_OPERATION,
+        read_execution(&clients.ssm.read, &signal.spec.automation_execution_id),
+        metrics::result_outcome,
+    );
+    clients
+        .ssm
+        .gate
+        .read(GET_EXECUTION_OPERATION, metrics, observed, |r| {
+            r.as_ref().err()
+        })
+        .await
 }
 
 fn view(signal: &AutomationSignal) -> SsmSignal<'_> {

@@ -124,12 +124,7 @@ impl SignalTarget for Swf {
         let Some(horizon) = unrecorded_before else {
             return Ok(Prepared::Send);
         };
-        let key = RunKey {
-            region: clients.region.clone(),
-            domain: signal.spec.domain.clone(),
-            workflow_id: signal.spec.workflow_id.clone(),
-            run_id: run.clone(),
-        };
+        let key = RunKey::of(clients, signal, &run);
         let started = match started.or_else(|| RUNS.started(&key)) {
             Some(t) => t,
             None => {
@@ -186,12 +181,7 @@ impl SignalTarget for Swf {
         let run_id = claimed.run_id.as_deref().unwrap_or_default();
         let outcome = send(&clients.swf.send, view(signal, run_id)).await;
         // Keep a cached history of the run as it now is (see `RunFacts::signals`).
-        let key = RunKey {
-            region: clients.region.clone(),
-            domain: signal.spec.domain.clone(),
-            workflow_id: signal.spec.workflow_id.clone(),
-            run_id: run_id.to_string(),
-        };
+        let key = RunKey::of(clients, signal, run_id);
         match &outcome {
             SendOutcome::Accepted { .. } => RUNS.add_signal(
                 &key,
@@ -331,6 +321,17 @@ struct RunKey {
     domain: String,
     workflow_id: String,
     run_id: String,
+}
+
+impl RunKey {
+    fn of(clients: &RegionClients, signal: &WorkflowSignal, run_id: &str) -> Self {
+        RunKey {
+            region: clients.region.clone(),
+            domain: signal.spec.domain.clone(),
+            workflow_id: signal.spec.workflow_id.clone(),
+            run_id: run_id.to_string(),
+        }
+    }
 }
 
 #[derive(Default)]

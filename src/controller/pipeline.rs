@@ -259,14 +259,9 @@ fn authorize<T: SignalTarget>(
         return Authorized::NotYet(requeue::POLICIES_NOT_LISTED);
     }
     let namespace = obj.metadata.namespace.as_deref().unwrap_or_default();
-    let Some(region) = signal
-        .region()
-        .map(str::to_string)
-        .or_else(|| ctx.aws.default_region())
-    else {
-        return Authorized::Unaddressable(
-            "no region: set spec.region or the operator's --region".into(),
-        );
+    let region = match ctx.aws.region_or_default(signal.region()) {
+        Ok(region) => region,
+        Err(why) => return Authorized::Unaddressable(why),
     };
     let mut request = crate::policy::Request {
         region: &region,
@@ -569,10 +564,7 @@ async fn claim_send_record<T: SignalTarget>(
     )
     .await;
     failpoint::hit(failpoint::AFTER_SEND);
-    let failure = match &outcome {
-        SendOutcome::Failed(f) => Some(f),
-        SendOutcome::Accepted { .. } => None,
-    };
+    let failure = outcome.failure();
     let now = Timestamp::now();
     if failure.is_none() {
         // The receipt before the success: if it cannot be written, the claim stays, and the
@@ -632,10 +624,7 @@ async fn send_once<T: SignalTarget>(
         )
         .await;
     drop(in_flight);
-    let failure = match &outcome {
-        SendOutcome::Failed(f) => Some(f),
-        SendOutcome::Accepted { .. } => None,
-    };
+    let failure = outcome.failure();
     if let Some(permit) = permit {
         gate.record(T::SEND_OPERATION, &limiter, permit, failure, &ctx.metrics);
     }
@@ -671,11 +660,7 @@ async fn verify<T: SignalTarget>(
                 return Ok(Action::requeue(wait));
             }
             let outcome = T::verify(signal, status, since, &clients, &ctx.metrics).await;
-            let failure = match &outcome {
-                VerifyOutcome::Failed(f) => Some(f),
-                _ => None,
-            };
-            record_call::<T>(obj, &clients, failure, ctx).await;
+            record_call::<T>(obj, &clients, outcome.failure(), ctx).await;
             outcome
         }
         Err(why) => VerifyOutcome::Failed(no_region(why)),

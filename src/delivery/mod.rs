@@ -359,6 +359,16 @@ pub enum VerifyOutcome {
     Failed(AwsFailure),
 }
 
+impl SendOutcome {
+    /// The failure of a send that AWS did not accept.
+    pub fn failure(&self) -> Option<&AwsFailure> {
+        match self {
+            SendOutcome::Failed(f) => Some(f),
+            SendOutcome::Accepted { .. } => None,
+        }
+    }
+}
+
 impl VerifyOutcome {
     /// The failure of a verification that could not answer.
     pub fn failure(&self) -> Option<&AwsFailure> {
