@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::ResourceExt;
 use serde_json::json;
 use signalman::api::{AutomationSignal, Phase, SignalStatus, WorkflowSignal};
 
@@ -1094,6 +1095,34 @@ async fn a_delivered_signal_whose_status_is_attacked_is_not_sent_again() {
         ns: ns.clone(),
     };
     let kubeconfig = kubeconfig.display().to_string();
+    // The API server loads the admission policies asynchronously: the signal is created (before
+    // the operator runs) until the requested-by stamp is in force.
+    let eve_api: Api<WorkflowSignal> = Api::namespaced(eve.clone(), &ns);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let created =
+            create_eventually(&eve_api, &wf_signal("once", &swf.domain, "wf", Some("x"))).await;
+        if created
+            .annotations()
+            .contains_key(signalman::api::REQUESTED_BY_ANNOTATION)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "requested-by was never stamped");
+        Api::<WorkflowSignal>::namespaced(admin.clone(), &ns)
+            .delete("once", &Default::default())
+            .await
+            .expect("deleting the unstamped signal");
+        while Api::<WorkflowSignal>::namespaced(admin.clone(), &ns)
+            .get_opt("once")
+            .await
+            .expect("reading")
+            .is_some()
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let operator = world.operator(
         "op-attack",
         &[
@@ -1102,8 +1131,6 @@ async fn a_delivered_signal_whose_status_is_attacked_is_not_sent_again() {
             ("SIGNALMAN_LEASE_NAME", inst.fullname.as_str()),
         ],
     );
-    let eve_api: Api<WorkflowSignal> = Api::namespaced(eve.clone(), &ns);
-    create_eventually(&eve_api, &wf_signal("once", &swf.domain, "wf", Some("x"))).await;
     let status = world
         .wait_done::<WorkflowSignal>("once", Duration::from_secs(60))
         .await;
