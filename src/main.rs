@@ -201,6 +201,17 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .clone()
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| client.default_namespace().to_string());
+    // A send (its hard timeout, two seconds past the SDK's) must fit in a claim with room for
+    // the clocks of the replicas to differ, or no signal could ever be sent.
+    let send_fits = args.send_timeout_seconds + 2 + signalman::delivery::CLOCK_SKEW.as_secs();
+    if args.claim_ttl_seconds < send_fits + 1 {
+        anyhow::bail!(
+            "--claim-ttl-seconds ({}) must be at least --send-timeout-seconds + {} ({})",
+            args.claim_ttl_seconds,
+            3 + signalman::delivery::CLOCK_SKEW.as_secs(),
+            send_fits + 1
+        );
+    }
     if args.receipt_retention_days < 30 {
         anyhow::bail!("--receipt-retention-days must be at least 30");
     }
@@ -222,16 +233,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     .await;
     let settings = Settings {
         identity: identity.clone(),
+        holder: format!("{identity}#{:08x}", rand::random::<u32>()),
         claim_ttl: Duration::from_secs(args.claim_ttl_seconds),
         send_timeout: Duration::from_secs(args.send_timeout_seconds),
         verify_settle: Duration::from_millis(args.verify_settle_ms),
         verify_recheck: Duration::from_millis(args.verify_recheck_ms),
-        namespaces: args
-            .namespaces
-            .iter()
-            .filter(|n| !n.is_empty())
-            .cloned()
-            .collect(),
+        namespaces: watched_namespaces(&args.namespaces),
         concurrency: args.concurrency,
         label_selector: args.label_selector.clone(),
         receipt_namespace: args
@@ -242,7 +249,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         receipt_retention: Duration::from_secs(args.receipt_retention_days * 86_400),
         default_ttl: args.ttl_seconds_after_finished.map(Duration::from_secs),
     };
-    tracing::info!(%identity, pid = std::process::id(), namespaces = ?settings.namespaces, region = ?aws.default_region(), "signalman starting");
+    tracing::info!(%identity, holder = %settings.holder, pid = std::process::id(), namespaces = ?settings.namespaces, region = ?aws.default_region(), "signalman starting");
     let leadership = Leadership::new(!args.leader_election);
     let ctx = Arc::new(Context::new(
         client.clone(),
@@ -333,6 +340,17 @@ async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kub
     Ok(kube::Client::try_from(config)?)
 }
 
+/// `--namespaces` without empty or repeated names: one controller per kind and namespace, so
+/// no object is reconciled by two controllers of one process at once.
+fn watched_namespaces(listed: &[String]) -> Vec<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    listed
+        .iter()
+        .filter(|n| !n.is_empty() && seen.insert(n.as_str()))
+        .cloned()
+        .collect()
+}
+
 /// The host name, which is the pod name in a cluster; a process id suffix keeps two local
 /// processes apart.
 fn default_identity() -> String {
@@ -350,4 +368,15 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
     }
     tracing::info!("shutdown requested; finishing in-flight signals");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::watched_namespaces;
+
+    #[test]
+    fn a_namespace_listed_twice_is_watched_once() {
+        let listed: Vec<String> = ["a", "", "b", "a"].map(String::from).to_vec();
+        assert_eq!(watched_namespaces(&listed), vec!["a", "b"]);
+    }
 }

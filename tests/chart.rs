@@ -522,7 +522,7 @@ fn rbac_is_least_privilege() {
     assert_eq!(receipts["metadata"]["namespace"], "ops");
     assert_eq!(
         receipts["rules"],
-        json!([{"apiGroups": ["signalman.dev"], "resources": ["signalreceipts"], "verbs": ["get", "list", "create", "delete"]}])
+        json!([{"apiGroups": ["signalman.dev"], "resources": ["signalreceipts"], "verbs": ["get", "list", "create", "patch", "delete"]}])
     );
     let text = serde_json::to_string(&objs).unwrap();
     assert!(!text.contains("secrets"), "no rule may name secrets");

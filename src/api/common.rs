@@ -147,6 +147,23 @@ pub struct Claim {
     pub deadline: Time,
 }
 
+/// One step execution of an Automation execution, as the claim recorded it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StepRef {
+    /// The step's name in the runbook.
+    #[schemars(length(max = 256))]
+    pub name: String,
+    /// The step execution's id; empty when the step had not run yet at the claim (StartStep).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(max = 256))]
+    pub step_execution_id: String,
+    /// How many executions of this step the execution had at the claim: a later one is another round of a looping runbook.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(with = "i64", range(min = 0))]
+    pub runs_before: u32,
+}
+
 /// What the operator has done with the signal, written by the operator alone (status subresource). Until the operator writes its first status, the API server serves observedGeneration 0 and attempts 0, so health checks (kstatus, Flux, Argo CD) read a signal the operator has not yet seen as in progress rather than as done.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[schemars(extend("default" = {"observedGeneration": 0}))]
@@ -200,6 +217,13 @@ pub struct SignalStatus {
     /// WorkflowSignal only: the run that was signalled (resolved when the first attempt is claimed if spec.runId is empty).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_id: Option<String>,
+    /// AutomationSignal only: the AWS principal the signal is sent as (an IAM user, or a role for a role session; never the session), recorded at the claim. Verification looks for this principal's decision, whatever session a later process or replica signs with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub principal: Option<String>,
+    /// AutomationSignal only: the step execution the signal is for, as the execution showed it at the claim (the aws:approve step waiting for Approve and Reject, the paused step for Resume). Verification reads this step execution only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<StepRef>,
     /// The AWS request id of the accepted call, for AWS support and CloudTrail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,

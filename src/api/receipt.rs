@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
     namespaced,
     derive = "PartialEq",
     shortname = "sigrcpt",
-    doc = "SignalReceipt records that a WorkflowSignal or AutomationSignal was delivered, so the same signal created again is not sent twice. Written by the operator only; deleted after spec.expiresAt.",
+    doc = "SignalReceipt records that a WorkflowSignal or AutomationSignal was attempted (spec.attemptedAt) and delivered (spec.deliveredAt), so the same signal created again is not sent twice. Written by the operator only; deleted after spec.expiresAt.",
     printcolumn = r#"{"name": "Namespace", "type": "string", "jsonPath": ".spec.signalNamespace", "description": "Namespace of the signal"}"#,
     printcolumn = r#"{"name": "Kind", "type": "string", "jsonPath": ".spec.signalKind"}"#,
     printcolumn = r#"{"name": "Name", "type": "string", "jsonPath": ".spec.signalName", "description": "Name of the signal object"}"#,
@@ -44,9 +44,18 @@ pub struct SignalReceiptSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 256))]
     pub target: Option<String>,
-    /// When the delivery was recorded (RFC 3339).
+    /// uid of the signal object that made the attempt: an object created again under the same name has another uid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64))]
-    pub delivered_at: Time,
+    pub signal_uid: Option<String>,
+    /// When the first attempt was claimed (RFC 3339): written before anything is sent, so that an object deleted while its send's outcome is unknown leaves a record, and the same signal created again verifies with AWS from here before sending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub attempted_at: Option<Time>,
+    /// When the delivery was recorded (RFC 3339); absent while the outcome of the attempt is unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub delivered_at: Option<Time>,
     /// When the operator deletes this receipt (RFC 3339).
     #[schemars(length(max = 64))]
     pub expires_at: Time,

@@ -215,42 +215,55 @@ pub struct RegionClients {
     pub swf: ServiceClients<aws_sdk_swf::Client>,
     pub ssm: ServiceClients<aws_sdk_ssm::Client>,
     pub sts: aws_sdk_sts::Client,
-    /// The ARN these clients sign as, once STS has answered (a failure is not remembered).
-    caller_arn: tokio::sync::OnceCell<String>,
+    /// The principal these clients sign as, and when STS said so (a failure is not remembered).
+    caller: tokio::sync::Mutex<Option<(std::time::Instant, String)>>,
+    /// What the SWF pre-send check learned about runs, as this identity read them.
+    pub swf_runs: super::swf::RunCache,
+    /// Executions this identity read moments ago, for the SSM pre-send check.
+    pub ssm_reads: super::ssm::RecentReads,
 }
 
+/// How long the principal STS named is trusted before it is asked again: the credentials a
+/// process signs with can change (a rotated key, a new role), their principal rarely does.
+const CALLER_FRESH: Duration = Duration::from_secs(600);
+
 impl RegionClients {
-    /// The ARN the operator signs as (STS GetCallerIdentity), learned once; `None` while STS
-    /// cannot say, asked again next time.
-    pub async fn caller_arn(&self, metrics: &Metrics) -> Option<String> {
-        self.caller_arn
-            .get_or_try_init(|| async {
-                let call = async {
-                    self.sts
-                        .get_caller_identity()
-                        .send()
-                        .await
-                        .map_err(|e| failure_from_sdk(&e))?
-                        .arn()
-                        .map(str::to_string)
-                        .ok_or_else(|| AwsFailure {
-                            class: ErrorClass::Ambiguous,
-                            code: None,
-                            message: "STS named no ARN".into(),
-                        })
-                };
-                metrics
-                    .observe_aws(
-                        "sts",
-                        "GetCallerIdentity",
-                        call,
-                        crate::metrics::result_outcome,
-                    )
-                    .await
-            })
+    /// The principal the operator signs as: STS GetCallerIdentity's ARN as
+    /// [`super::principal::principal_of`] reads it (a role session is its role, so a refreshed
+    /// IRSA or Pod Identity session is the same principal). `None` while STS cannot say;
+    /// asked again next time.
+    pub async fn caller_principal(&self, metrics: &Metrics) -> Option<String> {
+        let mut cached = self.caller.lock().await;
+        if let Some((at, principal)) = cached.as_ref() {
+            if at.elapsed() < CALLER_FRESH {
+                return Some(principal.clone());
+            }
+        }
+        let call = async {
+            self.sts
+                .get_caller_identity()
+                .send()
+                .await
+                .map_err(|e| failure_from_sdk(&e))?
+                .arn()
+                .map(super::principal::principal_of)
+                .ok_or_else(|| AwsFailure {
+                    class: ErrorClass::Ambiguous,
+                    code: None,
+                    message: "STS named no ARN".into(),
+                })
+        };
+        let principal = metrics
+            .observe_aws(
+                "sts",
+                "GetCallerIdentity",
+                call,
+                crate::metrics::result_outcome,
+            )
             .await
-            .ok()
-            .cloned()
+            .ok()?;
+        *cached = Some((std::time::Instant::now(), principal.clone()));
+        Some(principal)
     }
 }
 
@@ -441,7 +454,9 @@ impl AwsClients {
                 gate: ssm_gate,
             },
             sts: aws_sdk_sts::Client::from_conf(sts_conf),
-            caller_arn: tokio::sync::OnceCell::new(),
+            caller: tokio::sync::Mutex::new(None),
+            swf_runs: Default::default(),
+            ssm_reads: Default::default(),
         }
     }
 }

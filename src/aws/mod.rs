@@ -6,6 +6,7 @@ pub mod circuit;
 pub mod classify;
 pub mod clients;
 pub mod fair;
+pub mod principal;
 pub mod sdk_error;
 pub mod ssm;
 pub mod swf;

@@ -23,6 +23,8 @@ pub const SEND_OPERATION: &str = "SignalWorkflowExecution";
 pub const LIST_OPEN_OPERATION: &str = "ListOpenWorkflowExecutions";
 /// The read that verifies delivery.
 pub const HISTORY_OPERATION: &str = "GetWorkflowExecutionHistory";
+/// The listing of a workflow's earlier runs, for a signal without runId.
+pub const LIST_CLOSED_OPERATION: &str = "ListClosedWorkflowExecutions";
 /// The read of a pinned run's start time.
 pub const DESCRIBE_OPERATION: &str = "DescribeWorkflowExecution";
 
@@ -81,6 +83,13 @@ impl SignalTarget for Swf {
         status.run_id.clone()
     }
 
+    /// The run an earlier object's attempt went to, so verification reads its history.
+    fn restore_target(signal: &WorkflowSignal, status: &mut SignalStatus, target: &str) {
+        if signal.spec.run_id().is_none() && status.run_id.is_none() && !target.is_empty() {
+            status.run_id = Some(target.to_string());
+        }
+    }
+
     /// Pins the run before the claim, so that verification reads the history of the run that
     /// was signalled: the spec's `runId`, else the run pinned by an earlier claim, else the
     /// workflow's open run now. Before a first send whose run may predate the receipts, reads
@@ -88,6 +97,7 @@ impl SignalTarget for Swf {
     async fn prepare(
         signal: &WorkflowSignal,
         claim: &mut SignalStatus,
+        _reference: &str,
         unrecorded_before: Option<Timestamp>,
         clients: &RegionClients,
         metrics: &Metrics,
@@ -125,7 +135,7 @@ impl SignalTarget for Swf {
             return Ok(Prepared::Send);
         };
         let key = RunKey::of(clients, signal, &run);
-        let started = match started.or_else(|| RUNS.started(&key)) {
+        let started = match started.or_else(|| clients.swf_runs.started(&key)) {
             Some(t) => t,
             None => {
                 let describe = run_start(
@@ -142,39 +152,38 @@ impl SignalTarget for Swf {
                         metrics::result_outcome,
                     )
                     .await?;
-                RUNS.set_started(&key, t);
+                clients.swf_runs.set_started(&key, t);
                 t
             }
         };
+        // Every delivery to a run younger than the horizon has a receipt.
         if started >= horizon + CLOCK_SKEW {
-            // Every delivery to a run this young has a receipt.
             return Ok(Prepared::Send);
         }
-        let target = view(signal, &run);
-        if let Some(events) = RUNS.signals(&key, horizon) {
-            return Ok(already_in(&events, &target));
+        let found = run_holds(signal, &run, horizon, clients, metrics).await?;
+        if found != Prepared::Send || signal.spec.run_id().is_some() {
+            return Ok(found);
         }
-        let history = clients.swf.gate.read(
-            HISTORY_OPERATION,
-            metrics,
-            metrics.observe_aws(
-                Self::SERVICE,
-                HISTORY_OPERATION,
-                signals_of_run(&clients.swf.read, target),
-                metrics::result_outcome,
-            ),
-            |r: &Result<Vec<SignaledEvent>, AwsFailure>| r.as_ref().err(),
-        );
-        let read_at = Timestamp::now();
-        let events = history.await?;
-        let found = already_in(&events, &target);
-        RUNS.set_signals(&key, read_at, events);
-        Ok(found)
+        // A signal without runId went to whichever run was open: after continue-as-new, or
+        // for a workflowId that recurs, an earlier run may hold it. (Only when the open run
+        // predates the horizon too: runs that closed before it opened are older still.)
+        for earlier in
+            closed_runs_before(signal, horizon + CLOCK_SKEW, started, clients, metrics).await?
+        {
+            let found = run_holds(signal, &earlier, horizon, clients, metrics).await?;
+            if let Prepared::AlreadyDelivered(evidence) = found {
+                return Ok(Prepared::AlreadyDelivered(format!(
+                    "an earlier run of the workflow: {evidence}"
+                )));
+            }
+        }
+        Ok(Prepared::Send)
     }
 
     async fn send(
         signal: &WorkflowSignal,
         claimed: &SignalStatus,
+        _reference: &str,
         _approved_by: Option<&str>,
         clients: &RegionClients,
     ) -> SendOutcome {
@@ -183,7 +192,7 @@ impl SignalTarget for Swf {
         // Keep a cached history of the run as it now is (see `RunFacts::signals`).
         let key = RunKey::of(clients, signal, run_id);
         match &outcome {
-            SendOutcome::Accepted { .. } => RUNS.add_signal(
+            SendOutcome::Accepted { .. } => clients.swf_runs.add_signal(
                 &key,
                 SignaledEvent {
                     at: Timestamp::now(),
@@ -192,7 +201,9 @@ impl SignalTarget for Swf {
                     external: false,
                 },
             ),
-            SendOutcome::Failed(f) if f.class == ErrorClass::Ambiguous => RUNS.forget_signals(&key),
+            SendOutcome::Failed(f) if f.class == ErrorClass::Ambiguous => {
+                clients.swf_runs.forget_signals(&key)
+            }
             SendOutcome::Failed(_) => {}
         }
         outcome
@@ -201,6 +212,7 @@ impl SignalTarget for Swf {
     async fn verify(
         signal: &WorkflowSignal,
         status: &SignalStatus,
+        _reference: &str,
         since: Timestamp,
         clients: &RegionClients,
         metrics: &Metrics,
@@ -314,9 +326,141 @@ fn already_in(events: &[SignaledEvent], target: &SwfSignal<'_>) -> Prepared {
     }
 }
 
+/// Whether run `run_id`'s history holds this signal: one history read per run, cached (see
+/// [`RunFacts::signals`]).
+async fn run_holds(
+    signal: &WorkflowSignal,
+    run_id: &str,
+    horizon: Timestamp,
+    clients: &RegionClients,
+    metrics: &Metrics,
+) -> Result<Prepared, AwsFailure> {
+    let key = RunKey::of(clients, signal, run_id);
+    let target = view(signal, run_id);
+    if let Some(events) = clients.swf_runs.signals(&key, horizon) {
+        return Ok(already_in(&events, &target));
+    }
+    let history = clients.swf.gate.read(
+        HISTORY_OPERATION,
+        metrics,
+        metrics.observe_aws(
+            Swf::SERVICE,
+            HISTORY_OPERATION,
+            signals_of_run(&clients.swf.read, target),
+            metrics::result_outcome,
+        ),
+        |r: &Result<Vec<SignaledEvent>, AwsFailure>| r.as_ref().err(),
+    );
+    let read_at = Timestamp::now();
+    let events = history.await?;
+    let found = already_in(&events, &target);
+    clients.swf_runs.set_signals(&key, read_at, events);
+    Ok(found)
+}
+
+/// Closed runs of the workflow started before `before`, newest first, at most
+/// [`MAX_EARLIER_RUNS`] (ListClosedWorkflowExecutions over the year an SWF run can last). The
+/// listing is cached per workflow while it was read after `current_started` (the open run's
+/// start): every run closed before that one opened is in it.
+async fn closed_runs_before(
+    signal: &WorkflowSignal,
+    before: Timestamp,
+    current_started: Timestamp,
+    clients: &RegionClients,
+    metrics: &Metrics,
+) -> Result<Vec<String>, AwsFailure> {
+    let key = RunKey::of(clients, signal, "");
+    if let Some(runs) = clients.swf_runs.closed_runs(&key, current_started) {
+        return Ok(older_than(runs, before));
+    }
+    let read_at = Timestamp::now();
+    let list = closed_runs(
+        &clients.swf.read,
+        &signal.spec.domain,
+        &signal.spec.workflow_id,
+    );
+    let runs = clients
+        .swf
+        .gate
+        .read(
+            LIST_CLOSED_OPERATION,
+            metrics,
+            metrics.observe_aws(
+                Swf::SERVICE,
+                LIST_CLOSED_OPERATION,
+                list,
+                metrics::result_outcome,
+            ),
+            |r| r.as_ref().err(),
+        )
+        .await?;
+    clients
+        .swf_runs
+        .set_closed_runs(&key, read_at, runs.clone());
+    Ok(older_than(runs, before))
+}
+
+fn older_than(runs: Vec<OpenRun>, before: Timestamp) -> Vec<String> {
+    runs.into_iter()
+        .filter(|r| r.started.is_none_or(|t| t < before))
+        .map(|r| r.run_id)
+        .collect()
+}
+
+/// Earlier runs of one workflow the pre-send check reads at most.
+const MAX_EARLIER_RUNS: usize = 100;
+
+/// The workflow's closed runs of the last year, newest first, at most [`MAX_EARLIER_RUNS`].
+pub async fn closed_runs(
+    client: &aws_sdk_swf::Client,
+    domain: &str,
+    workflow_id: &str,
+) -> Result<Vec<OpenRun>, AwsFailure> {
+    let oldest = DateTime::from_secs(Timestamp::now().as_second() - 366 * 24 * 3600);
+    let start_filter = ExecutionTimeFilter::builder()
+        .oldest_date(oldest)
+        .build()
+        .map_err(build_failure)?;
+    let execution_filter = WorkflowExecutionFilter::builder()
+        .workflow_id(workflow_id)
+        .build()
+        .map_err(build_failure)?;
+    let mut runs = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = client
+            .list_closed_workflow_executions()
+            .domain(domain)
+            .start_time_filter(start_filter.clone())
+            .execution_filter(execution_filter.clone())
+            .maximum_page_size(100)
+            .set_next_page_token(token.take())
+            .send()
+            .await
+            .map_err(|e| failure_from_sdk(&e))?;
+        runs.extend(page.execution_infos().iter().filter_map(|info| {
+            let execution = info.execution()?;
+            // Filtered here too: not every SWF implementation honours executionFilter.
+            (execution.workflow_id() == workflow_id).then(|| OpenRun {
+                run_id: execution.run_id().to_string(),
+                started: Some(to_timestamp(info.start_timestamp())),
+            })
+        }));
+        match page.next_page_token() {
+            Some(next) if !next.is_empty() && runs.len() < MAX_EARLIER_RUNS => {
+                token = Some(next.to_string())
+            }
+            _ => break,
+        }
+    }
+    runs.sort_by_key(|r| std::cmp::Reverse(r.started));
+    runs.truncate(MAX_EARLIER_RUNS);
+    Ok(runs)
+}
+
 /// A run, as the pre-send check caches what it learned about it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct RunKey {
+pub struct RunKey {
     region: String,
     domain: String,
     workflow_id: String,
@@ -335,7 +479,7 @@ impl RunKey {
 }
 
 #[derive(Default)]
-struct RunFacts {
+pub struct RunFacts {
     started: Option<Timestamp>,
     /// The run's signals as one history read showed them (and when it was read), plus those
     /// this process delivered since (a send of unknown fate drops it). A read made after the
@@ -343,16 +487,17 @@ struct RunFacts {
     /// first send to the same run: one read per run, not per signal. A read from before the
     /// horizon does not.
     signals: Option<(Timestamp, Vec<SignaledEvent>)>,
+    /// Under the workflow's key (empty run id): its closed runs, and when they were listed.
+    closed: Option<(Timestamp, Vec<OpenRun>)>,
 }
 
-/// What the pre-send check learned about runs older than the receipts, bounded.
-struct RunCache(std::sync::Mutex<std::collections::HashMap<RunKey, RunFacts>>);
+/// What the pre-send check learned about runs older than the receipts, bounded. One per
+/// identity's clients ([`RegionClients::swf_runs`]): what one identity read, it keeps.
+#[derive(Default)]
+pub struct RunCache(std::sync::Mutex<std::collections::HashMap<RunKey, RunFacts>>);
 
 /// Runs kept at most; the map starts over when full.
 const MAX_CACHED_RUNS: usize = 1024;
-
-static RUNS: std::sync::LazyLock<RunCache> =
-    std::sync::LazyLock::new(|| RunCache(std::sync::Mutex::new(Default::default())));
 
 impl RunCache {
     fn with<R>(&self, f: impl FnOnce(&mut std::collections::HashMap<RunKey, RunFacts>) -> R) -> R {
@@ -375,6 +520,17 @@ impl RunCache {
                 .filter(|(read_at, _)| *read_at >= horizon)
                 .map(|(_, events)| events.clone())
         })
+    }
+    fn closed_runs(&self, key: &RunKey, listed_after: Timestamp) -> Option<Vec<OpenRun>> {
+        self.with(|m| {
+            m.get(key)
+                .and_then(|f| f.closed.as_ref())
+                .filter(|(read_at, _)| *read_at > listed_after)
+                .map(|(_, runs)| runs.clone())
+        })
+    }
+    fn set_closed_runs(&self, key: &RunKey, read_at: Timestamp, runs: Vec<OpenRun>) {
+        self.with(|m| m.entry(key.clone()).or_default().closed = Some((read_at, runs)));
     }
     /// A signal this process delivered to the run since the history was read.
     fn add_signal(&self, key: &RunKey, event: SignaledEvent) {

@@ -73,9 +73,17 @@ pub trait SignalTarget: Send + Sync + 'static {
     /// Where a delivered signal went, for its receipt (SWF: the run; SSM: the execution).
     fn target_of(signal: &Self::Resource, status: &SignalStatus) -> Option<String>;
 
+    /// Puts back into `status` what an earlier object's receipt says its attempt went to
+    /// (`target`, as [`SignalTarget::target_of`] wrote it), so verification reads the same
+    /// place. Nothing for kinds whose spec is the whole address.
+    fn restore_target(_signal: &Self::Resource, _status: &mut SignalStatus, _target: &str) {}
+
     /// Resolves, before the claim, what the send needs and what verification must later read,
     /// and pins it in the claim (SWF: the open run when the spec names none). An error is this
     /// attempt's outcome: nothing was sent.
+    ///
+    /// `reference`: this signal's short reference (the same for an object created again with
+    /// the same manifest), which the send leaves in AWS where the kind can (SSM: the Comment).
     ///
     /// `deliveries_unrecorded_before`: set before the first attempt of a signal that has no
     /// receipt. A delivery before that instant may have left no receipt (a rebuilt cluster), so
@@ -83,6 +91,7 @@ pub trait SignalTarget: Send + Sync + 'static {
     fn prepare(
         signal: &Self::Resource,
         claim: &mut SignalStatus,
+        reference: &str,
         deliveries_unrecorded_before: Option<Timestamp>,
         clients: &RegionClients,
         metrics: &Metrics,
@@ -96,15 +105,19 @@ pub trait SignalTarget: Send + Sync + 'static {
     fn send(
         signal: &Self::Resource,
         claimed: &SignalStatus,
+        reference: &str,
         approved_by: Option<&str>,
         clients: &RegionClients,
     ) -> impl Future<Output = SendOutcome> + Send;
 
     /// Asks AWS whether the signal landed since `since` (the claim of the earliest attempt
-    /// whose outcome is unknown). Records its own AWS calls in `metrics`.
+    /// whose outcome is unknown): only evidence that is provably this signal's counts, and
+    /// when the evidence cannot tell, the answer is a failed (retried) verification, never
+    /// "delivered". Records its own AWS calls in `metrics`.
     fn verify(
         signal: &Self::Resource,
         status: &SignalStatus,
+        reference: &str,
         since: Timestamp,
         clients: &RegionClients,
         metrics: &Metrics,

@@ -59,8 +59,12 @@ pub mod requeue {
 /// Settings of the reconcilers (from the command line).
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// Who claims: unique per running replica, stable across a restart of the same pod.
+    /// This replica's name (the pod name): the Lease holder and the Events' reporter.
     pub identity: String,
+    /// Who claims: the identity and a random suffix drawn at start-up, unique per process, so
+    /// two processes (a restarted pod, a name given twice) never take each other's live claim
+    /// for their own.
+    pub holder: String,
     /// How long a claim stays live; the send timeout is well inside it.
     pub claim_ttl: Duration,
     /// Hard timeout of one send, as a backstop around the SDK's own operation timeout.

@@ -13,14 +13,14 @@ use kube::ResourceExt;
 use tracing::warn;
 
 use super::receipts::ReceiptKey;
-use super::status_io::{read_status, tell, write_and_tell, write_status};
+use super::status_io::{read_object, read_status, tell, write_and_tell, write_status};
 use super::{requeue, ttl, Context, Error};
 use crate::api::{ResolvedRetry, Signal, SignalStatus};
 use crate::aws::circuit::{CallResult, Change, Permit};
 use crate::aws::classify::ErrorClass;
 use crate::aws::clients::{Identity, RegionClients, Turn};
 use crate::aws::target::{Prepared, SignalTarget};
-use crate::delivery::{self, AwsFailure, EventNote, Next, SendOutcome, VerifyOutcome};
+use crate::delivery::{self, AwsFailure, EventNote, Next, ReceiptSays, SendOutcome, VerifyOutcome};
 use crate::{failpoint, metrics};
 
 /// The spec of the object at hand, as far as it was read.
@@ -68,7 +68,7 @@ pub(super) async fn reconcile<T: SignalTarget>(
     };
     let dctx = delivery::Ctx {
         now: Timestamp::now(),
-        holder: &ctx.settings.identity,
+        holder: &ctx.settings.holder,
         claim_ttl: ctx.settings.claim_ttl,
         verify_settle: ctx.settings.verify_settle,
         retry: spec.retry(),
@@ -116,23 +116,18 @@ pub(super) async fn reconcile<T: SignalTarget>(
             verify::<T>(&obj, &signal, &status, &dctx, ctx).await
         }
         (Next::Claim(_), Some(signal)) => {
-            let unrecorded_before =
-                match earlier_delivery::<T>(&obj, &signal, status.as_ref(), &dctx, ctx).await? {
-                    Earlier::Recorded(tr) => {
+            let key = receipt_key::<T>(&obj, &signal);
+            let earlier =
+                match earlier_delivery::<T>(&obj, &signal, &key, status.as_ref(), &dctx, ctx)
+                    .await?
+                {
+                    Earlier::Settled(tr) => {
                         write_and_tell::<T>(&obj, *tr, ctx).await?;
                         return Ok(Action::await_change());
                     }
-                    Earlier::UnrecordedBefore(horizon) => horizon,
+                    Earlier::Unrecorded(unrecorded) => unrecorded,
                 };
-            claim_send_record::<T>(
-                &obj,
-                &signal,
-                status.as_ref(),
-                unrecorded_before,
-                &dctx,
-                ctx,
-            )
-            .await
+            claim_send_record::<T>(&obj, &signal, &key, status.as_ref(), earlier, &dctx, ctx).await
         }
         // A finished signal (its spec skipped) is never claimed or verified.
         (Next::Verify | Next::Claim(_), None) => Ok(Action::await_change()),
@@ -192,42 +187,72 @@ async fn record_invalid<T: SignalTarget>(
     }
 }
 
-/// What is known of an earlier delivery of the same signal, before its first attempt.
+/// What is known of an earlier delivery of the same signal, before this object's first send.
 enum Earlier {
-    /// A receipt shows it: write this (AlreadyDelivered) and send nothing.
-    Recorded(Box<delivery::Transition>),
-    /// No receipt. `Some(t)`: a delivery before `t` could have left none, so the target's AWS
-    /// side is to be checked when it is older; `None`: nothing to check (not a first attempt,
-    /// or a duplicate on purpose).
-    UnrecordedBefore(Option<Timestamp>),
+    /// A receipt settles it: write this (AlreadyDelivered, or Verifying an earlier object's
+    /// attempt of unknown fate) and send nothing now.
+    Settled(Box<delivery::Transition>),
+    /// Nothing recorded settles it.
+    Unrecorded(Unrecorded),
+}
+
+/// What the claim must still see to before sending, when no receipt settled it.
+struct Unrecorded {
+    /// `Some(t)`: a delivery before `t` could have left no receipt, so the target's AWS side is
+    /// to be checked when it is older; `None`: nothing to check (an attempt of this object may
+    /// have been sent already and is verified instead, or a duplicate on purpose).
+    before: Option<Timestamp>,
+    /// A receipt of this signal's attempts exists (or none is kept): none to write at the claim.
+    receipt_kept: bool,
 }
 
 /// Looks for an earlier delivery of this very signal (same namespace, kind, name and content),
-/// by an object deleted and created again, before the signal's first attempt.
+/// by an object deleted and created again, until this object has sent anything.
 async fn earlier_delivery<T: SignalTarget>(
     obj: &DynamicObject,
     signal: &T::Resource,
+    key: &ReceiptKey,
     status: Option<&SignalStatus>,
     dctx: &delivery::Ctx<'_>,
     ctx: &Context,
 ) -> Result<Earlier, Error> {
-    if !is_first_attempt(status) || signal.allow_duplicate() {
-        return Ok(Earlier::UnrecordedBefore(None));
+    if !delivery::needs_earlier_check(status) || signal.allow_duplicate() {
+        return Ok(Earlier::Unrecorded(Unrecorded {
+            before: None,
+            receipt_kept: true,
+        }));
     }
-    let key = receipt_key::<T>(obj, signal);
-    if let Some(receipt) = ctx.receipts.find(&key, dctx.now).await? {
-        let evidence = format!(
-            "a receipt shows an earlier {} named {} delivered this signal at {}",
-            T::KIND,
-            key.name,
-            receipt.spec.delivered_at.0
-        );
-        let tr = delivery::already_delivered(status, &evidence, dctx);
-        return Ok(Earlier::Recorded(Box::new(tr)));
+    let receipt = ctx.receipts.find(key, dctx.now).await?;
+    let says = receipt.as_ref().map(|r| {
+        delivery::read_receipt(
+            obj.metadata.uid.as_deref(),
+            r.spec.signal_uid.as_deref(),
+            r.spec.attempted_at.as_ref().map(|t| t.0),
+            r.spec.delivered_at.as_ref().map(|t| t.0),
+        )
+    });
+    match says {
+        Some(ReceiptSays::Delivered(at)) => {
+            let evidence = format!(
+                "a receipt shows an earlier {} named {} delivered this signal at {at}",
+                T::KIND,
+                key.name
+            );
+            let tr = delivery::already_delivered(status, &evidence, dctx);
+            Ok(Earlier::Settled(Box::new(tr)))
+        }
+        Some(ReceiptSays::AttemptedBefore(since)) => {
+            let mut tr = delivery::verify_earlier_attempt(status, since, dctx);
+            if let Some(target) = receipt.as_ref().and_then(|r| r.spec.target.as_deref()) {
+                T::restore_target(signal, &mut tr.status, target);
+            }
+            Ok(Earlier::Settled(Box::new(tr)))
+        }
+        Some(ReceiptSays::Nothing) | None => Ok(Earlier::Unrecorded(Unrecorded {
+            before: Some(ctx.receipts.horizon(dctx.now).await?),
+            receipt_kept: receipt.is_some(),
+        })),
     }
-    Ok(Earlier::UnrecordedBefore(Some(
-        ctx.receipts.horizon(dctx.now).await?,
-    )))
 }
 
 /// Whether, and as whom, a signal may go to AWS.
@@ -307,17 +332,6 @@ fn authorize<T: SignalTarget>(
     }
 }
 
-/// No attempt has been made yet (a status the API server defaulted counts as none).
-fn is_first_attempt(status: Option<&SignalStatus>) -> bool {
-    status.is_none_or(|s| {
-        s.attempts == 0
-            && s.throttled_retries == 0
-            && s.transient_retries == 0
-            && s.first_attempt_time.is_none()
-            && s.verify_since.is_none()
-    })
-}
-
 fn receipt_key<T: SignalTarget>(obj: &DynamicObject, signal: &T::Resource) -> ReceiptKey {
     ReceiptKey::new(
         obj.metadata.namespace.as_deref().unwrap_or_default(),
@@ -395,8 +409,11 @@ async fn not_cleared<T: SignalTarget>(
         Authorized::Denied(why) => delivery::policy_denied(status, &why, dctx),
         Authorized::Unaddressable(why) => {
             // Nothing was sent: the attempt this claim would have been fails at once.
-            let claim = delivery::claim(&status.cloned().unwrap_or_default(), dctx);
-            delivery::after_send(&claim.status, &SendOutcome::Failed(no_region(why)), dctx)
+            delivery::failed_before_send(
+                &status.cloned().unwrap_or_default(),
+                &no_region(why),
+                dctx,
+            )
         }
         Authorized::NotYet(wait) => return Ok(Action::requeue(wait)),
         Authorized::Send(..) | Authorized::NeedsDocument(_) => {
@@ -453,15 +470,9 @@ async fn ready_to_send<T: SignalTarget>(
     if needs_document {
         let document = match T::document(signal, &clients, &ctx.metrics).await {
             Ok(d) => d.unwrap_or_default(),
-            Err(mut failure) => {
-                // A read: nothing was sent, whatever happened to it.
-                if failure.class == ErrorClass::Ambiguous {
-                    failure.class = ErrorClass::NotSent;
-                }
+            Err(failure) => {
                 record_call::<T>(obj, &clients, Some(&failure), ctx).await;
-                let claim = delivery::claim(&unclaimed, dctx);
-                let failed = SendOutcome::Failed(failure);
-                let tr = delivery::after_send(&claim.status, &failed, dctx);
+                let tr = delivery::failed_before_send(&unclaimed, &failure, dctx);
                 write_and_tell::<T>(obj, tr, ctx).await?;
                 return Ok(Err(Action::await_change()));
             }
@@ -487,8 +498,9 @@ async fn ready_to_send<T: SignalTarget>(
 async fn claim_send_record<T: SignalTarget>(
     obj: &DynamicObject,
     signal: &T::Resource,
+    key: &ReceiptKey,
     status: Option<&SignalStatus>,
-    unrecorded_before: Option<Timestamp>,
+    earlier: Unrecorded,
     dctx: &delivery::Ctx<'_>,
     ctx: &Context,
 ) -> Result<Action, Error> {
@@ -498,11 +510,13 @@ async fn claim_send_record<T: SignalTarget>(
         Err(action) => return Ok(action),
     };
     let clients = ready.clients.clone();
+    let reference = key.reference();
     let mut pinned = unclaimed;
     let prepared = T::prepare(
         signal,
         &mut pinned,
-        unrecorded_before,
+        &reference,
+        earlier.before,
         &clients,
         &ctx.metrics,
     )
@@ -515,24 +529,15 @@ async fn claim_send_record<T: SignalTarget>(
     match prepared {
         Ok(Prepared::Send) => {}
         Ok(Prepared::AlreadyDelivered(evidence)) => {
-            let key = receipt_key::<T>(obj, signal);
-            ctx.receipts
-                .record(&key, T::target_of(signal, &pinned), dctx.now)
-                .await?;
-            let tr = delivery::already_delivered(status, &evidence, dctx);
-            write_and_tell::<T>(obj, tr, ctx).await?;
+            let tr = delivery::already_delivered(Some(&pinned), &evidence, dctx);
+            record::<T>(obj, signal, key, tr, ctx).await?;
             return Ok(Action::await_change());
         }
-        Err(mut failure) => {
-            // Nothing was sent: the look-up's failure is this attempt's outcome. A look-up
-            // that may or may not have reached AWS changed nothing there either.
-            if failure.class == ErrorClass::Ambiguous {
-                failure.class = ErrorClass::NotSent;
-            }
-            let claim = delivery::claim(&pinned, dctx);
-            let failed = SendOutcome::Failed(failure);
-            write_and_tell::<T>(obj, delivery::after_send(&claim.status, &failed, dctx), ctx)
-                .await?;
+        Err(failure) => {
+            // Nothing was sent: the look-up's failure is this attempt's outcome, and the
+            // check is made again before the next one.
+            let tr = delivery::failed_before_send(&pinned, &failure, dctx);
+            write_and_tell::<T>(obj, tr, ctx).await?;
             return Ok(Action::await_change());
         }
     }
@@ -543,6 +548,18 @@ async fn claim_send_record<T: SignalTarget>(
     // Stamped at the time of the claim itself: the rate limit and the look-up may have taken a
     // while, and must not shorten the claim's live window.
     let dctx = dctx.at(Timestamp::now());
+    if !earlier.receipt_kept {
+        // Before anything is sent: should this object be deleted while the send's outcome is
+        // unknown, the same signal created again verifies before it sends.
+        ctx.receipts
+            .record_attempt(
+                key,
+                obj.metadata.uid.as_deref(),
+                T::target_of(signal, &pinned),
+                dctx.now,
+            )
+            .await?;
+    }
     let claim = delivery::claim(&pinned, &dctx);
     let claimed_obj = match write_status::<T>(obj, &claim.status, ctx).await {
         Ok(o) => o,
@@ -558,27 +575,73 @@ async fn claim_send_record<T: SignalTarget>(
         obj,
         signal,
         &claim.status,
+        &reference,
         ready.approved_by.as_deref(),
         &clients,
         ctx,
     )
     .await;
     failpoint::hit(failpoint::AFTER_SEND);
-    let failure = outcome.failure();
-    let now = Timestamp::now();
-    if failure.is_none() {
-        // The receipt before the success: if it cannot be written, the claim stays, and the
-        // next look verifies with AWS and writes it then.
-        let key = receipt_key::<T>(obj, signal);
+    let outcome_tr = delivery::after_send(&claim.status, &outcome, &dctx.at(Timestamp::now()));
+    // Conditional on the claim: if this write fails, the claim stays, and the next reconcile
+    // verifies (the receipt first) instead of sending again.
+    record_claimed::<T>(&claimed_obj, signal, key, &claim.status, outcome_tr, ctx).await?;
+    Ok(Action::await_change())
+}
+
+/// Writes a transition, and first, when it ends the signal delivered, its receipt: if the
+/// receipt cannot be written, nothing is recorded, and the next look verifies with AWS and
+/// writes it then. The one place a delivery's receipt is written.
+async fn record<T: SignalTarget>(
+    obj: &DynamicObject,
+    signal: &T::Resource,
+    key: &ReceiptKey,
+    tr: delivery::Transition,
+    ctx: &Context,
+) -> Result<DynamicObject, Error> {
+    if delivery::is_delivered(&tr.status) {
         ctx.receipts
-            .record(&key, T::target_of(signal, &claim.status), now)
+            .record_delivery(
+                key,
+                obj.metadata.uid.as_deref(),
+                T::target_of(signal, &tr.status),
+                Timestamp::now(),
+            )
             .await?;
     }
-    let record = delivery::after_send(&claim.status, &outcome, &dctx.at(now));
-    // Conditional on the claim's resourceVersion: if this write fails, the claim stays and the
-    // next reconcile verifies instead of sending again.
-    write_and_tell::<T>(&claimed_obj, record, ctx).await?;
-    Ok(Action::await_change())
+    write_and_tell::<T>(obj, tr, ctx).await
+}
+
+/// Records the outcome of a claimed send on the object as claimed. Someone else's write since
+/// the claim (a label, an annotation) makes that write conflict; while the object still holds
+/// this very claim, the outcome is written on what was read again.
+async fn record_claimed<T: SignalTarget>(
+    claimed_obj: &DynamicObject,
+    signal: &T::Resource,
+    key: &ReceiptKey,
+    claimed: &SignalStatus,
+    tr: delivery::Transition,
+    ctx: &Context,
+) -> Result<(), Error> {
+    /// Objects changed this often in a row during one send are left to verification.
+    const TRIES: usize = 3;
+    let mut current = claimed_obj.clone();
+    for _ in 0..TRIES {
+        match record::<T>(&current, signal, key, tr.clone(), ctx).await {
+            Err(e) if e.is_conflict() => {
+                let fresh = read_object::<T>(&current, ctx).await?;
+                match read_status(&fresh) {
+                    Ok(Some(s)) if s.phase == claimed.phase && s.claim == claimed.claim => {
+                        current = fresh;
+                    }
+                    // Another writer moved the status on: its own reconcile continues from there.
+                    _ => return Ok(()),
+                }
+            }
+            other => return other.map(drop),
+        }
+    }
+    Ok(())
 }
 
 /// The one send of a claim: its token, the call under a hard timeout, and what the call tells
@@ -587,6 +650,7 @@ async fn send_once<T: SignalTarget>(
     obj: &DynamicObject,
     signal: &T::Resource,
     claimed: &SignalStatus,
+    reference: &str,
     approved_by: Option<&str>,
     clients: &RegionClients,
     ctx: &Context,
@@ -601,18 +665,28 @@ async fn send_once<T: SignalTarget>(
         .claim_ttl
         .saturating_sub(ctx.settings.send_timeout * 2);
     let permit = tokio::time::timeout(window, limiter.acquire()).await.ok();
+    let hard_timeout = ctx.settings.send_timeout + Duration::from_secs(2);
+    // Never a send that could outlive its claim: past the deadline another replica may take
+    // the signal over (a long wait for a token, a pause, a slow claim write).
+    let deadline = claimed.claim.as_ref().map(|c| c.deadline.0);
+    if deadline.is_none_or(|d| !delivery::may_send(d, Timestamp::now(), hard_timeout)) {
+        warn!("claim too close to its deadline; not sending");
+        return SendOutcome::Failed(delivery::claim_too_short());
+    }
     let in_flight = ctx.metrics.in_flight(T::KIND);
     let timed_send = async {
-        let hard_timeout = ctx.settings.send_timeout + Duration::from_secs(2);
-        tokio::time::timeout(hard_timeout, T::send(signal, claimed, approved_by, clients))
-            .await
-            .unwrap_or_else(|_| {
-                SendOutcome::Failed(AwsFailure {
-                    class: ErrorClass::Ambiguous,
-                    code: None,
-                    message: "the AWS call did not finish in time".into(),
-                })
+        tokio::time::timeout(
+            hard_timeout,
+            T::send(signal, claimed, reference, approved_by, clients),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            SendOutcome::Failed(AwsFailure {
+                class: ErrorClass::Ambiguous,
+                code: None,
+                message: "the AWS call did not finish in time".into(),
             })
+        })
     };
     let outcome = ctx
         .metrics
@@ -646,6 +720,20 @@ async fn verify<T: SignalTarget>(
         .or(status.last_attempt_time.as_ref())
         .map(|t| t.0)
         .unwrap_or(Timestamp::UNIX_EPOCH);
+    let key = receipt_key::<T>(obj, signal);
+    // The receipt first: a delivery recorded after the attempt in question (its outcome
+    // written, the status write lost) settles it without asking AWS, whose reads may lag.
+    let recorded = ctx
+        .receipts
+        .find(&key, dctx.now)
+        .await?
+        .and_then(|r| r.spec.delivered_at)
+        .is_some_and(|at| at.0 >= since - delivery::CLOCK_SKEW);
+    if recorded {
+        let tr = delivery::after_verify(status, &VerifyOutcome::Delivered, dctx);
+        write_and_tell::<T>(obj, tr, ctx).await?;
+        return Ok(Action::await_change());
+    }
     // As the identity that sent: its own decisions are what verification looks for. A signal
     // the policies deny now is still verified (it may have been sent), as the operator itself.
     let clients = match authorize::<T>(obj, signal, dctx, ctx, None) {
@@ -659,24 +747,22 @@ async fn verify<T: SignalTarget>(
             if let Some(wait) = circuit_wait::<T>(&clients) {
                 return Ok(Action::requeue(wait));
             }
-            let outcome = T::verify(signal, status, since, &clients, &ctx.metrics).await;
+            let outcome = T::verify(
+                signal,
+                status,
+                &key.reference(),
+                since,
+                &clients,
+                &ctx.metrics,
+            )
+            .await;
             record_call::<T>(obj, &clients, outcome.failure(), ctx).await;
             outcome
         }
         Err(why) => VerifyOutcome::Failed(no_region(why)),
     };
-    let now = Timestamp::now();
-    if matches!(
-        outcome,
-        VerifyOutcome::Delivered | VerifyOutcome::DeliveredAt(_)
-    ) {
-        let key = receipt_key::<T>(obj, signal);
-        ctx.receipts
-            .record(&key, T::target_of(signal, status), now)
-            .await?;
-    }
-    let tr = delivery::after_verify(status, &outcome, &dctx.at(now));
-    write_and_tell::<T>(obj, tr, ctx).await?;
+    let tr = delivery::after_verify(status, &outcome, &dctx.at(Timestamp::now()));
+    record::<T>(obj, signal, &key, tr, ctx).await?;
     Ok(Action::await_change())
 }
 

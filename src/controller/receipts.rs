@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use sha2::{Digest, Sha256};
 use tracing::{debug, info, warn};
 
@@ -48,6 +48,13 @@ impl ReceiptKey {
             name: name.to_string(),
             hash,
         }
+    }
+
+    /// A short reference to this very signal (12 hex digits of the key's hash): the same for
+    /// an object created again with the same manifest, different for any other signal. The
+    /// operator leaves it in AWS where it can (the Comment of an approval decision).
+    pub fn reference(&self) -> String {
+        self.object_name()[2..14].to_string()
     }
 
     /// The receipt's object name: a hash of the whole key (namespace and name may together be
@@ -105,14 +112,64 @@ impl Receipts {
         }))
     }
 
-    /// Records the delivery of `key` to `target`. A receipt already there is kept.
-    pub async fn record(
+    /// Records, before anything is sent, that the object `uid` is about to attempt `key`
+    /// towards `target`: should the object be deleted while the attempt's outcome is unknown,
+    /// the same signal created again verifies from `now` before it sends. A receipt already
+    /// there is kept (it holds the earliest attempt).
+    pub async fn record_attempt(
         &self,
         key: &ReceiptKey,
+        uid: Option<&str>,
         target: Option<String>,
         now: Timestamp,
     ) -> Result<(), kube::Error> {
-        let receipt = SignalReceipt {
+        let receipt = self.receipt(key, uid, target, Some(now), None, now);
+        match self.api.create(&PostParams::default(), &receipt).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(ae)) if ae.code == 409 => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Records the delivery of `key` to `target`: marks the attempt's receipt delivered, or
+    /// creates the receipt when there is none.
+    pub async fn record_delivery(
+        &self,
+        key: &ReceiptKey,
+        uid: Option<&str>,
+        target: Option<String>,
+        now: Timestamp,
+    ) -> Result<(), kube::Error> {
+        let name = key.object_name();
+        let mark = serde_json::json!({"spec": {"deliveredAt": Time(now), "target": target}});
+        match self
+            .api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&mark))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(ae)) if ae.code == 404 => {
+                let receipt = self.receipt(key, uid, target, None, Some(now), now);
+                match self.api.create(&PostParams::default(), &receipt).await {
+                    Ok(_) => Ok(()),
+                    Err(kube::Error::Api(ae)) if ae.code == 409 => Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn receipt(
+        &self,
+        key: &ReceiptKey,
+        uid: Option<&str>,
+        target: Option<String>,
+        attempted_at: Option<Timestamp>,
+        delivered_at: Option<Timestamp>,
+        now: Timestamp,
+    ) -> SignalReceipt {
+        SignalReceipt {
             metadata: ObjectMeta {
                 name: Some(key.object_name()),
                 labels: Some(
@@ -135,15 +192,12 @@ impl Receipts {
                 signal_kind: key.kind.to_string(),
                 signal_name: key.name.clone(),
                 signal_hash: key.hash.clone(),
+                signal_uid: uid.map(str::to_string),
                 target,
-                delivered_at: Time(now),
+                attempted_at: attempted_at.map(Time),
+                delivered_at: delivered_at.map(Time),
                 expires_at: Time(add(now, self.retention)),
             },
-        };
-        match self.api.create(&PostParams::default(), &receipt).await {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(ae)) if ae.code == 409 => Ok(()),
-            Err(e) => Err(e),
         }
     }
 
@@ -172,7 +226,9 @@ impl Receipts {
                             signal_name: String::new(),
                             signal_hash: String::new(),
                             target: None,
-                            delivered_at: Time(now),
+                            signal_uid: None,
+                            attempted_at: None,
+                            delivered_at: Some(Time(now)),
                             expires_at: Time(Timestamp::MAX),
                         },
                     };

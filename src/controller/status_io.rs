@@ -36,6 +36,17 @@ pub async fn write_status<T: SignalTarget>(
         .await?)
 }
 
+/// Reads the object again from the API server (not the cache).
+pub async fn read_object<T: SignalTarget>(
+    obj: &DynamicObject,
+    ctx: &Context,
+) -> Result<DynamicObject, Error> {
+    let ar = ApiResource::erase::<T::Resource>(&());
+    let ns = obj.namespace().unwrap_or_default();
+    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &ns, &ar);
+    Ok(api.get(&obj.name_any()).await?)
+}
+
 /// Writes the transition's status, counts it, and publishes its Event.
 pub async fn write_and_tell<T: SignalTarget>(
     obj: &DynamicObject,

@@ -833,6 +833,113 @@ fn verify_not_found(mut s: SignalStatus, f: Option<&AwsFailure>, ctx: &Ctx) -> T
 pub const ASSUME_ROLE_FAILED_CODE: &str = "AssumeRoleFailed";
 
 // ---------------------------------------------------------------------------------------------
+// before and around the send
+
+/// Clocks of the replicas and of AWS may differ by this much: a claim is sent on only while it
+/// stays live this long after the send's timeout, and an AWS record this much older than a
+/// claim may still belong to it.
+pub const CLOCK_SKEW: Duration = Duration::from_secs(5);
+
+/// Whether the receipt and the AWS side must still be asked about an earlier delivery before
+/// sending: no attempt of this object can have reached AWS yet (nothing sent, nothing of
+/// unknown fate). Asked again until a check succeeds, so a failed check never lets a send
+/// through unchecked.
+pub fn needs_earlier_check(status: Option<&SignalStatus>) -> bool {
+    status.is_none_or(|s| {
+        !is_terminal(s) && s.verify_since.is_none() && s.sent_time.is_none() && s.claim.is_none()
+    })
+}
+
+/// Whether a send started now under a claim live until `deadline` ends (its hard timeout
+/// included) while the claim is still live on every replica's clock. If not, it must not
+/// start: another replica may take the claim over meanwhile.
+pub fn may_send(deadline: Timestamp, now: Timestamp, send_timeout: Duration) -> bool {
+    backoff::add(now, send_timeout + CLOCK_SKEW) <= deadline
+}
+
+/// The outcome of a send that was not started because its claim would expire first.
+pub fn claim_too_short() -> AwsFailure {
+    AwsFailure {
+        class: ErrorClass::NotSent,
+        code: None,
+        message: "the claim would expire before the send could finish (a long wait for the rate \
+                  limit, or a pause); not sent"
+            .into(),
+    }
+}
+
+/// The status to write when an attempt failed before anything was sent (a look-up, a document
+/// read, the AWS-side check): the failure is that attempt's outcome. A read that may or may not
+/// have reached AWS changed nothing there, so an ambiguous one counts as not sent.
+pub fn failed_before_send(unclaimed: &SignalStatus, failure: &AwsFailure, ctx: &Ctx) -> Transition {
+    let mut failure = failure.clone();
+    if failure.class == ErrorClass::Ambiguous {
+        failure.class = ErrorClass::NotSent;
+    }
+    let claimed = claim(unclaimed, ctx);
+    after_send(&claimed.status, &SendOutcome::Failed(failure), ctx)
+}
+
+/// What a receipt found before a send says about this object's signal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReceiptSays {
+    /// Delivered (by this object or an earlier one with the same signal), at this time.
+    Delivered(Timestamp),
+    /// An earlier object with the same signal made an attempt from this time on whose outcome
+    /// was never recorded: AWS must be asked before anything is sent.
+    AttemptedBefore(Timestamp),
+    /// Nothing this object's own status does not already tell.
+    Nothing,
+}
+
+/// Reads a receipt of this very signal: `own_uid` is this object's uid, the rest the receipt's.
+pub fn read_receipt(
+    own_uid: Option<&str>,
+    receipt_uid: Option<&str>,
+    attempted_at: Option<Timestamp>,
+    delivered_at: Option<Timestamp>,
+) -> ReceiptSays {
+    if let Some(at) = delivered_at {
+        return ReceiptSays::Delivered(at);
+    }
+    if own_uid.is_some() && receipt_uid == own_uid {
+        return ReceiptSays::Nothing;
+    }
+    ReceiptSays::AttemptedBefore(attempted_at.unwrap_or(Timestamp::UNIX_EPOCH))
+}
+
+/// The status to write when an earlier object with the same signal left an attempt of unknown
+/// fate (its receipt): verify from that attempt on before sending anything.
+pub fn verify_earlier_attempt(
+    status: Option<&SignalStatus>,
+    since: Timestamp,
+    ctx: &Ctx,
+) -> Transition {
+    let mut s = status.cloned().unwrap_or_default();
+    if is_terminal(&s) {
+        return unchanged(&s);
+    }
+    s.phase = Some(Phase::Verifying);
+    s.claim = None;
+    s.verify_since = Some(Time(floor_second(since)));
+    s.next_attempt_time = settle_until(ctx.now, ctx).map(Time);
+    let msg = format!(
+        "an earlier object with this very signal made an attempt at {} whose outcome was never \
+         recorded; checking with AWS whether it landed before sending",
+        floor_second(since)
+    );
+    Transition {
+        status: stamp(s, reason::VERIFYING, msg.clone(), ctx),
+        event: Some(EventNote::warning("Verifying", msg)),
+    }
+}
+
+/// Whether a transition ends the signal delivered (its receipt is then due).
+pub fn is_delivered(status: &SignalStatus) -> bool {
+    phase(status) == Phase::Succeeded
+}
+
+// ---------------------------------------------------------------------------------------------
 // policy_denied
 
 /// The status to write when no SignalPolicy allows the signal: `Failed`, reason

@@ -1891,3 +1891,132 @@ fn a_policy_denial_fails_for_good_and_an_assume_role_failure_is_retried() {
     assert_eq!(refused.status.phase, Some(Phase::Pending));
     assert_in_progress(&refused.status, reason::ASSUME_ROLE_FAILED);
 }
+
+// ---------------------------------------------------------------------------------------------
+// before and around the send
+
+/// The receipt and the AWS side are asked until this object may have sent something: a check
+/// that failed (a NotSent attempt, given back) is made again, never skipped.
+#[test]
+fn the_earlier_delivery_check_is_due_until_something_may_have_been_sent() {
+    assert!(needs_earlier_check(None));
+    let first = claim_of(decide(None, &ctx()));
+    assert!(!needs_earlier_check(Some(&first.status)), "a live claim");
+    let failed_check = failed_before_send(
+        &SignalStatus::default(),
+        &failure(ErrorClass::Ambiguous, "ServiceUnavailable"),
+        &ctx(),
+    );
+    assert_eq!(failed_check.status.phase, Some(Phase::Pending));
+    assert_eq!(failed_check.status.transient_retries, 1);
+    assert!(needs_earlier_check(Some(&failed_check.status)));
+    let throttled = after_send(
+        &first.status,
+        &failed(ErrorClass::Throttled, "Throttling"),
+        &ctx(),
+    );
+    assert!(needs_earlier_check(Some(&throttled.status)));
+    let ambiguous = after_send(
+        &first.status,
+        &failed(ErrorClass::Ambiguous, "InternalFailure"),
+        &ctx(),
+    );
+    assert!(!needs_earlier_check(Some(&ambiguous.status)));
+    let delivered = after_send(&first.status, &accepted(), &ctx());
+    assert!(!needs_earlier_check(Some(&delivered.status)));
+}
+
+/// A look-up that may or may not have reached AWS changed nothing there: not sent, the attempt
+/// given back, never Verifying.
+#[test]
+fn a_failure_before_the_send_is_an_attempt_that_sent_nothing() {
+    let tr = failed_before_send(
+        &SignalStatus::default(),
+        &failure(ErrorClass::Ambiguous, "InternalFailure"),
+        &ctx(),
+    );
+    assert_eq!(tr.status.phase, Some(Phase::Pending));
+    assert_eq!(tr.status.attempts, 0);
+    assert!(tr.status.verify_since.is_none());
+    assert!(tr.status.claim.is_none());
+    let refused = failed_before_send(
+        &SignalStatus::default(),
+        &failure(ErrorClass::Invalid, "ValidationException"),
+        &ctx(),
+    );
+    assert_eq!(refused.status.phase, Some(Phase::Failed));
+}
+
+#[test]
+fn a_send_starts_only_while_the_claim_outlives_it() {
+    let now = t(T0);
+    let timeout = Duration::from_secs(22);
+    assert!(may_send(t(T0 + 60), now, timeout));
+    assert!(
+        may_send(t(T0 + 27), now, timeout),
+        "timeout plus skew fits exactly"
+    );
+    assert!(!may_send(t(T0 + 26), now, timeout));
+    assert!(!may_send(t(T0 - 1), now, timeout), "an expired claim");
+    let claimed = claim_of(decide(None, &ctx()));
+    let tr = after_send(
+        &claimed.status,
+        &SendOutcome::Failed(claim_too_short()),
+        &ctx(),
+    );
+    assert_eq!(tr.status.phase, Some(Phase::Pending));
+    assert_eq!(
+        tr.status.attempts, 0,
+        "nothing was sent: the attempt is given back"
+    );
+    assert!(tr.status.verify_since.is_none());
+}
+
+#[test]
+fn a_receipt_says_delivered_attempted_by_an_earlier_object_or_nothing_new() {
+    let attempted = Some(t(T0 - 100));
+    assert_eq!(
+        read_receipt(Some("new"), Some("old"), attempted, Some(t(T0 - 90))),
+        ReceiptSays::Delivered(t(T0 - 90))
+    );
+    assert_eq!(
+        read_receipt(Some("new"), Some("old"), attempted, None),
+        ReceiptSays::AttemptedBefore(t(T0 - 100))
+    );
+    // Receipts from before uids were recorded are some earlier object's.
+    assert_eq!(
+        read_receipt(Some("new"), None, attempted, None),
+        ReceiptSays::AttemptedBefore(t(T0 - 100))
+    );
+    assert_eq!(
+        read_receipt(Some("new"), Some("new"), attempted, None),
+        ReceiptSays::Nothing
+    );
+    assert_eq!(
+        read_receipt(Some("new"), Some("new"), attempted, Some(t(T0))),
+        ReceiptSays::Delivered(t(T0))
+    );
+}
+
+/// An object created again while its predecessor's send had an unknown outcome verifies from
+/// that attempt before anything is sent.
+#[test]
+fn an_earlier_objects_attempt_of_unknown_fate_is_verified_first() {
+    let tr = verify_earlier_attempt(None, t(T0 - 100), &ctx());
+    assert_eq!(tr.status.phase, Some(Phase::Verifying));
+    assert_eq!(tr.status.verify_since, Some(at(T0 - 100)));
+    assert_eq!(tr.status.attempts, 0);
+    assert_eq!(tr.event.as_ref().map(|e| e.reason), Some("Verifying"));
+    assert!(!needs_earlier_check(Some(&tr.status)));
+    // Then decide: wait out the settle time, then verify; never a claim first.
+    let next = decide(Some(&tr.status), &ctx());
+    assert!(matches!(next, Next::WaitUntil(_)), "{next:?}");
+    let later = ctx_at(t(T0 + 10));
+    assert_eq!(decide(Some(&tr.status), &later), Next::Verify);
+    // A finished signal stays as it is.
+    let done = after_send(&claim_of(decide(None, &ctx())).status, &accepted(), &ctx());
+    assert_eq!(
+        verify_earlier_attempt(Some(&done.status), t(T0), &ctx()).status,
+        done.status
+    );
+}

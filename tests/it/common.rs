@@ -215,6 +215,10 @@ impl Operator {
             // Many operators run at once: any free port (tests that scrape pass their own).
             .env("SIGNALMAN_METRICS_BIND_ADDRESS", "127.0.0.1:0")
             .env("SIGNALMAN_VERIFY_SETTLE_MS", "300")
+            // A restarted operator waits for the claims of its previous process to expire:
+            // short claims keep the kill tests quick (a send still fits well inside one).
+            .env("SIGNALMAN_CLAIM_TTL_SECONDS", "20")
+            .env("SIGNALMAN_SEND_TIMEOUT_SECONDS", "5")
             // A second read after "absent" before resending, kept short in tests (the lag
             // profile sets it above the emulator's lag).
             .env(
@@ -391,6 +395,11 @@ impl SwfWorld {
     }
 }
 
+/// The replica a claim's holder names (`<identity>#<process>`).
+pub fn holder_identity(holder: &str) -> &str {
+    holder.split('#').next().unwrap_or(holder)
+}
+
 /// A random suffix for names that must not collide between tests.
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{:08x}", rand::random::<u32>())
@@ -507,4 +516,79 @@ pub fn impersonating_kubeconfig(env: &Env, user: &str) -> PathBuf {
     )
     .expect("writing the kubeconfig");
     path
+}
+
+/// An AutomationSignal named `name` of `signal_type` for execution `id`, with `payload`.
+pub fn am_signal(
+    name: &str,
+    id: &str,
+    signal_type: signalman::api::SignalType,
+    payload: &[(&str, &str)],
+) -> signalman::api::AutomationSignal {
+    let payload: std::collections::BTreeMap<String, Vec<String>> = payload
+        .iter()
+        .map(|(k, v)| (k.to_string(), vec![v.to_string()]))
+        .collect();
+    signalman::api::AutomationSignal::new(
+        name,
+        signalman::api::AutomationSignalSpec {
+            automation_execution_id: id.into(),
+            signal_type,
+            payload: (!payload.is_empty()).then_some(payload),
+            region: None,
+            retry: Some(fast_retry()),
+            not_after: None,
+            allow_duplicate: None,
+            ttl_seconds_after_finished: None,
+        },
+    )
+}
+
+/// Starts an Automation execution of `document` with `params` and returns its id.
+pub async fn start_automation(
+    ssm: &aws_sdk_ssm::Client,
+    document: &str,
+    params: &[(&str, &[&str])],
+) -> String {
+    let mut req = ssm
+        .start_automation_execution()
+        .document_name(document)
+        .mode(aws_sdk_ssm::types::ExecutionMode::Auto);
+    for (k, v) in params {
+        req = req.parameters(*k, v.iter().map(|s| s.to_string()).collect());
+    }
+    req.send()
+        .await
+        .expect("StartAutomationExecution")
+        .automation_execution_id()
+        .expect("an execution id")
+        .to_string()
+}
+
+/// Deletes the object and waits until it is gone.
+pub async fn delete_and_wait<K>(api: &Api<K>, name: &str)
+where
+    K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    api.delete(name, &kube::api::DeleteParams::default())
+        .await
+        .expect("deleting");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while api.get_opt(name).await.expect("reading").is_some() {
+        assert!(std::time::Instant::now() < deadline, "{name} not gone");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Removes every receipt of the namespace, the book included: a cluster rebuilt from git.
+pub async fn forget_receipts(world: &World) {
+    let receipts: Api<signalman::api::SignalReceipt> = world.api();
+    let all = receipts
+        .list(&ListParams::default())
+        .await
+        .expect("receipts");
+    assert!(!all.items.is_empty(), "the deliveries left receipts");
+    for r in all.items {
+        delete_and_wait(&receipts, r.metadata.name.as_deref().unwrap()).await;
+    }
 }

@@ -8,7 +8,7 @@ use kube::ResourceExt;
 use signalman::api::{Phase, WorkflowSignal};
 use signalman_testenv::{aws_env_at, OPERATOR_ACCESS_KEY};
 
-use crate::common::{ready_reason, unique, wf_signal, SwfWorld, World};
+use crate::common::{holder_identity, ready_reason, unique, wf_signal, SwfWorld, World};
 
 /// Kills the operator at `failpoint`, restarts it, and checks the one signal landed once.
 async fn crash_at(failpoint: &str, expected_reason: &str) {
@@ -32,7 +32,7 @@ async fn crash_at(failpoint: &str, expected_reason: &str) {
         "the crash leaves the claim behind"
     );
     assert_eq!(
-        left.claim.as_ref().map(|c| c.holder.as_str()),
+        left.claim.as_ref().map(|c| holder_identity(&c.holder)),
         Some("op-crash")
     );
     let sent_before_restart = swf.signals("wf-1", &run_id).await.len();
@@ -43,7 +43,8 @@ async fn crash_at(failpoint: &str, expected_reason: &str) {
 
     operator.restart_with(&[], &["SIGNALMAN_FAILPOINT"]);
     let status = world
-        .wait_done::<WorkflowSignal>("sig", Duration::from_secs(30))
+        // The restarted process is another holder: it waits for the old claim to expire.
+        .wait_done::<WorkflowSignal>("sig", Duration::from_secs(60))
         .await;
     assert_eq!(
         status.phase,

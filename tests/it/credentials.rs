@@ -452,3 +452,146 @@ async fn pod_identity_sends_as_the_associated_role() {
         assert!(cw.applied(&id).is_empty(), "{case}: nothing was sent");
     }
 }
+
+impl CredWorld {
+    /// An execution whose approval needs the role *and* the release manager.
+    async fn execution_needing_two(&self) -> String {
+        self.ssm
+            .start_automation_execution()
+            .document_name("Signalman-Approve")
+            .parameters(
+                "Approvers",
+                vec![ROLE.to_string(), "release-manager".to_string()],
+            )
+            .parameters("MinRequiredApprovals", vec!["2".to_string()])
+            .mode(ExecutionMode::Auto)
+            .send()
+            .await
+            .expect("StartAutomationExecution")
+            .automation_execution_id()
+            .expect("an id")
+            .to_string()
+    }
+
+    /// The next SendAutomationSignal is applied and its answer lost.
+    fn lose_the_next_answer(&self) {
+        use signalman_testenv::aws_emulator::{FaultConfig, FaultRule, Service};
+        self.emu
+            .handle
+            .set_faults(
+                FaultConfig::none().with_rule(
+                    Service::Ssm,
+                    FaultRule::drop_after_apply()
+                        .on("SendAutomationSignal")
+                        .times(1),
+                ),
+            )
+            .expect("faults");
+    }
+
+    fn irsa_env(&self, token: &std::path::Path) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ROLE_ARN", ROLE.to_string()),
+            ("AWS_WEB_IDENTITY_TOKEN_FILE", token.display().to_string()),
+        ]
+    }
+}
+
+/// The default IRSA set-up (no AWS_ROLE_SESSION_NAME: every process signs as another session of
+/// the role). An approval applied with its answer lost, the operator killed while it waits to
+/// verify, and a new process: it recognises the decision as its own (the role's, this signal's)
+/// and never approves a second time in the release manager's place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn irsa_restart_after_a_lost_answer_verifies_its_own_decision() {
+    let cw = CredWorld::new("creds-irsa-restart").await;
+    cw.trust_irsa(None).await;
+    let token = cw.token_file("token", "sts.amazonaws.com").await;
+    let mut env = cw.irsa_env(&token);
+    // Long enough to kill the process between the lost answer and the verification.
+    env.push(("SIGNALMAN_VERIFY_SETTLE_MS", "6000".to_string()));
+    let mut operator = cw.operator("op-irsa-restart", &env);
+    let id = cw.execution_needing_two().await;
+    cw.lose_the_next_answer();
+    cw.approve("approve", &id).await;
+    let api = cw.world.api::<AutomationSignal>();
+    let deadline = Instant::now() + Duration::from_secs(45);
+    loop {
+        let status = api
+            .get("approve")
+            .await
+            .expect("get")
+            .status
+            .unwrap_or_default();
+        if status.phase == Some(Phase::Verifying) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never Verifying: {}",
+            summary(&status)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    operator.kill();
+    operator.restart();
+    let status = cw.done("approve").await;
+    let applied = cw.applied(&id);
+    eprintln!("irsa restart: {} applied={applied:?}", summary(&status));
+    assert_eq!(status.phase, Some(Phase::Succeeded), "{}", summary(&status));
+    assert_eq!(
+        crate::common::ready_reason(&status).as_deref(),
+        Some("DeliveryVerified"),
+        "{}",
+        summary(&status)
+    );
+    assert_eq!(applied.len(), 1, "one decision by the role: {applied:?}");
+    let exec = cw
+        .emu
+        .handle
+        .automation_execution(&id)
+        .expect("the execution");
+    assert_eq!(
+        exec["AutomationExecutionStatus"], "Waiting",
+        "still waiting for the release manager"
+    );
+}
+
+/// IRSA with 30-second credentials: after a refresh the operator signs as a new session, and an
+/// approval whose answer is lost then is still recognised as its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn irsa_lost_answer_after_a_credential_refresh_is_verified() {
+    let cw = CredWorld::new("creds-irsa-refresh").await;
+    cw.trust_irsa(Some(30)).await;
+    let token = cw.token_file("token", "sts.amazonaws.com").await;
+    let _operator = cw.operator("op-irsa-refresh", &cw.irsa_env(&token));
+    // A first approval: the operator learns who it is.
+    let first = cw.execution().await;
+    cw.approve("first", &first).await;
+    let status = cw.done("first").await;
+    assert_eq!(status.phase, Some(Phase::Succeeded), "{}", summary(&status));
+    // Past the first credentials' lifetime: the next call signs with a new session.
+    tokio::time::sleep(Duration::from_secs(35)).await;
+    let id = cw.execution().await;
+    cw.lose_the_next_answer();
+    cw.approve("after-refresh", &id).await;
+    let status = cw.done("after-refresh").await;
+    let applied = cw.applied(&id);
+    eprintln!("irsa refresh: {} applied={applied:?}", summary(&status));
+    assert_eq!(status.phase, Some(Phase::Succeeded), "{}", summary(&status));
+    assert_eq!(
+        crate::common::ready_reason(&status).as_deref(),
+        Some("DeliveryVerified"),
+        "{}",
+        summary(&status)
+    );
+    assert_eq!(applied.len(), 1, "{applied:?}");
+    let sessions: Vec<String> = cw
+        .emu
+        .handle
+        .sts_sessions()
+        .into_iter()
+        .filter(|s| s.issued_by == "AssumeRoleWithWebIdentity")
+        .map(|s| s.arn)
+        .collect();
+    assert!(sessions.len() >= 2, "never refreshed: {sessions:?}");
+}

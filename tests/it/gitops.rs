@@ -6,16 +6,16 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_ssm::types::ExecutionMode;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams, ListParams};
-use signalman::api::{
-    AutomationSignal, AutomationSignalSpec, Phase, SignalReceipt, SignalType, WorkflowSignal,
-};
+use kube::api::Api;
+use signalman::api::{AutomationSignal, AutomationSignalSpec, Phase, SignalType, WorkflowSignal};
 use signalman_testenv::aws_emulator::{FaultConfig, FaultRule, Service};
 use signalman_testenv::{aws_env_at, Emulator, OPERATOR_ACCESS_KEY};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::common::{ready_reason, unique, wf_signal, SwfWorld, World};
+use crate::common::{
+    delete_and_wait, forget_receipts, ready_reason, unique, wf_signal, SwfWorld, World,
+};
 
 fn aws_env(endpoint: &str) -> Vec<(&'static str, String)> {
     aws_env_at(endpoint, OPERATOR_ACCESS_KEY)
@@ -23,33 +23,6 @@ fn aws_env(endpoint: &str) -> Vec<(&'static str, String)> {
 
 fn as_pairs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
     env.iter().map(|(k, v)| (*k, v.as_str())).collect()
-}
-
-async fn delete_and_wait<K>(api: &Api<K>, name: &str)
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    api.delete(name, &DeleteParams::default())
-        .await
-        .expect("deleting");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while api.get_opt(name).await.expect("reading").is_some() {
-        assert!(Instant::now() < deadline, "{name} not gone");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Removes every receipt of the namespace, the book included: a cluster rebuilt from git.
-async fn forget_receipts(world: &World) {
-    let receipts: Api<SignalReceipt> = world.api();
-    let all = receipts
-        .list(&ListParams::default())
-        .await
-        .expect("receipts");
-    assert!(!all.items.is_empty(), "the deliveries left receipts");
-    for r in all.items {
-        delete_and_wait(&receipts, r.metadata.name.as_deref().unwrap()).await;
-    }
 }
 
 fn approve(name: &str, execution: &str) -> AutomationSignal {

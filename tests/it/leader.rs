@@ -13,7 +13,7 @@ use signalman::api::{Phase, WorkflowSignal};
 use signalman_testenv::aws_emulator::{FaultConfig, FaultRule, Service};
 use signalman_testenv::{aws_env_at, OPERATOR_ACCESS_KEY};
 
-use crate::common::{ready_reason, unique, wf_signal, Operator, SwfWorld, World};
+use crate::common::{holder_identity, ready_reason, unique, wf_signal, Operator, SwfWorld, World};
 use crate::metrics::{bind_on_free_port, scrape, value, wait_for};
 
 /// Default lease timing of `signalman run` (what these tests run with).
@@ -112,7 +112,7 @@ async fn only_the_leader_sends_and_a_standby_finishes_after_the_leader_is_killed
     let settings = [
         ("SIGNALMAN_SWF_RATE", "10"),
         ("SIGNALMAN_SWF_BURST", "1"),
-        ("SIGNALMAN_CLAIM_TTL_SECONDS", "10"),
+        ("SIGNALMAN_CLAIM_TTL_SECONDS", "15"),
         ("SIGNALMAN_SEND_TIMEOUT_SECONDS", "4"),
     ];
     let with_bind = |bind: &str| {
@@ -149,7 +149,11 @@ async fn only_the_leader_sends_and_a_standby_finishes_after_the_leader_is_killed
                         };
                         if st.phase == Some(Phase::Sending) {
                             if let Some(c) = st.claim.as_ref() {
-                                seen.push((c.holder.clone(), s.name_any(), now));
+                                seen.push((
+                                    holder_identity(&c.holder).to_string(),
+                                    s.name_any(),
+                                    now,
+                                ));
                             }
                         }
                     }
@@ -301,7 +305,7 @@ async fn sigterm_finishes_the_in_flight_send_releases_the_lease_and_the_standby_
         let s = api.get("sig").await.expect("get");
         if s.status.as_ref().and_then(|st| st.phase) == Some(Phase::Sending) {
             let holder = s.status.as_ref().and_then(|st| st.claim.as_ref());
-            assert_eq!(holder.map(|c| c.holder.as_str()), Some("op-a"));
+            assert_eq!(holder.map(|c| holder_identity(&c.holder)), Some("op-a"));
             break;
         }
         assert!(Instant::now() < deadline, "never claimed: {:?}", s.status);

@@ -6,6 +6,7 @@ mod common;
 mod crash;
 mod credentials;
 mod enforcement;
+mod evidence;
 mod fairness;
 mod faults;
 mod gitops;

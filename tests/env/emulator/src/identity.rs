@@ -47,6 +47,26 @@ pub(crate) fn approver_matches(entry: &str, principal: &str) -> bool {
     false
 }
 
+/// The principal behind a caller ARN, as aws:approve counts decisions: an assumed-role
+/// session `arn:<partition>:sts::<acct>:assumed-role/<R>/<session>` is the role
+/// `arn:<partition>:iam::<acct>:role/<R>` whatever the session (a role ARN with a path is
+/// that role too: role names are unique in an account, and session ARNs carry no path);
+/// any other ARN (an IAM user's) is its own principal.
+pub(crate) fn principal_of(arn: &str) -> String {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    if let ["arn", partition, service, _region, account, resource] = parts.as_slice() {
+        let role = match (*service, resource.split_once('/')) {
+            ("sts", Some(("assumed-role", rest))) => rest.split_once('/').map(|(role, _)| role),
+            ("iam", Some(("role", path))) => path.rsplit('/').next(),
+            _ => None,
+        };
+        if let Some(role) = role.filter(|r| !r.is_empty()) {
+            return format!("arn:{partition}:iam::{account}:role/{role}");
+        }
+    }
+    arn.to_string()
+}
+
 /// (account, resource) of `arn:aws:<svc>::<account>:<resource>`.
 fn split_arn(arn: &str) -> Option<(&str, &str)> {
     let mut parts = arn.splitn(6, ':');
@@ -133,6 +153,34 @@ mod tests {
             "arn:aws:iam::123456789012:role/Other",
             session
         ));
+    }
+
+    #[test]
+    fn a_role_session_is_its_role_whatever_the_session() {
+        let role = "arn:aws:iam::123456789012:role/Deployer";
+        for arn in [
+            "arn:aws:sts::123456789012:assumed-role/Deployer/s1",
+            "arn:aws:sts::123456789012:assumed-role/Deployer/eks-c-p-0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9",
+            "arn:aws:iam::123456789012:role/Deployer",
+            "arn:aws:iam::123456789012:role/ci/Deployer",
+        ] {
+            assert_eq!(principal_of(arn), role, "{arn}");
+        }
+        assert_eq!(
+            principal_of("arn:aws-us-gov:sts::123456789012:assumed-role/Deployer/s"),
+            "arn:aws-us-gov:iam::123456789012:role/Deployer"
+        );
+        assert_ne!(
+            principal_of("arn:aws:sts::999999999999:assumed-role/Deployer/s1"),
+            role
+        );
+        let user = "arn:aws:iam::123456789012:user/team/alice";
+        assert_eq!(principal_of(user), user);
+        assert_eq!(principal_of("not an arn"), "not an arn");
+        assert_eq!(
+            principal_of("arn:aws:sts::1:assumed-role/no-session"),
+            "arn:aws:sts::1:assumed-role/no-session"
+        );
     }
 
     #[test]

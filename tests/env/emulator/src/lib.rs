@@ -41,7 +41,7 @@ pub use lag::{LagConfig, LagRule};
 pub use ssm::BUILTIN_DOCUMENTS;
 pub use sts_roles::{
     ContainerCredentials, OidcProvider, RoleTrust, Session, StsConfig, WebIdentityTrust,
-    CONTAINER_CREDENTIALS_PATH, POD_IDENTITY_AUDIENCE, STS_AUDIENCE,
+    CONTAINER_CREDENTIALS_PATH, DEFAULT_CLUSTER_NAME, POD_IDENTITY_AUDIENCE, STS_AUDIENCE,
 };
 
 /// Where and as whom the emulator runs.

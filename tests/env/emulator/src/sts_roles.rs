@@ -42,6 +42,12 @@ const MAX_DURATION: u64 = 43_200;
 const DEFAULT_DURATION: u64 = 3_600;
 /// The claim AWS reads a web identity's SourceIdentity from.
 const SOURCE_IDENTITY_CLAIM: &str = "https://aws.amazon.com/source_identity";
+/// The cluster Pod Identity sessions are named after when the configuration names none.
+pub const DEFAULT_CLUSTER_NAME: &str = "signalman-local";
+/// STS's limit on RoleSessionName.
+const MAX_SESSION_NAME: usize = 64;
+/// The session name of a fixed-token container credentials entry that names none.
+const FIXED_TOKEN_SESSION_NAME: &str = "eks-pod-identity";
 
 /// How STS behaves: trusted identity providers, role trust, session lengths, refusals and
 /// container credentials. Set at run time (`PUT /_emu/sts`, [`crate::EmulatorHandle::set_sts`]).
@@ -63,6 +69,10 @@ pub struct StsConfig {
     pub refuse_assume_role: bool,
     /// What the container credentials endpoint hands out, by Authorization header value.
     pub container_credentials: Vec<ContainerCredentials>,
+    /// The EKS cluster Pod Identity associations belong to: it names their sessions
+    /// (`eks-<cluster>-<pod>-<uuid>`) and their `eks-cluster-name`/`eks-cluster-arn` tags.
+    /// Default [`DEFAULT_CLUSTER_NAME`].
+    pub cluster_name: Option<String>,
 }
 
 /// An IAM OIDC identity provider.
@@ -115,7 +125,9 @@ pub struct ContainerCredentials {
     pub namespace: Option<String>,
     pub service_account: Option<String>,
     pub role_arn: String,
-    /// Default `eks-pod-identity`.
+    /// The role session name of every credential this entry hands out. Default: for an
+    /// association (`service_account` set), EKS Pod Identity's `eks-<cluster>-<pod>-<uuid>`,
+    /// a new uuid at every fetch; for a fixed-token entry, `eks-pod-identity`.
     pub session_name: Option<String>,
 }
 
@@ -1025,6 +1037,8 @@ pub(crate) async fn container_credentials(
     };
     let config = shared.sts_roles.config();
     let mut tags = Vec::new();
+    // For an association: the pod the token was issued to (else its ServiceAccount).
+    let mut pod_name = None;
     let mut entry = config
         .container_credentials
         .iter()
@@ -1050,8 +1064,18 @@ pub(crate) async fn container_credentials(
                     )
             })
         });
-        // The session tags EKS Pod Identity adds, from the API server's claim.
+        // The session tags EKS Pod Identity adds: the cluster's, then those of the API
+        // server's claim.
+        let cluster = cluster_name(&config);
+        tags.push(("eks-cluster-arn".to_string(), cluster_arn(shared, &cluster)));
+        tags.push(("eks-cluster-name".to_string(), cluster));
         let k8s = verified.claims.kubernetes.unwrap_or(Value::Null);
+        pod_name = k8s
+            .pointer("/pod/name")
+            .or_else(|| k8s.pointer("/serviceaccount/name"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .or_else(|| entry.and_then(|e| e.service_account.clone()));
         for (tag, pointer) in [
             ("kubernetes-namespace", "/namespace"),
             ("kubernetes-service-account", "/serviceaccount/name"),
@@ -1071,10 +1095,11 @@ pub(crate) async fn container_credentials(
     };
     let account = account.to_string();
     let seconds = config.session_duration_seconds.unwrap_or(6 * 3600);
-    let session_name = entry
-        .session_name
-        .clone()
-        .unwrap_or_else(|| "eks-pod-identity".to_string());
+    let session_name = match (&entry.session_name, &pod_name) {
+        (Some(name), _) => name.clone(),
+        (None, Some(pod)) => pod_identity_session_name(&cluster_name(&config), pod),
+        (None, None) => FIXED_TOKEN_SESSION_NAME.to_string(),
+    };
     let session = issue(
         shared,
         &entry.role_arn,
@@ -1096,6 +1121,45 @@ pub(crate) async fn container_credentials(
         .header(CONTENT_TYPE, "application/json")
         .body(Full::new(Bytes::from(body.to_string())))
         .expect("a valid response")
+}
+
+/// The configured cluster name, or [`DEFAULT_CLUSTER_NAME`].
+fn cluster_name(config: &StsConfig) -> String {
+    config
+        .cluster_name
+        .clone()
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| DEFAULT_CLUSTER_NAME.to_string())
+}
+
+/// `arn:aws:eks:<region>:<account>:cluster/<name>`, the `eks-cluster-arn` tag.
+fn cluster_arn(shared: &Shared, cluster: &str) -> String {
+    format!(
+        "arn:aws:eks:{}:{}:cluster/{cluster}",
+        shared.region, shared.account_id
+    )
+}
+
+/// The role session name EKS Pod Identity gives a pod's credentials,
+/// `eks-<cluster>-<pod>-<uuid>` (the EKS Auth API reference, AssumedRoleUser), a new uuid
+/// every time. Within RoleSessionName's 64 characters: the `<cluster>-<pod>` part is cut at
+/// its end (how EKS shortens it is not documented) so that the prefix and the whole uuid
+/// stay, and a character outside `[\w+=,.@-]` becomes `-`.
+pub(crate) fn pod_identity_session_name(cluster: &str, pod: &str) -> String {
+    let uuid = crate::response::new_uuid();
+    let room = MAX_SESSION_NAME - "eks-".len() - "-".len() - uuid.len();
+    let middle: String = format!("{cluster}-{pod}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_+=,.@-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(room)
+        .collect();
+    format!("eks-{middle}-{uuid}")
 }
 
 /// `/_emu/sts` (GET, PUT the configuration; tokens are not shown) and `/_emu/sts/sessions`.
@@ -1179,6 +1243,26 @@ mod tests {
         assert!(session_chars_ok("a.b@c=d,e+f_g-h"));
         assert!(!session_chars_ok("with space"));
         assert!(!session_chars_ok("slash/"));
+    }
+
+    #[test]
+    fn pod_identity_session_names_are_eks_names_within_64_characters() {
+        let a = pod_identity_session_name("prod", "signalman-0");
+        let b = pod_identity_session_name("prod", "signalman-0");
+        assert_ne!(a, b, "a new uuid every time");
+        let uuid = a.strip_prefix("eks-prod-signalman-0-").expect(&a);
+        assert_eq!(uuid.len(), 36);
+        assert_eq!(uuid.matches('-').count(), 4);
+        let long = pod_identity_session_name(
+            "a-cluster-name-of-forty-characters-long",
+            "signalman-operator-7d9f8c6b5-x2x9q",
+        );
+        assert_eq!(long.len(), 64, "{long}");
+        assert!(long.starts_with("eks-a-cluster-name-of-forty-"), "{long}");
+        assert!(session_chars_ok(&long));
+        let odd = pod_identity_session_name("my cluster/ü", "p");
+        assert!(odd.starts_with("eks-my-cluster---p-"), "{odd}");
+        assert!(session_chars_ok(&odd));
     }
 
     #[test]

@@ -857,3 +857,529 @@ async fn stop_cancels_and_then_no_signal_is_valid() {
         .await;
     assert_eq!(code_of(again), "InvalidAutomationStatusUpdateException");
 }
+
+/// The step's decisions as JSON objects.
+fn decisions(step: &aws_sdk_ssm::types::StepExecution) -> Vec<serde_json::Value> {
+    output(step, "ApproverDecisions")
+        .iter()
+        .map(|d| serde_json::from_str(d).expect("a JSON decision"))
+        .collect()
+}
+
+fn step_id(step: &aws_sdk_ssm::types::StepExecution) -> String {
+    step.step_execution_id().expect("an id").to_string()
+}
+
+/// (name, status, id) of every started step execution, in start order.
+fn started(exec: &aws_sdk_ssm::types::AutomationExecution) -> Vec<(String, String, String)> {
+    exec.step_executions()
+        .iter()
+        .filter(|s| s.step_execution_id().is_some())
+        .map(|s| {
+            (
+                s.step_name().unwrap_or("").to_string(),
+                s.step_status()
+                    .map(|x| x.as_str())
+                    .unwrap_or("")
+                    .to_string(),
+                step_id(s),
+            )
+        })
+        .collect()
+}
+
+/// IRSA and Pod Identity sign with a new session of the same role after every refresh or
+/// restart. A second decision by another session of a role that has decided is the role's
+/// second decision, and is refused; the recorded Approver is the session that decided.
+#[tokio::test]
+async fn a_role_decides_once_whatever_its_session() {
+    let emu = emulator().await;
+    let role = format!("arn:aws:iam::{ACCOUNT}:role/Deployer");
+    let s1 = format!("arn:aws:sts::{ACCOUNT}:assumed-role/Deployer/s1");
+    let s2 = format!("arn:aws:sts::{ACCOUNT}:assumed-role/Deployer/s2");
+    emu.handle.set_identity("op-1", &s1);
+    emu.handle.set_identity("op-2", &s2);
+    let (op1, op2) = (ssm(&emu.endpoint, "op-1"), ssm(&emu.endpoint, "op-2"));
+    let manager = ssm(&emu.endpoint, "release-manager");
+    let approvers: &[&str] = &[&role, &user_arn("release-manager")];
+    let id = start(
+        &op1,
+        "Signalman-Approve",
+        &[("Approvers", approvers), ("MinRequiredApprovals", &["2"])],
+        AUTO,
+    )
+    .await;
+    send(&op1, &id, SignalType::Approve, &[])
+        .await
+        .expect("the role approves");
+    for (client, signal) in [
+        (&op2, SignalType::Approve),
+        (&op2, SignalType::Reject),
+        (&op1, SignalType::Approve),
+    ] {
+        let err = send(client, &id, signal, &[]).await.unwrap_err();
+        assert_eq!(err.code(), Some("InvalidAutomationSignalException"));
+        assert_eq!(
+            err.message(),
+            Some(&*format!(
+                "{role} has already sent a decision for step approve"
+            ))
+        );
+    }
+    let exec = get(&op1, &id).await;
+    assert_eq!(status(&exec), "Waiting");
+    let recorded = decisions(step(&exec, "approve"));
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(recorded[0]["Approver"], s1);
+
+    send(&manager, &id, SignalType::Approve, &[])
+        .await
+        .expect("the release manager approves");
+    let exec = get(&op1, &id).await;
+    assert_eq!(status(&exec), "Success");
+    let recorded = decisions(step(&exec, "approve"));
+    assert_eq!(recorded[0]["Approver"], s1);
+    assert_eq!(recorded[1]["Approver"], user_arn("release-manager"));
+    assert_eq!(emu.handle.counters().ssm.applied_signals, 2);
+}
+
+/// One Approvers entry counts for one decision: a user name entry names users of that name
+/// in any account, but only the first of them to decide counts through it.
+#[tokio::test]
+async fn an_approvers_entry_counts_once() {
+    let emu = emulator().await;
+    emu.handle
+        .set_identity("alice-a", "arn:aws:iam::111111111111:user/alice");
+    emu.handle
+        .set_identity("alice-b", "arn:aws:iam::222222222222:user/alice");
+    let (alice_a, alice_b) = (ssm(&emu.endpoint, "alice-a"), ssm(&emu.endpoint, "alice-b"));
+    let id = start(
+        &alice_a,
+        "Signalman-Approve",
+        &[
+            ("Approvers", &["alice", "bob"]),
+            ("MinRequiredApprovals", &["2"]),
+        ],
+        AUTO,
+    )
+    .await;
+    send(&alice_a, &id, SignalType::Approve, &[])
+        .await
+        .expect("one alice");
+    let err = send(&alice_b, &id, SignalType::Approve, &[])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("InvalidAutomationSignalException"));
+    assert!(
+        err.message().unwrap().contains("each entry counts once"),
+        "{err:?}"
+    );
+    send(&ssm(&emu.endpoint, "bob"), &id, SignalType::Approve, &[])
+        .await
+        .expect("bob");
+    assert_eq!(status(&get(&alice_a, &id).await), "Success");
+}
+
+/// Every ApproverDecisions entry carries the time and the Comment exactly as it was sent.
+#[tokio::test]
+async fn comments_are_recorded_exactly_as_sent() {
+    let emu = emulator().await;
+    let c = ssm(&emu.endpoint, "alice");
+    let comment = "  «ship it» \"quoted\"\n{{ not a reference }} \\ ✓ ";
+    let id = start(&c, "Signalman-Approve", &[("Approvers", &["alice"])], AUTO).await;
+    send(&c, &id, SignalType::Approve, &[("Comment", comment)])
+        .await
+        .expect("approve");
+    let exec = get(&c, &id).await;
+    let recorded = decisions(step(&exec, "approve"));
+    assert_eq!(recorded[0]["Comment"], comment);
+    assert!(recorded[0]["ApprovalDecisionTime"]
+        .as_str()
+        .is_some_and(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok()));
+}
+
+/// Two aws:approve steps in a row: each has its own step execution, decisions and status;
+/// while the second waits the first shows Success with its decisions.
+#[tokio::test]
+async fn two_approve_steps_in_a_row() {
+    let emu = emulator().await;
+    let alice = ssm(&emu.endpoint, "alice");
+    let bob = ssm(&emu.endpoint, "bob");
+    let carol = ssm(&emu.endpoint, "carol");
+    let id = start(
+        &alice,
+        "Signalman-TwoApprovals",
+        &[
+            ("StagingApprovers", &["alice"]),
+            ("ProdApprovers", &["bob", "carol"]),
+            ("ProdMinRequiredApprovals", &["2"]),
+        ],
+        AUTO,
+    )
+    .await;
+    let exec = get(&alice, &id).await;
+    assert_eq!(status(&exec), "Waiting");
+    assert_eq!(exec.current_step_name(), Some("approveStaging"));
+    assert_eq!(
+        exec.step_executions()
+            .iter()
+            .map(|s| (s.step_name().unwrap(), s.step_status().unwrap().as_str()))
+            .collect::<Vec<_>>(),
+        [
+            ("approveStaging", "Waiting"),
+            ("approveProd", "Pending"),
+            ("finish", "Pending")
+        ]
+    );
+    // bob is an approver of the second step only.
+    assert_eq!(
+        code_of(send(&bob, &id, SignalType::Approve, &[]).await),
+        "InvalidAutomationSignalException"
+    );
+    send(
+        &alice,
+        &id,
+        SignalType::Approve,
+        &[("Comment", "staging ok")],
+    )
+    .await
+    .expect("staging approved");
+
+    let exec = get(&alice, &id).await;
+    assert_eq!(status(&exec), "Waiting");
+    assert_eq!(exec.current_step_name(), Some("approveProd"));
+    let staging = step(&exec, "approveStaging");
+    let prod = step(&exec, "approveProd");
+    assert_ne!(step_id(staging), step_id(prod));
+    assert_eq!(staging.step_status().unwrap().as_str(), "Success");
+    assert_eq!(output(staging, "ApprovalStatus"), ["Approved"]);
+    let staging_decisions = decisions(staging);
+    assert_eq!(staging_decisions.len(), 1);
+    assert_eq!(staging_decisions[0]["Approver"], user_arn("alice"));
+    assert_eq!(staging_decisions[0]["Comment"], "staging ok");
+    assert_eq!(prod.step_status().unwrap().as_str(), "Waiting");
+    assert_eq!(output(prod, "ApprovalStatus"), ["Waiting"]);
+    assert!(decisions(prod).is_empty());
+    assert_eq!(prod.inputs().unwrap()["Approvers"], r#"["bob","carol"]"#);
+    assert_eq!(prod.inputs().unwrap()["MinRequiredApprovals"], "2");
+
+    // alice decided the first step; she is no approver of the second.
+    let err = send(&alice, &id, SignalType::Approve, &[])
+        .await
+        .unwrap_err();
+    assert!(err
+        .message()
+        .unwrap()
+        .contains("not an approver of step approveProd"));
+    send(&bob, &id, SignalType::Approve, &[])
+        .await
+        .expect("bob");
+    assert_eq!(status(&get(&alice, &id).await), "Waiting");
+    send(&carol, &id, SignalType::Approve, &[("Comment", "prod ok")])
+        .await
+        .expect("carol");
+    let exec = get(&alice, &id).await;
+    assert_eq!(status(&exec), "Success");
+    let prod = step(&exec, "approveProd");
+    assert_eq!(output(prod, "ApprovalStatus"), ["Approved"]);
+    let prod_decisions = decisions(prod);
+    assert_eq!(prod_decisions.len(), 2);
+    assert_eq!(prod_decisions[1]["Comment"], "prod ok");
+    assert_eq!(decisions(step(&exec, "approveStaging")).len(), 1);
+
+    let described = alice
+        .describe_automation_step_executions()
+        .automation_execution_id(&id)
+        .send()
+        .await
+        .unwrap();
+    let names: Vec<_> = described
+        .step_executions()
+        .iter()
+        .filter_map(|s| s.step_name())
+        .collect();
+    assert_eq!(names, ["approveStaging", "approveProd", "finish"]);
+    let signals: Vec<_> = emu
+        .handle
+        .counters()
+        .ssm
+        .signals
+        .iter()
+        .map(|s| s.step_name.clone().unwrap())
+        .collect();
+    assert_eq!(signals, ["approveStaging", "approveProd", "approveProd"]);
+}
+
+/// A runbook that goes back (aws:branch after `work`): the step `pause` runs again and again,
+/// each time a new step execution; Resume resumes the one that waits now.
+#[tokio::test]
+async fn a_paused_step_in_a_loop_runs_again_with_a_new_id() {
+    let emu = emulator().await;
+    let c = ssm(&emu.endpoint, "ops");
+    let id = start(&c, "Signalman-PauseLoop", &[], AUTO).await;
+    let mut ids = vec![step_id(step(&get(&c, &id).await, "pause"))];
+    for round in 1..=2 {
+        send(&c, &id, SignalType::Resume, &[("StepName", "pause")])
+            .await
+            .expect("resume");
+        let exec = get(&c, &id).await;
+        assert_eq!(status(&exec), "Waiting", "round {round}");
+        assert_eq!(exec.current_step_name(), Some("pause"));
+        let now = step(&exec, "pause");
+        assert_eq!(now.step_status().unwrap().as_str(), "Waiting");
+        ids.push(step_id(now));
+    }
+    let exec = get(&c, &id).await;
+    let all = started(&exec);
+    let shape: Vec<(&str, &str)> = all
+        .iter()
+        .map(|(n, s, _)| (n.as_str(), s.as_str()))
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            ("pause", "Success"),
+            ("work", "Success"),
+            ("again", "Success"),
+            ("pause", "Success"),
+            ("work", "Success"),
+            ("again", "Success"),
+            ("pause", "Waiting"),
+        ]
+    );
+    // finish never ran: still listed as Pending.
+    assert!(exec
+        .step_executions()
+        .iter()
+        .any(|s| s.step_name() == Some("finish") && s.step_execution_id().is_none()));
+    let mut unique = all.iter().map(|(_, _, i)| i.clone()).collect::<Vec<_>>();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        all.len(),
+        "every step execution has its own id"
+    );
+    let again = exec
+        .step_executions()
+        .iter()
+        .find(|s| s.step_name() == Some("again"))
+        .unwrap();
+    assert_eq!(again.action(), Some("aws:branch"));
+    assert_eq!(again.valid_next_steps(), ["pause", "finish"]);
+
+    let pauses = c
+        .describe_automation_step_executions()
+        .automation_execution_id(&id)
+        .filters(
+            StepExecutionFilter::builder()
+                .key(StepExecutionFilterKey::StepName)
+                .values("pause")
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let listed: Vec<(String, String)> = pauses
+        .step_executions()
+        .iter()
+        .map(|s| (step_id(s), s.step_status().unwrap().as_str().to_string()))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            (ids[0].clone(), "Success".to_string()),
+            (ids[1].clone(), "Success".to_string()),
+            (ids[2].clone(), "Waiting".to_string()),
+        ]
+    );
+    // Signals address what waits now: the ended pause executions cannot be stopped, `work`
+    // is not paused.
+    assert_eq!(
+        code_of(
+            send(
+                &c,
+                &id,
+                SignalType::StopStep,
+                &[("StepExecutionId", &ids[0])]
+            )
+            .await
+        ),
+        "InvalidAutomationSignalException"
+    );
+    assert_eq!(
+        code_of(send(&c, &id, SignalType::Resume, &[("StepName", "work")]).await),
+        "InvalidAutomationSignalException"
+    );
+    let counted: Vec<_> = emu
+        .handle
+        .counters()
+        .ssm
+        .signals
+        .iter()
+        .map(|s| s.step_execution_id.clone().unwrap())
+        .collect();
+    assert_eq!(counted, ids[..2]);
+
+    c.stop_automation_execution()
+        .automation_execution_id(&id)
+        .send()
+        .await
+        .expect("stop");
+    let exec = get(&c, &id).await;
+    assert_eq!(status(&exec), "Cancelled");
+    assert_eq!(step_status(&exec, "pause"), "Cancelled");
+
+    // Repeat=false: one round, then finish.
+    let once = start(&c, "Signalman-PauseLoop", &[("Repeat", &["false"])], AUTO).await;
+    send(&c, &once, SignalType::Resume, &[("StepName", "pause")])
+        .await
+        .expect("resume");
+    let exec = get(&c, &once).await;
+    assert_eq!(status(&exec), "Success");
+    assert_eq!(
+        started(&exec)
+            .iter()
+            .map(|(n, _, _)| n.as_str())
+            .collect::<Vec<_>>(),
+        ["pause", "work", "again", "finish"]
+    );
+}
+
+/// An aws:approve step revisited: the second round's step execution starts with no
+/// decisions, and the first round's keeps its own.
+#[tokio::test]
+async fn an_approve_step_in_a_loop_starts_each_round_empty() {
+    let emu = emulator().await;
+    let alice = ssm(&emu.endpoint, "alice");
+    let id = start(
+        &alice,
+        "Signalman-ApproveLoop",
+        &[("Approvers", &["alice"])],
+        AUTO,
+    )
+    .await;
+    let first = step_id(step(&get(&alice, &id).await, "approve"));
+    send(&alice, &id, SignalType::Approve, &[("Comment", "round 1")])
+        .await
+        .expect("round 1");
+    let exec = get(&alice, &id).await;
+    assert_eq!(status(&exec), "Waiting");
+    let now = step(&exec, "approve");
+    let second = step_id(now);
+    assert_ne!(first, second);
+    assert_eq!(now.step_status().unwrap().as_str(), "Waiting");
+    assert_eq!(output(now, "ApprovalStatus"), ["Waiting"]);
+    assert!(decisions(now).is_empty());
+    let round1 = exec
+        .step_executions()
+        .iter()
+        .find(|s| s.step_execution_id() == Some(first.as_str()))
+        .unwrap();
+    assert_eq!(round1.step_status().unwrap().as_str(), "Success");
+    assert_eq!(decisions(round1)[0]["Comment"], "round 1");
+
+    // The same approver decides again: it is another step execution.
+    send(&alice, &id, SignalType::Reject, &[("Comment", "round 2")])
+        .await
+        .expect("round 2");
+    let exec = get(&alice, &id).await;
+    assert_eq!(status(&exec), "Failed");
+    let now = step(&exec, "approve");
+    assert_eq!(step_id(now), second);
+    assert_eq!(output(now, "ApprovalStatus"), ["Rejected"]);
+    let round2 = decisions(now);
+    assert_eq!(round2.len(), 1);
+    assert_eq!(round2[0]["Decision"], "Reject");
+    let applied: Vec<_> = emu
+        .handle
+        .counters()
+        .ssm
+        .signals
+        .iter()
+        .map(|s| s.step_execution_id.clone().unwrap())
+        .collect();
+    assert_eq!(applied, [first, second]);
+}
+
+/// CreateDocument refuses a loop nothing can leave; an aws:branch is followed, here on an
+/// earlier step's output.
+#[tokio::test]
+async fn infinite_loops_are_refused_and_branches_followed() {
+    let emu = emulator().await;
+    let c = ssm(&emu.endpoint, "alice");
+    let endless = serde_json::json!({
+        "schemaVersion": "0.3",
+        "mainSteps": [
+            {"name": "pause", "action": "aws:pause", "inputs": {}},
+            {"name": "work", "action": "aws:sleep", "inputs": {"Duration": "PT1S"}, "nextStep": "pause"}
+        ]
+    });
+    let err = c
+        .create_document()
+        .name("Endless")
+        .content(endless.to_string())
+        .document_type(DocumentType::Automation)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("InvalidDocumentContent"));
+    assert!(
+        err.message().unwrap().contains("pause -> work -> pause"),
+        "{err:?}"
+    );
+
+    let yaml = r#"
+schemaVersion: '0.3'
+parameters:
+  Who:
+    type: StringList
+mainSteps:
+  - name: gate
+    action: aws:approve
+    onFailure: step:decide
+    inputs:
+      Approvers: "{{ Who }}"
+  - name: decide
+    action: aws:branch
+    inputs:
+      Choices:
+        - NextStep: approved
+          Variable: "{{ gate.ApprovalStatus }}"
+          StringEquals: Approved
+        - NextStep: rejected
+          Not:
+            Variable: "{{ gate.ApprovalStatus }}"
+            StringEquals: Approved
+  - name: approved
+    action: aws:sleep
+    isEnd: true
+    inputs:
+      Duration: PT1S
+  - name: rejected
+    action: aws:sleep
+    isEnd: true
+    inputs:
+      Duration: PT1S
+"#;
+    c.create_document()
+        .name("Branchy")
+        .content(yaml)
+        .document_type(DocumentType::Automation)
+        .document_format(DocumentFormat::Yaml)
+        .send()
+        .await
+        .expect("CreateDocument");
+    for (signal, taken, skipped) in [
+        (SignalType::Approve, "approved", "rejected"),
+        (SignalType::Reject, "rejected", "approved"),
+    ] {
+        let id = start(&c, "Branchy", &[("Who", &["alice"])], AUTO).await;
+        send(&c, &id, signal, &[]).await.expect("decide");
+        let exec = get(&c, &id).await;
+        let names: Vec<_> = started(&exec).into_iter().map(|(n, _, _)| n).collect();
+        assert_eq!(names, ["gate", "decide", taken], "{skipped} skipped");
+        assert_eq!(step_status(&exec, "decide"), "Success");
+    }
+}

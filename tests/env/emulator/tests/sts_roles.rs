@@ -7,7 +7,10 @@ mod common;
 use std::convert::Infallible;
 use std::time::Duration;
 
-use aws_emulator::{ContainerCredentials, OidcProvider, RoleTrust, StsConfig, WebIdentityTrust};
+use aws_emulator::{
+    ContainerCredentials, OidcProvider, RoleTrust, StsConfig, WebIdentityTrust,
+    DEFAULT_CLUSTER_NAME,
+};
 use aws_sdk_ssm::types::{ExecutionMode, SignalType};
 use aws_sdk_sts::error::ProvideErrorMetadata;
 use bytes::Bytes;
@@ -812,11 +815,28 @@ async fn container_credentials_for_a_service_account_association() {
         .unwrap()
         .to_string();
     let session = emu.handle.sts_session(&key).expect("a session");
-    assert_eq!(
-        session.arn,
-        "arn:aws:sts::123456789012:assumed-role/Approver/eks-pod-identity"
-    );
+    // EKS's session name, with the default cluster name.
+    let name = session
+        .arn
+        .strip_prefix("arn:aws:sts::123456789012:assumed-role/Approver/")
+        .expect("a session of the role");
+    // 64 characters at most: `eks-`, 23 of `<cluster>-<pod>`, `-`, the 36 of the uuid.
+    let cut: String = format!("{DEFAULT_CLUSTER_NAME}-signalman-0")
+        .chars()
+        .take(23)
+        .collect();
+    assert_eq!(cut, "signalman-local-signalm");
+    let uuid = name
+        .strip_prefix(&format!("eks-{cut}-"))
+        .unwrap_or_else(|| panic!("eks-<cluster>-<pod>-<uuid>: {name}"));
+    assert_eq!(uuid.len(), 36, "{name}");
+    assert_eq!(name.len(), 64);
     for tag in [
+        ("eks-cluster-name", DEFAULT_CLUSTER_NAME),
+        (
+            "eks-cluster-arn",
+            "arn:aws:eks:us-east-1:123456789012:cluster/signalman-local",
+        ),
         ("kubernetes-namespace", "ops"),
         ("kubernetes-service-account", "signalman"),
         ("kubernetes-pod-name", "signalman-0"),
@@ -861,4 +881,214 @@ async fn container_credentials_for_a_service_account_association() {
         let (code, body) = get(token).await;
         assert_eq!(code, want, "{what}: {body}");
     }
+}
+
+/// An STS or SSM client signing with container credentials (the endpoint's JSON answer).
+fn pod_credentials(body: &str) -> (String, String, String) {
+    let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    let field = |k: &str| {
+        v[k].as_str()
+            .unwrap_or_else(|| panic!("{k} in {v}"))
+            .to_string()
+    };
+    (
+        field("AccessKeyId"),
+        field("SecretAccessKey"),
+        field("Token"),
+    )
+}
+
+fn sts_keys(
+    endpoint: &str,
+    (key, secret, token): &(String, String, String),
+) -> aws_sdk_sts::Client {
+    use aws_sdk_sts::config::{retry::RetryConfig, BehaviorVersion, Credentials, Region};
+    aws_sdk_sts::Client::from_conf(
+        aws_sdk_sts::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(endpoint)
+            .credentials_provider(Credentials::new(
+                key,
+                secret,
+                Some(token.clone()),
+                None,
+                "test",
+            ))
+            .retry_config(RetryConfig::disabled())
+            .build(),
+    )
+}
+
+fn ssm_keys(
+    endpoint: &str,
+    (key, secret, token): &(String, String, String),
+) -> aws_sdk_ssm::Client {
+    use aws_sdk_ssm::config::{retry::RetryConfig, BehaviorVersion, Credentials, Region};
+    aws_sdk_ssm::Client::from_conf(
+        aws_sdk_ssm::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(endpoint)
+            .credentials_provider(Credentials::new(
+                key,
+                secret,
+                Some(token.clone()),
+                None,
+                "test",
+            ))
+            .retry_config(RetryConfig::disabled())
+            .build(),
+    )
+}
+
+/// EKS Pod Identity names the role session `eks-<cluster>-<pod>-<uuid>`, a new one at every
+/// credential fetch: two fetches by the same pod are two sessions of the same role. An
+/// aws:approve step needing two approvals does not take both from the role: the second
+/// session's decision is refused as the role's second one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_identity_sessions_are_named_per_fetch_and_approve_once_per_role() {
+    let emu = emulator().await;
+    let issuer = issuer().await;
+    emu.handle.set_sts(StsConfig {
+        oidc_providers: vec![issuer.provider()],
+        cluster_name: Some("prod-east".into()),
+        container_credentials: vec![
+            ContainerCredentials {
+                namespace: Some("ops".into()),
+                service_account: Some("signalman".into()),
+                role_arn: ROLE.into(),
+                ..ContainerCredentials::default()
+            },
+            ContainerCredentials {
+                namespace: Some("ops".into()),
+                service_account: Some("named".into()),
+                role_arn: ROLE.into(),
+                session_name: Some("explicit-name".into()),
+                ..ContainerCredentials::default()
+            },
+        ],
+        ..StsConfig::default()
+    });
+    let fetch = |sa: &str, claim: Value| {
+        let token = issuer.token(
+            &format!("system:serviceaccount:ops:{sa}"),
+            "pods.eks.amazonaws.com",
+            600,
+            claim,
+        );
+        let endpoint = emu.endpoint.clone();
+        async move {
+            let (code, body) = http(
+                &endpoint,
+                "GET",
+                "/v1/credentials",
+                &[("Authorization", &token)],
+                "",
+            )
+            .await;
+            assert_eq!(code, 200, "{body}");
+            pod_credentials(&body)
+        }
+    };
+    let pod = json!({"kubernetes.io": {"namespace": "ops", "serviceaccount": {"name": "signalman"},
+                                       "pod": {"name": "signalman-7d9f-x2x9q", "uid": "u-1"}}});
+    let first = fetch("signalman", pod.clone()).await;
+    let second = fetch("signalman", pod).await;
+    let prefix = "arn:aws:sts::123456789012:assumed-role/Approver/";
+    let mut names = Vec::new();
+    for creds in [&first, &second] {
+        let who = sts_keys(&emu.endpoint, creds)
+            .get_caller_identity()
+            .send()
+            .await
+            .expect("GetCallerIdentity");
+        let arn = who.arn().expect("an ARN").to_string();
+        let name = arn.strip_prefix(prefix).expect(&arn).to_string();
+        // `prod-east-signalman-7d9f-x2x9q` cut to its first 23 characters.
+        let uuid = name
+            .strip_prefix("eks-prod-east-signalman-7d9-")
+            .unwrap_or_else(|| panic!("eks-<cluster>-<pod>-<uuid>: {name}"));
+        assert_eq!(uuid.len(), 36, "{name}");
+        assert_eq!(name.len(), 64);
+        assert_eq!(who.account(), Some("123456789012"));
+        assert!(who.user_id().unwrap().ends_with(&format!(":{name}")));
+        let session = emu.handle.sts_session(&creds.0).unwrap();
+        assert_eq!(session.role_arn, ROLE);
+        assert!(session
+            .tags
+            .contains(&("eks-cluster-name".to_string(), "prod-east".to_string())));
+        names.push(name);
+    }
+    assert_ne!(names[0], names[1], "every fetch is a new session");
+
+    // A token without the pod claim: the ServiceAccount stands for the pod. An explicit
+    // sessionName wins.
+    let no_pod = fetch("signalman", json!({})).await;
+    let arn = emu.handle.principal_arn(&no_pod.0);
+    assert!(
+        arn.starts_with(&format!("{prefix}eks-prod-east-signalman-")),
+        "{arn}"
+    );
+    assert_eq!(
+        arn.len() - prefix.len(),
+        "eks-prod-east-signalman-".len() + 36
+    );
+    let named = fetch("named", json!({})).await;
+    assert_eq!(
+        emu.handle.principal_arn(&named.0),
+        format!("{prefix}explicit-name")
+    );
+
+    // Two approvals needed, from the role and from the release manager: the role's second
+    // session is the same principal as its first.
+    let (one, two) = (
+        ssm_keys(&emu.endpoint, &first),
+        ssm_keys(&emu.endpoint, &second),
+    );
+    let id = start(
+        &one,
+        "Signalman-Approve",
+        &[
+            ("Approvers", &[ROLE, "release-manager"]),
+            ("MinRequiredApprovals", &["2"]),
+        ],
+        ExecutionMode::Auto,
+    )
+    .await;
+    send(
+        &one,
+        &id,
+        SignalType::Approve,
+        &[("Comment", "first session")],
+    )
+    .await
+    .expect("the role approves");
+    for signal in [SignalType::Approve, SignalType::Reject] {
+        let err = send(&two, &id, signal, &[])
+            .await
+            .expect_err("the role again");
+        assert_eq!(err.code(), Some("InvalidAutomationSignalException"));
+        assert_eq!(
+            err.message(),
+            Some(&*format!(
+                "{ROLE} has already sent a decision for step approve"
+            ))
+        );
+    }
+    let exec = get(&one, &id).await;
+    assert_eq!(status(&exec), "Waiting");
+    let decisions = output(step(&exec, "approve"), "ApproverDecisions");
+    assert_eq!(decisions.len(), 1);
+    let decision: Value = serde_json::from_str(decisions[0]).unwrap();
+    assert_eq!(decision["Approver"], format!("{prefix}{}", names[0]));
+    send(
+        &common::ssm(&emu.endpoint, "release-manager"),
+        &id,
+        SignalType::Approve,
+        &[],
+    )
+    .await
+    .expect("the release manager approves");
+    assert_eq!(status(&get(&one, &id).await), "Success");
 }

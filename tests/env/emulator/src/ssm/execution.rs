@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
 
-use super::document::{jump, Document};
+use super::document::{jump, Document, BRANCH};
 use crate::error::ApiError;
-use crate::identity::approver_matches;
+use crate::identity::{approver_matches, principal_of};
 
 pub(crate) const PENDING: &str = "Pending";
 pub(crate) const IN_PROGRESS: &str = "InProgress";
@@ -67,6 +67,8 @@ struct StepExec {
     outputs: BTreeMap<String, Vec<String>>,
     failure: Option<String>,
     kind: Kind,
+    /// An aws:branch step's choice: the step it goes to (None: its `nextStep` or the next one).
+    branch: Option<usize>,
 }
 
 impl StepExec {
@@ -236,16 +238,20 @@ impl Execution {
         }
     }
 
-    /// The step after `def` when it succeeds.
+    /// The step after `def` when it succeeds and is not an aws:branch.
     fn next_of(&self, def: usize) -> Option<usize> {
-        let step = &self.doc.steps[def];
-        if step.is_end {
-            return None;
-        }
-        match &step.next_step {
-            Some(name) => self.doc.step_index(name),
-            None => (def + 1 < self.doc.steps.len()).then_some(def + 1),
-        }
+        self.doc.next_of(def)
+    }
+
+    /// The step after the latest execution of `def`, which has just succeeded: where an
+    /// aws:branch chose to go, else [`Self::next_of`].
+    fn next_after_success(&self, def: usize) -> Option<usize> {
+        self.steps
+            .iter()
+            .rev()
+            .find(|s| s.def == def)
+            .and_then(|s| s.branch)
+            .or_else(|| self.next_of(def))
     }
 
     /// Runs steps from `def` in Auto mode until one waits or the execution ends.
@@ -274,7 +280,7 @@ impl Execution {
     fn follow(&mut self, def: usize, outcome: Outcome, now: f64) -> Option<usize> {
         let step = &self.doc.steps[def];
         let next = match outcome {
-            Outcome::Success => self.next_of(def),
+            Outcome::Success => self.next_after_success(def),
             Outcome::Failed => match step.on_failure.as_deref() {
                 Some("Continue") => self.next_of(def),
                 Some(p) if p.starts_with("step:") => {
@@ -372,14 +378,32 @@ impl Execution {
         }
     }
 
+    /// `{{ step.Output }}`: that output of the latest execution of the step that has it.
+    fn step_output(&self, name: &str) -> Option<&Vec<String>> {
+        let (step, key) = name.split_once('.')?;
+        self.steps
+            .iter()
+            .rev()
+            .filter(|s| self.doc.steps[s.def].name == step)
+            .find_map(|s| s.outputs.get(key))
+    }
+
     fn param_text(&self, name: &str) -> Option<String> {
         self.builtin_var(name)
             .or_else(|| self.params.get(name).map(|v| v.join(",")))
+            .or_else(|| self.step_output(name).map(|v| v.join(",")))
     }
 
     fn typed_param(&self, name: &str) -> Option<Value> {
         if let Some(v) = self.builtin_var(name) {
             return Some(Value::String(v));
+        }
+        if !self.params.contains_key(name) {
+            // ApproverDecisions is a list (MapList) even with one decision.
+            return self.step_output(name).map(|v| match v.as_slice() {
+                [one] if !name.ends_with(".ApproverDecisions") => Value::String(one.clone()),
+                _ => json!(v),
+            });
         }
         let values = self.params.get(name)?;
         let ty = self
@@ -421,8 +445,19 @@ impl Execution {
             outputs: BTreeMap::new(),
             failure: None,
             kind: Kind::Immediate,
+            branch: None,
         };
         let outcome = match step.action.as_str() {
+            BRANCH => match choose(&exec.inputs, &self.doc) {
+                Ok(target) => {
+                    exec.branch = target;
+                    Some(Outcome::Success)
+                }
+                Err(problem) => {
+                    exec.failure = Some(format!("Step {} failed: {problem}", step.name));
+                    Some(Outcome::Failed)
+                }
+            },
             "aws:approve" => {
                 let approvers = exec
                     .inputs
@@ -596,9 +631,27 @@ impl Execution {
                 signal.to_lowercase()
             )));
         }
-        if decisions.iter().any(|d| d.approver == principal) {
+        // One decision per principal: a role's sessions are that role, whatever the
+        // session (IRSA and Pod Identity name a new one at every refresh). AWS does not
+        // document this; see the README.
+        let caller = principal_of(principal);
+        if decisions
+            .iter()
+            .any(|d| principal_of(&d.approver) == caller)
+        {
             return Err(invalid_signal(format!(
-                "{principal} has already sent a decision for step {step_name}"
+                "{caller} has already sent a decision for step {step_name}"
+            )));
+        }
+        // And one decision per Approvers entry: every decider needs an entry of its own.
+        let deciders: Vec<&str> = decisions
+            .iter()
+            .map(|d| d.approver.as_str())
+            .chain([principal])
+            .collect();
+        if !an_entry_each(approvers, &deciders) {
+            return Err(invalid_signal(format!(
+                "{caller} is named only by Approvers entries of step {step_name} that earlier decisions already count for; each entry counts once"
             )));
         }
         let comment = payload.get("Comment").and_then(|c| c.first()).cloned();
@@ -819,8 +872,14 @@ impl Execution {
         if let Some(n) = &def.next_step {
             v["NextStep"] = json!(n);
         }
-        if let Some(next) = self.next_of(s.def) {
-            v["ValidNextSteps"] = json!([self.doc.steps[next].name]);
+        let next: Vec<&str> = self
+            .doc
+            .successors(s.def)
+            .into_iter()
+            .map(|n| self.doc.steps[n].name.as_str())
+            .collect();
+        if !next.is_empty() {
+            v["ValidNextSteps"] = json!(next);
         }
         v
     }
@@ -892,6 +951,130 @@ impl Execution {
     }
 }
 
+/// Where an aws:branch goes, from its resolved inputs: the `NextStep` of the first choice
+/// that holds, else its `Default`, else None (its `nextStep`, or the next step).
+fn choose(inputs: &Map<String, Value>, doc: &Document) -> Result<Option<usize>, String> {
+    let choices = inputs
+        .get("Choices")
+        .and_then(Value::as_array)
+        .ok_or("Choices is not a list")?;
+    for choice in choices {
+        let Some(choice) = choice.as_object() else {
+            return Err("a choice is not an object".into());
+        };
+        if holds(choice)? {
+            let target = choice.get("NextStep").and_then(Value::as_str).unwrap_or("");
+            return doc
+                .step_index(target)
+                .map(Some)
+                .ok_or_else(|| format!("NextStep {target} is not a step"));
+        }
+    }
+    match inputs.get("Default").and_then(Value::as_str) {
+        Some(d) => doc
+            .step_index(d)
+            .map(Some)
+            .ok_or_else(|| format!("Default {d} is not a step")),
+        None => Ok(None),
+    }
+}
+
+/// A resolved value as the text a condition compares.
+fn condition_text(v: &Value) -> Result<String, String> {
+    let text = match v {
+        Value::String(s) => s.clone(),
+        Value::Array(items) if items.len() == 1 => return condition_text(&items[0]),
+        Value::Null => return Err("a Variable has no value".into()),
+        other => other.to_string(),
+    };
+    if text.contains("{{") {
+        return Err(format!("{text} could not be resolved"));
+    }
+    Ok(text)
+}
+
+/// Whether one (resolved) aws:branch condition holds.
+fn holds(c: &Map<String, Value>) -> Result<bool, String> {
+    let each = |v: &Value| -> Result<Vec<bool>, String> {
+        v.as_array()
+            .ok_or("And/Or is not a list")?
+            .iter()
+            .map(|inner| holds(inner.as_object().ok_or("a condition is not an object")?))
+            .collect()
+    };
+    if let Some(all) = c.get("And") {
+        return Ok(each(all)?.into_iter().all(|b| b));
+    }
+    if let Some(any) = c.get("Or") {
+        return Ok(each(any)?.into_iter().any(|b| b));
+    }
+    if let Some(not) = c.get("Not") {
+        return holds(not.as_object().ok_or("Not is not an object")?).map(|b| !b);
+    }
+    let variable = condition_text(c.get("Variable").unwrap_or(&Value::Null))?;
+    let Some((op, operand)) = c.iter().find(|(k, _)| *k != "Variable" && *k != "NextStep") else {
+        return Err("a condition has no operation".into());
+    };
+    let operand = condition_text(operand)?;
+    let number = |s: &str| {
+        s.trim()
+            .parse::<f64>()
+            .map_err(|_| format!("{op} compares numbers, and {s} is not one"))
+    };
+    let boolean = |s: &str| {
+        s.trim()
+            .parse::<bool>()
+            .map_err(|_| format!("{op} compares true or false, and {s} is neither"))
+    };
+    Ok(match op.as_str() {
+        "StringEquals" => variable == operand,
+        "EqualsIgnoreCase" => variable.to_lowercase() == operand.to_lowercase(),
+        "StartsWith" => variable.starts_with(&operand),
+        "EndsWith" => variable.ends_with(&operand),
+        "Contains" => variable.contains(&operand),
+        "NumericEquals" => number(&variable)? == number(&operand)?,
+        "NumericGreater" => number(&variable)? > number(&operand)?,
+        "NumericLesser" => number(&variable)? < number(&operand)?,
+        "NumericGreaterOrEquals" => number(&variable)? >= number(&operand)?,
+        "NumericLesserOrEquals" => number(&variable)? <= number(&operand)?,
+        "BooleanEquals" => boolean(&variable)? == boolean(&operand)?,
+        other => return Err(format!("{other} is not an operation of aws:branch")),
+    })
+}
+
+/// Whether every decider can be given an Approvers entry that names it, no entry given
+/// twice (a bipartite matching, by augmenting paths: at most 10 entries).
+fn an_entry_each(approvers: &[String], deciders: &[&str]) -> bool {
+    fn place(
+        decider: usize,
+        approvers: &[String],
+        deciders: &[&str],
+        owner: &mut [Option<usize>],
+        seen: &mut [bool],
+    ) -> bool {
+        for (entry, name) in approvers.iter().enumerate() {
+            if seen[entry] || !approver_matches(name, deciders[decider]) {
+                continue;
+            }
+            seen[entry] = true;
+            let free = match owner[entry] {
+                None => true,
+                Some(other) => place(other, approvers, deciders, owner, seen),
+            };
+            if free {
+                owner[entry] = Some(decider);
+                return true;
+            }
+        }
+        false
+    }
+    let mut owner = vec![None; approvers.len()];
+    (0..deciders.len()).all(|d| {
+        let mut seen = vec![false; approvers.len()];
+        place(d, approvers, deciders, &mut owner, &mut seen)
+    })
+}
+
 /// Epoch seconds as `2022-04-06T07:22:51.034463Z`.
 fn iso8601_micros(epoch_seconds: f64) -> String {
     let micros = (epoch_seconds * 1_000_000.0).round() as i64;
@@ -912,6 +1095,28 @@ mod tests {
             "2022-04-06T07:22:51.034463Z"
         );
         assert_eq!(iso8601_micros(0.0), "1970-01-01T00:00:00.000000Z");
+    }
+
+    #[test]
+    fn each_approvers_entry_counts_once() {
+        let approvers = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let alice_a = "arn:aws:iam::111111111111:user/alice";
+        let alice_b = "arn:aws:iam::222222222222:user/alice";
+        // A user name entry names an alice of any account, but only one of them counts.
+        assert!(an_entry_each(&approvers(&["alice"]), &[alice_a]));
+        assert!(!an_entry_each(&approvers(&["alice"]), &[alice_a, alice_b]));
+        // Entries are given so that as many deciders as possible count: alice_a takes her
+        // ARN entry and leaves the name entry to alice_b.
+        assert!(an_entry_each(
+            &approvers(&["alice", alice_a]),
+            &[alice_a, alice_b]
+        ));
+        let role = "arn:aws:iam::111111111111:role/R";
+        let s1 = "arn:aws:sts::111111111111:assumed-role/R/s1";
+        assert!(an_entry_each(
+            &approvers(&[role, "release-manager"]),
+            &[s1, "arn:aws:iam::111111111111:user/release-manager"]
+        ));
     }
 
     #[test]
