@@ -274,9 +274,20 @@ async fn one_identity_for_two_namespaces_a_decision_is_only_its_own_signals() {
 async fn deleted_while_verifying_and_applied_again_is_verified_not_resent() {
     let s = Setup::new("recreate-verifying").await;
     let swf = SwfWorld::new(s.world.env, &unique("recreate-verifying")).await;
-    let run_id = swf.start("wf-1").await;
     // A long settle: the object is still Verifying when it is deleted.
     let _operator = s.operator("op-recreate", &[("SIGNALMAN_VERIFY_SETTLE_MS", "8000")]);
+    // As in a cluster that has kept receipts for a while: the receipt book is older than the
+    // run by more than the clock skew allowed, so no AWS-side check covers for a missing
+    // record of the attempt.
+    swf.start("wf-warm-up").await;
+    s.world
+        .create(&wf_signal("warm-up", &swf.domain, "wf-warm-up", None))
+        .await;
+    s.world
+        .wait_done::<WorkflowSignal>("warm-up", Duration::from_secs(45))
+        .await;
+    tokio::time::sleep(Duration::from_secs(62)).await;
+    let run_id = swf.start("wf-1").await;
     s.fault(
         Service::Swf,
         FaultRule::drop_after_apply()
@@ -401,4 +412,95 @@ async fn a_resume_in_a_looping_runbook_is_judged_on_its_own_round() {
         "Waiting",
         "round 2 still waits"
     );
+}
+
+/// Someone labels the object while its send is in flight: the outcome's write conflicts, and
+/// the outcome is still recorded as sent once (not verified against a lagging history, which
+/// would not show it yet, and sent again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_label_written_during_the_send_does_not_lose_the_outcome() {
+    use signalman_testenv::aws_emulator::{LagConfig, LagRule};
+    let s = Setup::new("label-mid-send").await;
+    let swf = SwfWorld::new(s.world.env, &unique("label-mid-send")).await;
+    let run_id = swf.start("wf-1").await;
+    let _operator = s.operator("op-label", &[]);
+    s.fault(
+        Service::Swf,
+        FaultRule::latency(3000)
+            .on("SignalWorkflowExecution")
+            .times(1),
+    );
+    // The history shows a signal only 20 s after it was sent.
+    s.emu
+        .handle
+        .set_lag(LagConfig::none().with_rule(Service::Swf, LagRule::fixed(20_000)))
+        .expect("lag");
+    s.world
+        .create(&wf_signal("sig", &swf.domain, "wf-1", Some("once")))
+        .await;
+    wait_phase::<WorkflowSignal>(&s.world, "sig", Phase::Sending).await;
+    let api = s.world.api::<WorkflowSignal>();
+    api.patch(
+        "sig",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(serde_json::json!({"metadata": {"labels": {"team": "payments"}}})),
+    )
+    .await
+    .expect("labelling");
+    let status = s
+        .world
+        .wait_done::<WorkflowSignal>("sig", Duration::from_secs(60))
+        .await;
+    eprintln!("labelled mid-send: {status:?}");
+    assert_eq!(
+        ready_reason(&status).as_deref(),
+        Some("Delivered"),
+        "{status:?}"
+    );
+    s.emu.handle.clear_lag();
+    assert_eq!(
+        swf.signals("wf-1", &run_id).await.len(),
+        1,
+        "exactly one signal in the history"
+    );
+}
+
+/// Two processes given the same name (a pod name reused, `--identity` given twice), both
+/// sending (no leader election, or a Lease that names them alike): their claims must still
+/// keep each signal to one send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_with_one_name_never_share_a_claim() {
+    let s = Setup::new("one-name").await;
+    let swf = SwfWorld::new(s.world.env, &unique("one-name")).await;
+    let run_id = swf.start("wf-1").await;
+    // Slow sends keep claims live while the other process looks at the same objects.
+    s.fault(
+        Service::Swf,
+        FaultRule::latency(4000).on("SignalWorkflowExecution"),
+    );
+    let alone = [("SIGNALMAN_LEADER_ELECTION", "false")];
+    let _a = s.operator("op-same", &alone);
+    let _b = s.operator("op-same", &alone);
+    let inputs: Vec<String> = (0..12).map(|i| format!("input-{i}")).collect();
+    for (i, input) in inputs.iter().enumerate() {
+        s.world
+            .create(&wf_signal(
+                &format!("s-{i}"),
+                &swf.domain,
+                "wf-1",
+                Some(input),
+            ))
+            .await;
+    }
+    for i in 0..inputs.len() {
+        let status = s
+            .world
+            .wait_done::<WorkflowSignal>(&format!("s-{i}"), Duration::from_secs(90))
+            .await;
+        assert_eq!(status.phase, Some(Phase::Succeeded), "s-{i}: {status:?}");
+        // A second attempt means one process took the other's live claim for its own.
+        assert_eq!(status.attempts, 1, "s-{i}: {status:?}");
+    }
+    swf.assert_each_input_once("wf-1", &run_id, inputs.into_iter())
+        .await;
 }
