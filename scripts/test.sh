@@ -30,3 +30,12 @@ echo "== kill, burst and fault tests again, sending as a role a SignalPolicy nam
 SIGNALMAN_TEST_POLICY_ROLE=arn:aws:iam::123456789012:role/SignalmanTeam \
   cargo test -p signalman --test it --no-fail-fast -- --test-threads="${SIGNALMAN_TEST_THREADS:-4}" \
   crash:: faults::applied faults::server_error faults::throttling leader::
+
+echo "== kill, burst, fault and recreation tests again, on IRSA credentials"
+# No static keys: every operator assumes a role with a projected ServiceAccount token from the
+# real API server (TokenRequest), exchanged at the emulator's STS; every process and every
+# refresh signs as another session of the role, as on EKS by default.
+SIGNALMAN_TEST_IRSA=1 \
+  cargo test -p signalman --test it --no-fail-fast -- --test-threads="${SIGNALMAN_TEST_THREADS:-4}" \
+  crash:: faults::applied faults::server_error faults::throttling leader:: \
+  evidence::deleted evidence::a_failed_check evidence::a_label evidence::two_processes

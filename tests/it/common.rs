@@ -21,8 +21,43 @@ pub fn env() -> &'static Env {
         if let Err(e) = env.install_crds() {
             panic!("{e:#}");
         }
+        let shared = env.shared_emulator();
+        if let Err(e) =
+            on_own_runtime(async move { env.trust_service_accounts(&shared.handle).await })
+        {
+            panic!("{e:#}");
+        }
     });
     env
+}
+
+/// Runs `work` to completion on a runtime of its own, on a thread of its own (callable from
+/// synchronous code inside a test's runtime).
+fn on_own_runtime<T: Send + 'static>(
+    work: impl std::future::Future<Output = T> + Send + 'static,
+) -> T {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime")
+            .block_on(work)
+    })
+    .join()
+    .expect("the helper thread")
+}
+
+/// Under the IRSA profile, a projected-token file for the operator's ServiceAccount in `ns`.
+fn irsa_token_file(env: &'static Env, ns: &str) -> PathBuf {
+    let path = env.state_dir.join(format!("irsa-token-{ns}"));
+    let ns = ns.to_string();
+    let token = on_own_runtime(async move {
+        env.service_account_token(&ns, "signalman", "sts.amazonaws.com", 3600)
+            .await
+    })
+    .expect("a ServiceAccount token");
+    std::fs::write(&path, token).expect("writing the token");
+    path
 }
 
 /// One test's world: a namespace, an admin client, and the operator processes it started.
@@ -234,6 +269,20 @@ impl Operator {
             .stderr(log);
         for k in &self.remove {
             cmd.env_remove(k);
+        }
+        // The IRSA profile, for operators that did not set up their credentials themselves.
+        if signalman_testenv::irsa_profile() && self.remove.is_empty() {
+            for k in [
+                "AWS_ACCESS_KEY_ID",
+                "AWS_SECRET_ACCESS_KEY",
+                "AWS_SESSION_TOKEN",
+            ] {
+                cmd.env_remove(k);
+            }
+            cmd.env("AWS_ROLE_ARN", signalman_testenv::IRSA_ROLE).env(
+                "AWS_WEB_IDENTITY_TOKEN_FILE",
+                irsa_token_file(self.env, &self.ns),
+            );
         }
         self.child = Some(cmd.spawn().expect("starting the operator"));
     }

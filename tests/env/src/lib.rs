@@ -138,10 +138,26 @@ impl Env {
             .expect("the emulator's start task")
             .expect("starting a private emulator");
         apply_lag_profile(&running.handle).expect("SIGNALMAN_EMU_LAG");
+        self.trust_service_accounts(&running.handle)
+            .await
+            .expect("SIGNALMAN_TEST_IRSA");
         Emulator {
             endpoint: running.endpoint.clone(),
             handle: running.handle.clone(),
         }
+    }
+
+    /// Under the IRSA profile, makes `handle`'s STS trust the API server's ServiceAccount tokens
+    /// (every role, every subject); otherwise nothing.
+    pub async fn trust_service_accounts(&self, handle: &EmulatorHandle) -> anyhow::Result<()> {
+        if !irsa_profile() {
+            return Ok(());
+        }
+        let provider = self.oidc_provider().await?;
+        let mut config = handle.sts();
+        config.oidc_providers = vec![provider];
+        handle.set_sts(config);
+        Ok(())
     }
 
     /// The shared emulator (every test's default traffic goes there).
@@ -626,6 +642,20 @@ pub const LAG_VARIABLE: &str = "SIGNALMAN_EMU_LAG";
 
 /// The variable that makes every test namespace's SignalPolicy name this role.
 pub const POLICY_ROLE_VARIABLE: &str = "SIGNALMAN_TEST_POLICY_ROLE";
+
+/// The variable that runs every test operator on IRSA (a test profile of scripts/test.sh): no
+/// static keys, only `AWS_ROLE_ARN` ([`IRSA_ROLE`]) and a projected-token file from the API
+/// server's TokenRequest, which every emulator's STS trusts. Each process then signs as a
+/// session of its own (aws-config names it after the time), as on EKS by default.
+pub const IRSA_VARIABLE: &str = "SIGNALMAN_TEST_IRSA";
+
+/// The role test operators assume under the IRSA profile.
+pub const IRSA_ROLE: &str = "arn:aws:iam::123456789012:role/SignalmanOperator";
+
+/// Whether the IRSA profile is on.
+pub fn irsa_profile() -> bool {
+    std::env::var(IRSA_VARIABLE).is_ok_and(|v| !v.is_empty() && v != "0")
+}
 
 /// The lag profile `SIGNALMAN_EMU_LAG` asks for, if any.
 pub fn lag_profile() -> anyhow::Result<Option<aws_emulator::LagConfig>> {
