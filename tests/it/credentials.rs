@@ -595,3 +595,90 @@ async fn irsa_lost_answer_after_a_credential_refresh_is_verified() {
         .collect();
     assert!(sessions.len() >= 2, "never refreshed: {sessions:?}");
 }
+
+/// EKS Pod Identity as EKS names its sessions (`eks-<cluster>-<pod>-<uuid>`, new with every
+/// fetch): an approval applied with its answer lost, the operator restarted, and the new
+/// process, another session of the role, recognises the decision as its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_identity_restart_after_a_lost_answer_verifies_its_own_decision() {
+    let cw = CredWorld::new("creds-pod-restart").await;
+    let provider = cw
+        .world
+        .env
+        .oidc_provider()
+        .await
+        .expect("the API server as an OIDC provider");
+    cw.emu.handle.set_sts(StsConfig {
+        oidc_providers: vec![provider],
+        container_credentials: vec![ContainerCredentials {
+            namespace: Some(cw.world.ns.clone()),
+            service_account: Some("signalman".into()),
+            role_arn: ROLE.into(),
+            ..ContainerCredentials::default()
+        }],
+        ..StsConfig::default()
+    });
+    let token = cw.token_file("pod-token", POD_IDENTITY_AUDIENCE).await;
+    let uri = format!("{}{}", cw.emu.endpoint, CONTAINER_CREDENTIALS_PATH);
+    let mut operator = cw.operator(
+        "op-pod-restart",
+        &[
+            ("AWS_CONTAINER_CREDENTIALS_FULL_URI", uri),
+            (
+                "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+                token.display().to_string(),
+            ),
+            ("SIGNALMAN_VERIFY_SETTLE_MS", "6000".to_string()),
+        ],
+    );
+    let id = cw.execution_needing_two().await;
+    cw.lose_the_next_answer();
+    cw.approve("approve", &id).await;
+    let api = cw.world.api::<AutomationSignal>();
+    let deadline = Instant::now() + Duration::from_secs(45);
+    loop {
+        let status = api
+            .get("approve")
+            .await
+            .expect("get")
+            .status
+            .unwrap_or_default();
+        if status.phase == Some(Phase::Verifying) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never Verifying: {}",
+            summary(&status)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    operator.kill();
+    operator.restart();
+    let status = cw.done("approve").await;
+    let applied = cw.applied(&id);
+    eprintln!(
+        "pod identity restart: {} applied={applied:?}",
+        summary(&status)
+    );
+    assert_eq!(
+        crate::common::ready_reason(&status).as_deref(),
+        Some("DeliveryVerified"),
+        "{}",
+        summary(&status)
+    );
+    assert_eq!(applied.len(), 1, "{applied:?}");
+    assert!(
+        applied[0].starts_with(&format!("{SESSION_PREFIX}eks-")),
+        "an EKS-named session: {applied:?}"
+    );
+    let sessions: Vec<String> = cw
+        .emu
+        .handle
+        .sts_sessions()
+        .into_iter()
+        .filter(|s| s.issued_by == "ContainerCredentials")
+        .map(|s| s.arn)
+        .collect();
+    assert!(sessions.len() >= 2, "one session per process: {sessions:?}");
+}
