@@ -504,3 +504,51 @@ async fn two_processes_with_one_name_never_share_a_claim() {
     swf.assert_each_input_once("wf-1", &run_id, inputs.into_iter())
         .await;
 }
+
+/// A signal without runId reached run 1 of a workflow; the workflow went on in run 2 (a
+/// continue-as-new, or a workflowId that recurs), then the cluster was rebuilt. The signal
+/// applied again is found in run 1's history, not sent to run 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_rebuild_a_signal_without_run_id_is_found_in_an_earlier_run() {
+    let s = Setup::new("earlier-run").await;
+    let swf = SwfWorld::new(s.world.env, &unique("earlier-run")).await;
+    let run1 = swf.start("wf-1").await;
+    let mut operator = s.operator("op-earlier-run", &[]);
+    let signal = wf_signal("sig", &swf.domain, "wf-1", Some("once"));
+    s.world.create(&signal).await;
+    let first = s
+        .world
+        .wait_done::<WorkflowSignal>("sig", Duration::from_secs(45))
+        .await;
+    assert_eq!(first.run_id.as_deref(), Some(run1.as_str()), "{first:?}");
+    swf.client
+        .terminate_workflow_execution()
+        .domain(&swf.domain)
+        .workflow_id("wf-1")
+        .run_id(&run1)
+        .send()
+        .await
+        .expect("TerminateWorkflowExecution");
+    let run2 = swf.start("wf-1").await;
+
+    operator.kill();
+    delete_and_wait(&s.world.api::<WorkflowSignal>(), "sig").await;
+    forget_receipts(&s.world).await;
+    operator.restart();
+    s.world.create(&signal).await;
+    let status = s
+        .world
+        .wait_done::<WorkflowSignal>("sig", Duration::from_secs(60))
+        .await;
+    eprintln!("after the rebuild: {status:?}");
+    assert_eq!(
+        ready_reason(&status).as_deref(),
+        Some("AlreadyDelivered"),
+        "{status:?}"
+    );
+    assert_eq!(swf.signals("wf-1", &run1).await.len(), 1);
+    assert!(
+        swf.signals("wf-1", &run2).await.is_empty(),
+        "run 2 was never signalled"
+    );
+}
