@@ -45,6 +45,10 @@ struct RunArgs {
     /// Default AWS region for signals without spec.region (else AWS_REGION / the SDK chain).
     #[arg(long, env = "SIGNALMAN_REGION")]
     region: Option<String>,
+    /// The only regions signals may name, comma separated (e.g. `eu-west-1,eu-central-1`);
+    /// empty: any region of an AWS partition. A signal naming another fails `InvalidSpec`.
+    #[arg(long, env = "SIGNALMAN_ALLOWED_REGIONS", value_delimiter = ',')]
+    allowed_regions: Vec<String>,
     /// Namespaces to watch, comma separated; all when empty.
     #[arg(
         long = "namespaces",
@@ -212,6 +216,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             send_fits + 1
         );
     }
+    for region in args.region.iter().chain(&args.allowed_regions) {
+        if !region.is_empty() && !signalman::api::is_known_region(region) {
+            anyhow::bail!(
+                "{region} (in --region or --allowed-regions) is not a region of any AWS partition"
+            );
+        }
+    }
     if args.receipt_retention_days < 30 {
         anyhow::bail!("--receipt-retention-days must be at least 30");
     }
@@ -228,6 +239,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 burst: args.ssm_burst,
             },
             requester_in_comment: args.requester_in_comment,
+            allowed_regions: args
+                .allowed_regions
+                .iter()
+                .filter(|r| !r.is_empty())
+                .cloned()
+                .collect(),
         },
     )
     .await;

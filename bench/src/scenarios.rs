@@ -400,6 +400,7 @@ impl Bench {
                     per_second: 100_000.0,
                     burst: 100_000,
                 },
+                allowed_regions: Vec::new(),
                 requester_in_comment: false,
             },
         );

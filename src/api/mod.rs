@@ -30,12 +30,39 @@ pub const GROUP: &str = "signalman.dev";
 /// API version of both kinds.
 pub const VERSION: &str = "v1alpha1";
 
-/// CEL rule on `spec.region`: empty (the operator's default) or shaped like an AWS region
-/// name (`eu-west-1`, `us-gov-west-1`, `eusc-de-east-1`).
-pub const REGION_RULE: &str = "self == '' || self.matches('^[a-z]{2,}(-[a-z]+)+-[0-9]+$')";
+/// CEL rule on `spec.region`: empty (the operator's default) or a name one of AWS's partitions
+/// knows, by the region patterns of the AWS SDKs' partition table (aws, aws-cn, aws-us-gov,
+/// aws-iso, aws-iso-b, aws-iso-e, aws-iso-f, aws-eusc); [`is_known_region`] is the same rule.
+pub const REGION_RULE: &str = "self == '' || self.matches('^((us|eu|ap|sa|ca|me|af|il|mx)-[a-z0-9]+-[0-9]+|cn-[a-z0-9]+-[0-9]+|us-(gov|iso|isob|isof)-[a-z0-9]+-[0-9]+|eu-isoe-[a-z0-9]+-[0-9]+|eusc-de-[a-z0-9]+-[0-9]+)$')";
 /// Message of [`REGION_RULE`].
 pub const REGION_MESSAGE: &str =
-    "region must be an AWS region name such as eu-west-1, or empty for the operator's default region";
+    "region must be a region of an AWS partition, such as eu-west-1, cn-north-1 or us-gov-west-1, or empty for the operator's default region";
+
+/// Whether some AWS partition knows `region` (what [`REGION_RULE`] admits, empty aside): the
+/// partition patterns the AWS SDKs resolve endpoints with, so a region AWS opens later is
+/// served without a new release, and a made-up name such as `zz-fake-1` is not.
+pub fn is_known_region(region: &str) -> bool {
+    let word = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    };
+    let number = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let parts: Vec<&str> = region.split('-').collect();
+    match parts.as_slice() {
+        [prefix, name, n] => {
+            matches!(
+                *prefix,
+                "us" | "eu" | "ap" | "sa" | "ca" | "me" | "af" | "il" | "mx" | "cn"
+            ) && word(name)
+                && number(n)
+        }
+        ["us", "gov" | "iso" | "isob" | "isof", name, n]
+        | ["eu", "isoe", name, n]
+        | ["eusc", "de", name, n] => word(name) && number(n),
+        _ => false,
+    }
+}
 /// Longest accepted `spec.region` (real names are at most 15 characters).
 pub const REGION_MAX_LENGTH: u32 = 32;
 
@@ -202,5 +229,43 @@ mod tests {
             per_call(ours),
             per_call(kubes)
         );
+    }
+}
+
+#[cfg(test)]
+mod region_tests {
+    use super::is_known_region;
+
+    /// The partitions' region patterns: every real region name, none made up.
+    #[test]
+    fn a_region_is_known_when_an_aws_partition_knows_it() {
+        for region in [
+            "us-east-1",
+            "eu-west-1",
+            "ap-southeast-5",
+            "mx-central-1",
+            "il-central-1",
+            "cn-northwest-1",
+            "us-gov-west-1",
+            "us-iso-east-1",
+            "us-isob-east-1",
+            "us-isof-south-1",
+            "eu-isoe-west-1",
+            "eusc-de-east-1",
+        ] {
+            assert!(is_known_region(region), "{region}");
+        }
+        for region in [
+            "zz-fake-1",
+            "moon-1",
+            "eu-west",
+            "EU-WEST-1",
+            "us-gov-1-x",
+            "eusc-fr-east-1",
+            "",
+            "us--1",
+        ] {
+            assert!(!is_known_region(region), "{region}");
+        }
     }
 }

@@ -315,6 +315,8 @@ mod tests {
             "eu-west",
             "eu_west_1",
             "westeurope",
+            "zz-fake-1",
+            "us-moon-base-1",
             " eu-west-1",
             &"a-".repeat(20),
         ] {

@@ -33,6 +33,39 @@ pub struct RateLimit {
 
 /// Most regions the operator keeps clients for at once.
 pub const MAX_REGIONS: usize = 64;
+/// Clients unused this long (and held by no call) make room when the table is full.
+const IDLE_REGION: Duration = Duration::from_secs(60);
+
+/// Why no clients could be had for a signal.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NoClients {
+    /// The signal can never be sent as it is: no region at all, a region no AWS partition
+    /// knows, or one outside `--allowed-regions`. Says which, in words.
+    #[error("{0}")]
+    Refused(String),
+    /// Clients for [`MAX_REGIONS`] regions are in use: retried once one is idle.
+    #[error("{0}")]
+    Full(String),
+}
+
+impl NoClients {
+    /// The attempt's outcome: nothing was sent. A refusal fails the signal, naming why; a full
+    /// table is retried like any failure that heals by itself.
+    pub fn failure(self) -> AwsFailure {
+        match self {
+            NoClients::Refused(why) => AwsFailure {
+                class: ErrorClass::Invalid,
+                code: None,
+                message: why,
+            },
+            NoClients::Full(why) => AwsFailure {
+                class: ErrorClass::NotSent,
+                code: Some("RegionLimit".into()),
+                message: why,
+            },
+        }
+    }
+}
 /// Most role sessions (role, namespace, requester, region) kept at once.
 pub const MAX_ROLE_SESSIONS: usize = 256;
 
@@ -56,6 +89,9 @@ pub struct AwsSettings {
     pub ssm_rate: RateLimit,
     /// Approve and Reject name the requester in their Comment.
     pub requester_in_comment: bool,
+    /// The only regions signals may name (`--allowed-regions`); empty: any region an AWS
+    /// partition knows.
+    pub allowed_regions: Vec<String>,
 }
 
 /// What every call to one service in one region passes through: an adaptive token bucket per
@@ -215,6 +251,8 @@ pub struct RegionClients {
     pub swf: ServiceClients<aws_sdk_swf::Client>,
     pub ssm: ServiceClients<aws_sdk_ssm::Client>,
     pub sts: aws_sdk_sts::Client,
+    /// When these clients were last handed out.
+    last_used: Mutex<std::time::Instant>,
     /// The principal these clients sign as, and when STS said so (a failure is not remembered).
     caller: tokio::sync::Mutex<Option<(std::time::Instant, String)>>,
     /// What the SWF pre-send check learned about runs, as this identity read them.
@@ -228,6 +266,14 @@ pub struct RegionClients {
 const CALLER_FRESH: Duration = Duration::from_secs(600);
 
 impl RegionClients {
+    fn touch(&self, now: std::time::Instant) {
+        *self.last_used.lock().expect("last used") = now;
+    }
+
+    fn idle_for(&self, now: std::time::Instant) -> Duration {
+        now.saturating_duration_since(*self.last_used.lock().expect("last used"))
+    }
+
     /// The principal the operator signs as: STS GetCallerIdentity's ARN as
     /// [`super::principal::principal_of`] reads it (a role session is its role, so a refreshed
     /// IRSA or Pod Identity session is the same principal). `None` while STS cannot say;
@@ -310,7 +356,7 @@ impl AwsClients {
         &self,
         identity: &Identity,
         region: Option<&str>,
-    ) -> Result<Arc<RegionClients>, String> {
+    ) -> Result<Arc<RegionClients>, NoClients> {
         let Some(role) = identity.role_arn.as_deref() else {
             return self.for_region(region);
         };
@@ -347,12 +393,29 @@ impl AwsClients {
         Ok(clients)
     }
 
-    /// `region`, else the default region; the error says how to name one.
-    pub fn region_or_default(&self, region: Option<&str>) -> Result<String, String> {
-        region
+    /// `region`, else the default region, if the operator serves it: a region some AWS
+    /// partition knows ([`crate::api::is_known_region`]) and, with `--allowed-regions`, one of
+    /// those. The error says why not.
+    pub fn region_or_default(&self, region: Option<&str>) -> Result<String, NoClients> {
+        let region = region
             .map(str::to_string)
             .or_else(|| self.default_region())
-            .ok_or_else(|| "no region: set spec.region or the operator's --region".to_string())
+            .ok_or_else(|| {
+                NoClients::Refused("no region: set spec.region or the operator's --region".into())
+            })?;
+        if !crate::api::is_known_region(&region) {
+            return Err(NoClients::Refused(format!(
+                "region {region} is not a region of any AWS partition"
+            )));
+        }
+        let allowed = &self.settings.allowed_regions;
+        if !allowed.is_empty() && !allowed.contains(&region) {
+            return Err(NoClients::Refused(format!(
+                "region {region} is not one of the operator's --allowed-regions ({})",
+                allowed.join(", ")
+            )));
+        }
+        Ok(region)
     }
 
     /// The gates of `account` (empty: the operator's own) in `region`.
@@ -376,18 +439,33 @@ impl AwsClients {
     }
 
     /// The clients for `region` (or the default region).
-    pub fn for_region(&self, region: Option<&str>) -> Result<Arc<RegionClients>, String> {
+    pub fn for_region(&self, region: Option<&str>) -> Result<Arc<RegionClients>, NoClients> {
+        self.for_region_at(region, std::time::Instant::now())
+    }
+
+    fn for_region_at(
+        &self,
+        region: Option<&str>,
+        now: std::time::Instant,
+    ) -> Result<Arc<RegionClients>, NoClients> {
         let region = self.region_or_default(region)?;
         let mut regions = self.regions.lock().expect("region map lock");
         if let Some(clients) = regions.get(&region) {
+            clients.touch(now);
             return Ok(clients.clone());
         }
-        // spec.region is any name of a region's shape; a bound keeps made-up names from
-        // growing the map (and the per-region metrics) without end. AWS has fewer regions.
+        // A bound keeps names a partition's pattern admits but AWS never made from growing
+        // the map (and the per-region metrics) without end: idle clients make room, and
+        // while none is idle a new region waits its turn.
         if regions.len() >= MAX_REGIONS {
-            return Err(format!(
-                "clients for {MAX_REGIONS} regions are in use already; this region is not served"
-            ));
+            regions.retain(|_, c| Arc::strong_count(c) > 1 || c.idle_for(now) < IDLE_REGION);
+        }
+        if regions.len() >= MAX_REGIONS {
+            return Err(NoClients::Full(format!(
+                "clients for {MAX_REGIONS} regions are in use (the operator's limit); region \
+                 {region} is served once one of them has been idle for {}s",
+                IDLE_REGION.as_secs()
+            )));
         }
         let clients = Arc::new(self.build(&region, "", None));
         regions.insert(region, clients.clone());
@@ -454,9 +532,85 @@ impl AwsClients {
                 gate: ssm_gate,
             },
             sts: aws_sdk_sts::Client::from_conf(sts_conf),
+            last_used: Mutex::new(std::time::Instant::now()),
             caller: tokio::sync::Mutex::new(None),
             swf_runs: Default::default(),
             ssm_reads: Default::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn clients(allowed: &[&str]) -> AwsClients {
+        let config = SdkConfig::builder()
+            .region(Region::new("us-east-1"))
+            .behavior_version(BehaviorVersion::latest())
+            .build();
+        let rate = RateLimit {
+            per_second: 1.0,
+            burst: 1,
+        };
+        AwsClients::new(
+            config,
+            AwsSettings {
+                send_timeout: Duration::from_secs(5),
+                swf_rate: rate,
+                ssm_rate: rate,
+                requester_in_comment: true,
+                allowed_regions: allowed.iter().map(|r| r.to_string()).collect(),
+            },
+        )
+    }
+
+    #[test]
+    fn regions_no_partition_knows_or_outside_the_allowlist_are_refused_naming_why() {
+        let aws = clients(&[]);
+        assert!(aws.for_region(Some("eu-west-1")).is_ok());
+        let Err(NoClients::Refused(why)) = aws.for_region(Some("zz-fake-1")) else {
+            panic!("a made-up region is refused");
+        };
+        assert!(
+            why.contains("zz-fake-1") && why.contains("AWS partition"),
+            "{why}"
+        );
+        let aws = clients(&["eu-west-1"]);
+        assert!(aws.for_region(Some("eu-west-1")).is_ok());
+        let Err(NoClients::Refused(why)) = aws.for_region(Some("eu-central-1")) else {
+            panic!("a region outside the allowlist is refused");
+        };
+        assert!(why.contains("--allowed-regions"), "{why}");
+    }
+
+    /// A full table is a retry naming the limit; idle clients make room for a real region.
+    #[test]
+    fn a_full_client_table_is_a_retry_until_idle_clients_make_room() {
+        let aws = clients(&[]);
+        let start = std::time::Instant::now();
+        let held: Vec<_> = (1..=MAX_REGIONS)
+            .map(|i| {
+                aws.for_region_at(Some(&format!("us-made-{i}")), start)
+                    .expect("room")
+            })
+            .collect();
+        let Err(NoClients::Full(why)) = aws.for_region_at(Some("eu-west-1"), start) else {
+            panic!("the table is full");
+        };
+        assert!(why.contains(&MAX_REGIONS.to_string()), "{why}");
+        assert_eq!(
+            NoClients::Full(why).failure().class,
+            ErrorClass::NotSent,
+            "retried, not failed"
+        );
+        // Idle long enough, but still held by a call: no room yet.
+        let later = start + IDLE_REGION + Duration::from_secs(1);
+        assert!(matches!(
+            aws.for_region_at(Some("eu-west-1"), later),
+            Err(NoClients::Full(_))
+        ));
+        drop(held);
+        assert!(aws.for_region_at(Some("eu-west-1"), later).is_ok());
     }
 }

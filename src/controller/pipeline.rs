@@ -18,7 +18,7 @@ use super::{requeue, ttl, Context, Error};
 use crate::api::{ResolvedRetry, Signal, SignalStatus};
 use crate::aws::circuit::{CallResult, Change, Permit};
 use crate::aws::classify::ErrorClass;
-use crate::aws::clients::{Identity, RegionClients, Turn};
+use crate::aws::clients::{Identity, NoClients, RegionClients, Turn};
 use crate::aws::target::{Prepared, SignalTarget};
 use crate::delivery::{self, AwsFailure, EventNote, Next, ReceiptSays, SendOutcome, VerifyOutcome};
 use crate::{failpoint, metrics};
@@ -268,7 +268,7 @@ enum Authorized {
     /// Not decidable yet (the policies are not listed): look again then.
     NotYet(Duration),
     /// No region to send to, or no clients for it.
-    Unaddressable(String),
+    Unaddressable(NoClients),
 }
 
 /// The SignalPolicies' verdict on the signal, and the clients of the identity they grant.
@@ -409,11 +409,7 @@ async fn not_cleared<T: SignalTarget>(
         Authorized::Denied(why) => delivery::policy_denied(status, &why, dctx),
         Authorized::Unaddressable(why) => {
             // Nothing was sent: the attempt this claim would have been fails at once.
-            delivery::failed_before_send(
-                &status.cloned().unwrap_or_default(),
-                &no_region(why),
-                dctx,
-            )
+            delivery::failed_before_send(&status.cloned().unwrap_or_default(), &why.failure(), dctx)
         }
         Authorized::NotYet(wait) => return Ok(Action::requeue(wait)),
         Authorized::Send(..) | Authorized::NeedsDocument(_) => {
@@ -759,19 +755,11 @@ async fn verify<T: SignalTarget>(
             record_call::<T>(obj, &clients, outcome.failure(), ctx).await;
             outcome
         }
-        Err(why) => VerifyOutcome::Failed(no_region(why)),
+        Err(why) => VerifyOutcome::Failed(why.failure()),
     };
     let tr = delivery::after_verify(status, &outcome, &dctx.at(Timestamp::now()));
     record::<T>(obj, signal, &key, tr, ctx).await?;
     Ok(Action::await_change())
-}
-
-fn no_region(why: String) -> AwsFailure {
-    AwsFailure {
-        class: ErrorClass::Invalid,
-        code: None,
-        message: why,
-    }
 }
 
 /// How long from `now` until `t`, at least a moment.

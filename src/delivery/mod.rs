@@ -621,6 +621,12 @@ fn send_failed(mut s: SignalStatus, f: &AwsFailure, ctx: &Ctx) -> Transition {
             format!("AWS rejected the signal as not valid for the execution's current state ({d})"),
             ctx,
         ),
+        ErrorClass::Invalid if f.code.is_none() => fail(
+            s,
+            reason::INVALID_SPEC,
+            format!("the signal cannot be sent: {d}"),
+            ctx,
+        ),
         ErrorClass::Invalid => fail(
             s,
             reason::INVALID_SPEC,
@@ -1166,11 +1172,12 @@ fn cut(text: &str) -> String {
 }
 
 /// A failure in words: the code, and the adapter's message unless AWS may have quoted request
-/// values in it (Invalid, InvalidNow).
+/// values in it (an Invalid or InvalidNow answer from AWS, which always carries a code). The
+/// operator's own refusals (no code) keep their message: it names the cause.
 fn describe(f: &AwsFailure) -> String {
     let code = f.code.as_deref().map(str::trim).filter(|c| !c.is_empty());
-    let text = match f.class {
-        ErrorClass::Invalid | ErrorClass::InvalidNow => String::new(),
+    let text = match (f.class, code) {
+        (ErrorClass::Invalid | ErrorClass::InvalidNow, Some(_)) => String::new(),
         _ => cut(&f.message),
     };
     match (code, text.is_empty()) {

@@ -2020,3 +2020,48 @@ fn an_earlier_objects_attempt_of_unknown_fate_is_verified_first() {
         done.status
     );
 }
+
+/// The operator's own refusals (no AWS code) name their cause in the status and the Event;
+/// AWS's validation messages, which may quote request values, are still dropped.
+#[test]
+fn every_failure_names_its_cause() {
+    let claimed = claim_of(decide(None, &ctx()));
+    let own = AwsFailure {
+        class: ErrorClass::Invalid,
+        code: None,
+        message: "region zz-fake-1 is not a region of any AWS partition".into(),
+    };
+    let tr = after_send(&claimed.status, &SendOutcome::Failed(own), &ctx());
+    let msg = tr.status.message.clone().unwrap_or_default();
+    assert!(
+        msg.contains("zz-fake-1 is not a region of any AWS partition"),
+        "{msg}"
+    );
+    assert!(tr
+        .event
+        .as_ref()
+        .is_some_and(|e| e.note.contains("AWS partition")));
+    let from_aws = AwsFailure {
+        class: ErrorClass::Invalid,
+        code: Some("ValidationException".into()),
+        message: "Value 'secret-input' at 'input' failed to satisfy constraint".into(),
+    };
+    let tr = after_send(&claimed.status, &SendOutcome::Failed(from_aws), &ctx());
+    let msg = tr.status.message.unwrap_or_default();
+    assert!(
+        msg.contains("ValidationException") && !msg.contains("secret-input"),
+        "{msg}"
+    );
+    let full = crate::aws::clients::NoClients::Full("clients for 64 regions are in use".into());
+    let tr = after_send(
+        &claimed.status,
+        &SendOutcome::Failed(full.failure()),
+        &ctx(),
+    );
+    assert_eq!(
+        tr.status.phase,
+        Some(Phase::Pending),
+        "a full table is retried"
+    );
+    assert!(tr.status.message.unwrap_or_default().contains("64 regions"));
+}

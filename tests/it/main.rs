@@ -17,6 +17,7 @@ mod malformed;
 mod metrics;
 mod paging;
 mod policy;
+mod regions;
 mod retry;
 mod schema;
 mod ssm;
