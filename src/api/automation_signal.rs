@@ -113,7 +113,8 @@ impl fmt::Display for SignalType {
     printcolumn = r#"{"name": "Reason", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].reason", "description": "Reason of the Ready condition"}"#,
     printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#,
     selectable = ".spec.automationExecutionId",
-    selectable = ".spec.signalType"
+    selectable = ".spec.signalType",
+    selectable = ".status.phase"
 )]
 #[x_kube(
     validation = Rule::new("self == oldSelf").message(AUTOMATION_SIGNAL_IMMUTABLE_MESSAGE),

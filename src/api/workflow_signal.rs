@@ -41,7 +41,8 @@ pub const WORKFLOW_SIGNAL_IMMUTABLE_MESSAGE: &str =
     printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#,
     selectable = ".spec.domain",
     selectable = ".spec.workflowId",
-    selectable = ".spec.signalName"
+    selectable = ".spec.signalName",
+    selectable = ".status.phase"
 )]
 #[x_kube(validation = Rule::new("self == oldSelf").message(WORKFLOW_SIGNAL_IMMUTABLE_MESSAGE))]
 #[serde(rename_all = "camelCase")]

@@ -101,24 +101,30 @@ pub struct Gate {
     rate: RateLimit,
     limiters: Mutex<HashMap<&'static str, Arc<AdaptiveLimiter>>>,
     circuit: Mutex<Circuit>,
-    /// Namespaces take turns at the send limiter.
-    turns: Mutex<FairTurns>,
+    /// Namespaces take turns at the limiter of each operation a signal waits for (the send,
+    /// the verification's read).
+    turns: Mutex<HashMap<&'static str, FairTurns>>,
 }
 
 /// A signal's turn at the send limiter; leaving the line when dropped (sent, or given up).
 pub struct Turn {
     gate: Arc<Gate>,
+    operation: &'static str,
     namespace: String,
     name: String,
 }
 
 impl Drop for Turn {
     fn drop(&mut self) {
-        self.gate
+        if let Some(turns) = self
+            .gate
             .turns
             .lock()
             .expect("turns lock")
-            .done(&self.namespace, &self.name);
+            .get_mut(self.operation)
+        {
+            turns.done(&self.namespace, &self.name);
+        }
     }
 }
 
@@ -129,7 +135,7 @@ impl Gate {
             rate,
             limiters: Mutex::new(HashMap::new()),
             circuit: Mutex::new(Circuit::default()),
-            turns: Mutex::new(FairTurns::default()),
+            turns: Mutex::new(HashMap::new()),
         }
     }
 
@@ -144,12 +150,13 @@ impl Gate {
         /// A wait shorter than this is spent at the limiter itself.
         const AT_THE_LIMITER: Duration = Duration::from_secs(1);
         let rate = self.limiter(operation).current_rate();
-        let wait = self.turns.lock().expect("turns lock").wait(
-            namespace,
-            name,
-            rate,
-            std::time::Instant::now(),
-        );
+        let wait = self
+            .turns
+            .lock()
+            .expect("turns lock")
+            .entry(operation)
+            .or_default()
+            .wait(namespace, name, rate, std::time::Instant::now());
         if wait > AT_THE_LIMITER {
             // Ask again a little before the turn, so the limiter never waits for a signal
             // still asleep in the queue.
@@ -157,6 +164,7 @@ impl Gate {
         }
         Ok(Turn {
             gate: self.clone(),
+            operation,
             namespace: namespace.to_string(),
             name: name.to_string(),
         })

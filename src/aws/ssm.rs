@@ -27,6 +27,7 @@ impl SignalTarget for Ssm {
     const KIND: &'static str = "AutomationSignal";
     const SERVICE: &'static str = "ssm";
     const SEND_OPERATION: &'static str = SEND_OPERATION;
+    const VERIFY_OPERATION: &'static str = GET_EXECUTION_OPERATION;
 
     fn spec_schema() -> &'static serde_json::Value {
         AutomationSignal::spec_schema()

@@ -43,6 +43,7 @@ impl SignalTarget for Swf {
     const KIND: &'static str = "WorkflowSignal";
     const SERVICE: &'static str = "swf";
     const SEND_OPERATION: &'static str = SEND_OPERATION;
+    const VERIFY_OPERATION: &'static str = HISTORY_OPERATION;
 
     fn spec_schema() -> &'static serde_json::Value {
         WorkflowSignal::spec_schema()

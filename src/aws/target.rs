@@ -46,6 +46,8 @@ pub trait SignalTarget: Send + Sync + 'static {
     const SERVICE: &'static str;
     /// The operation that sends the signal.
     const SEND_OPERATION: &'static str;
+    /// The read that verifies delivery: namespaces take turns at its limiter too.
+    const VERIFY_OPERATION: &'static str;
 
     /// The `spec` part of the resource's CRD schema, checked on the raw object before it is
     /// parsed, so an object written around the schema is refused with the field named.

@@ -28,6 +28,8 @@ use crate::leader::Leadership;
 use crate::metrics::Metrics;
 
 mod pipeline;
+#[cfg(test)]
+mod pipeline_tests;
 pub mod receipts;
 mod status_io;
 pub mod ttl;
@@ -219,9 +221,12 @@ pub async fn run(
     ctx.health.expect_caches(KINDS * namespaces.len() + 2);
     let policies = watch_policies(&ctx);
     let mut controllers = Vec::new();
+    let mut ttl_watches = Vec::new();
     for ns in &namespaces {
         controllers.push(spawn::<Swf>(&ctx, ns.as_deref(), shutdown.clone()));
         controllers.push(spawn::<Ssm>(&ctx, ns.as_deref(), shutdown.clone()));
+        ttl_watches.push(watch_ttl::<Swf>(&ctx, ns.as_deref()));
+        ttl_watches.push(watch_ttl::<Ssm>(&ctx, ns.as_deref()));
     }
     let sweeper = tokio::spawn(sweep_receipts(ctx.clone()));
     let policy_status = tokio::spawn(write_policy_status(ctx.clone()));
@@ -234,6 +239,9 @@ pub async fn run(
         }
     }
     sweeper.abort();
+    for watch in ttl_watches {
+        watch.abort();
+    }
     policies.abort();
     policy_status.abort();
 }
@@ -379,6 +387,27 @@ impl MissingCrdLog {
     }
 }
 
+/// The API of kind `T` in `namespace` (all namespaces when `None`), untyped.
+fn signals_api<T: SignalTarget>(ctx: &Context, namespace: Option<&str>) -> Api<DynamicObject> {
+    let ar = ApiResource::erase::<T::Resource>(&());
+    match namespace {
+        Some(ns) => Api::namespaced_with(ctx.client.clone(), ns, &ar),
+        None => Api::all_with(ctx.client.clone(), &ar),
+    }
+}
+
+/// Starts the TTL of kind `T`'s finished signals in `namespace`.
+fn watch_ttl<T: SignalTarget>(
+    ctx: &Arc<Context>,
+    namespace: Option<&str>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(ttl::delete_when_due::<T>(
+        signals_api::<T>(ctx, namespace),
+        ctx.settings.label_selector.clone(),
+        ctx.clone(),
+    ))
+}
+
 /// Starts the controller of kind `T` in `namespace` (all namespaces when `None`).
 fn spawn<T: SignalTarget>(
     ctx: &Arc<Context>,
@@ -386,10 +415,7 @@ fn spawn<T: SignalTarget>(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static,
 ) -> tokio::task::JoinHandle<()> {
     let ar = ApiResource::erase::<T::Resource>(&());
-    let api: Api<DynamicObject> = match namespace {
-        Some(ns) => Api::namespaced_with(ctx.client.clone(), ns, &ar),
-        None => Api::all_with(ctx.client.clone(), &ar),
-    };
+    let api = signals_api::<T>(ctx, namespace);
     let config = ControllerConfig::default().concurrency(ctx.settings.concurrency);
     // Controller::new_with's own wiring, plus readiness once the cache is first listed.
     let writer = reflector::store::Writer::new(ar.clone());
@@ -478,7 +504,11 @@ fn spawn<T: SignalTarget>(
 }
 
 fn watch_config(label_selector: Option<&str>) -> watcher::Config {
-    let config = watcher::Config::default().any_semantic();
+    // Unfinished signals only: a finished one leaves the cache as it finishes (its TTL is
+    // watched apart, without a cache, by ttl::delete_when_due).
+    let config = watcher::Config::default()
+        .any_semantic()
+        .fields(ttl::UNFINISHED);
     match label_selector {
         Some(selector) if !selector.is_empty() => config.labels(selector),
         _ => config,
@@ -490,14 +520,12 @@ fn object_key(obj: &DynamicObject) -> String {
 }
 
 /// What the cache keeps of an object. managedFields (about 40% of an object) and kubectl's
-/// last-applied annotation (a copy of the whole manifest) are never read here; a finished
-/// signal is reduced to what TTL reads ([`ttl::slim`]).
+/// last-applied annotation (a copy of the whole manifest) are never read here.
 fn slim(obj: &mut DynamicObject) {
     obj.metadata.managed_fields = None;
     if let Some(a) = obj.metadata.annotations.as_mut() {
         a.remove("kubectl.kubernetes.io/last-applied-configuration");
     }
-    ttl::slim(obj);
 }
 
 #[cfg(test)]

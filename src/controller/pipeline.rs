@@ -14,7 +14,7 @@ use tracing::warn;
 
 use super::receipts::ReceiptKey;
 use super::status_io::{read_object, read_status, tell, write_and_tell, write_status};
-use super::{requeue, ttl, Context, Error};
+use super::{requeue, Context, Error};
 use crate::api::{ResolvedRetry, Signal, SignalStatus};
 use crate::aws::circuit::{CallResult, Change, Permit};
 use crate::aws::classify::ErrorClass;
@@ -48,10 +48,6 @@ pub(super) async fn reconcile<T: SignalTarget>(
 ) -> Result<Action, Error> {
     if obj.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
-    }
-    // A finished signal as the cache keeps it: only its TTL is left to look after.
-    if let Some(finished) = ttl::Finished::of_slim(&obj) {
-        return ttl::after_finished::<T>(&obj, &finished, Timestamp::now(), ctx).await;
     }
     let status = match read_status(&obj) {
         Ok(s) => s,
@@ -87,9 +83,10 @@ pub(super) async fn reconcile<T: SignalTarget>(
             .map(String::as_str),
     };
     let next = delivery::decide(status.as_ref(), &dctx);
+    // Finished: nothing left here (the TTL is watched apart, and the object leaves this
+    // controller's cache as it finishes).
     if next == Next::Done {
-        let finished = ttl::Finished::of(&obj, status.as_ref());
-        return ttl::after_finished::<T>(&obj, &finished, dctx.now, ctx).await;
+        return Ok(Action::await_change());
     }
     if !ctx.leadership.is_leader() {
         if let Next::WaitUntil(t) = next {
@@ -743,6 +740,17 @@ async fn verify<T: SignalTarget>(
             if let Some(wait) = circuit_wait::<T>(&clients) {
                 return Ok(Action::requeue(wait));
             }
+            // Namespaces take turns at the verification's read too: one namespace's many
+            // verifications (a flood of ambiguous sends) neither starve another's nor hold
+            // the reconcile slots while they wait.
+            let _turn = match T::gate(&clients).turn(
+                T::VERIFY_OPERATION,
+                obj.metadata.namespace.as_deref().unwrap_or_default(),
+                obj.metadata.name.as_deref().unwrap_or_default(),
+            ) {
+                Ok(turn) => turn,
+                Err(wait) => return Ok(Action::requeue(wait)),
+            };
             let outcome = T::verify(
                 signal,
                 status,

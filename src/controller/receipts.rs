@@ -123,10 +123,29 @@ impl Receipts {
         target: Option<String>,
         now: Timestamp,
     ) -> Result<(), kube::Error> {
-        let receipt = self.receipt(key, uid, target, Some(now), None, now);
+        let mut receipt = self.receipt(key, uid, target, Some(now), None, now);
         match self.api.create(&PostParams::default(), &receipt).await {
             Ok(_) => Ok(()),
-            Err(kube::Error::Api(ae)) if ae.code == 409 => Ok(()),
+            Err(kube::Error::Api(ae)) if ae.code == 409 => {
+                // An expired receipt not yet swept says nothing any more: this attempt takes
+                // its place (conditional on what was read), so its record lives its full term.
+                let Some(old) = self.api.get_opt(&key.object_name()).await? else {
+                    return Ok(());
+                };
+                if old.spec.expires_at.0 > now {
+                    return Ok(());
+                }
+                receipt.metadata.resource_version = old.metadata.resource_version;
+                match self
+                    .api
+                    .replace(&key.object_name(), &PostParams::default(), &receipt)
+                    .await
+                {
+                    Ok(_) => Ok(()),
+                    Err(kube::Error::Api(ae)) if ae.code == 409 || ae.code == 404 => Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
             Err(e) => Err(e),
         }
     }
@@ -141,7 +160,16 @@ impl Receipts {
         now: Timestamp,
     ) -> Result<(), kube::Error> {
         let name = key.object_name();
-        let mark = serde_json::json!({"spec": {"deliveredAt": Time(now), "target": target}});
+        // The delivery's receipt lives its full term from now (a receipt that expired before
+        // it was swept is renewed, not left to protect nothing).
+        let mut spec = serde_json::json!({
+            "deliveredAt": Time(now),
+            "expiresAt": Time(add(now, self.retention)),
+        });
+        if let Some(target) = &target {
+            spec["target"] = serde_json::json!(target);
+        }
+        let mark = serde_json::json!({ "spec": spec });
         match self
             .api
             .patch(&name, &PatchParams::default(), &Patch::Merge(&mark))

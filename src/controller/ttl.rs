@@ -8,11 +8,10 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Preconditions};
-use kube::runtime::controller::Action;
 use kube::ResourceExt;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
-use super::{Context, Error};
+use super::Context;
 use crate::api::SignalStatus;
 use crate::aws::target::SignalTarget;
 use crate::delivery::{READY, STALLED};
@@ -42,8 +41,8 @@ pub fn finished_at(status: &SignalStatus) -> Option<Timestamp> {
         .map(|c| c.last_transition_time.0)
 }
 
-/// What TTL needs of a finished signal; all the cache keeps of one (see [`slim`]).
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+/// What TTL needs of a finished signal.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Finished {
     /// When its terminal condition last changed.
     pub at: Option<Timestamp>,
@@ -52,9 +51,6 @@ pub struct Finished {
     /// A GitOps tool or an owner keeps it.
     pub managed: bool,
 }
-
-/// Where a slimmed object keeps its [`Finished`].
-const FINISHED_KEY: &str = "signalmanFinished";
 
 impl Finished {
     pub fn of(obj: &DynamicObject, status: Option<&SignalStatus>) -> Self {
@@ -68,98 +64,146 @@ impl Finished {
             managed: managed_by_others(obj),
         }
     }
+}
 
-    /// The summary of a slimmed object, if it is one.
-    pub fn of_slim(obj: &DynamicObject) -> Option<Self> {
-        serde_json::from_value(obj.data.get(FINISHED_KEY)?.clone()).ok()
+impl Finished {
+    /// When the signal is to be deleted: `default_ttl` applies when the spec sets none; never
+    /// for a signal someone else keeps, or one whose finish time is unknown.
+    pub fn due(&self, default_ttl: Option<Duration>) -> Option<Timestamp> {
+        if self.managed {
+            return None;
+        }
+        let ttl = self.ttl_seconds.map(Duration::from_secs).or(default_ttl)?;
+        let ttl = k8s_openapi::jiff::SignedDuration::try_from(ttl).ok()?;
+        self.at?.checked_add(ttl).ok()
     }
 }
 
-/// Replaces a finished signal whose status is consistent (nothing left to do but TTL) by what
-/// the operator still reads of it: name, namespace, uid, version, phase (for the pending
-/// gauge) and its [`Finished`] summary. Most of the cache is finished signals; this is what
-/// keeps 100,000 of them cheap. A status needing repair keeps the whole object.
-pub fn slim(obj: &mut DynamicObject) {
-    let Some(status) = obj
+/// The field selector of the signals still to be delivered: the controllers watch only these,
+/// so a finished signal leaves their caches (and costs nothing there) the moment it finishes.
+/// `status.phase` is a selectable field of both CRDs.
+pub const UNFINISHED: &str = "status.phase!=Succeeded,status.phase!=Failed";
+/// The field selectors of the finished signals, watched by [`delete_when_due`].
+const FINISHED: [&str; 2] = ["status.phase=Succeeded", "status.phase=Failed"];
+
+/// A finished signal waiting for its TTL.
+#[derive(Clone, Debug, PartialEq)]
+struct Due {
+    at: Timestamp,
+    namespace: String,
+    name: String,
+}
+
+/// Watches the finished signals of kind `T` in `api`'s scope and deletes each whose TTL has run
+/// out, while this replica leads. It keeps only the signals a TTL applies to (when, namespace,
+/// name, by uid), not the objects: 100,000 finished signals without a TTL cost nothing.
+pub async fn delete_when_due<T: SignalTarget>(
+    api: Api<DynamicObject>,
+    label_selector: Option<String>,
+    ctx: std::sync::Arc<Context>,
+) {
+    use futures::StreamExt;
+    use kube::runtime::{watcher, WatchStreamExt};
+    let streams = FINISHED.map(|fields| {
+        let mut config = watcher::Config::default().any_semantic().fields(fields);
+        if let Some(labels) = label_selector.as_deref().filter(|l| !l.is_empty()) {
+            config = config.labels(labels);
+        }
+        watcher(api.clone(), config).default_backoff().boxed()
+    });
+    let mut events = futures::stream::select_all(streams);
+    let mut waiting: std::collections::HashMap<String, Due> = Default::default();
+    loop {
+        let next = waiting.values().map(|d| d.at).min();
+        let sleep = next
+            .map(|at| {
+                Duration::try_from(at.duration_since(Timestamp::now())).unwrap_or(Duration::ZERO)
+            })
+            .unwrap_or(IDLE_LOOK)
+            .min(IDLE_LOOK);
+        tokio::select! {
+            event = events.next() => match event {
+                Some(Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj))) => {
+                    note(&mut waiting, &obj, ctx.settings.default_ttl);
+                }
+                Some(Ok(watcher::Event::Delete(obj))) => {
+                    waiting.remove(&obj.uid().unwrap_or_default());
+                }
+                Some(Ok(watcher::Event::Init | watcher::Event::InitDone)) => {}
+                Some(Err(e)) => debug!(error = %e, "watching finished signals failed; retrying with backoff"),
+                None => return,
+            },
+            _ = tokio::time::sleep(sleep) => {
+                if ctx.leadership.is_leader() {
+                    let now = Timestamp::now();
+                    let due: Vec<(String, Due)> = waiting
+                        .iter()
+                        .filter(|(_, d)| d.at <= now)
+                        .map(|(uid, d)| (uid.clone(), d.clone()))
+                        .collect();
+                    for (uid, d) in due {
+                        match delete::<T>(&ctx, &d, &uid).await {
+                            Ok(()) => { waiting.remove(&uid); }
+                            Err(e) => warn!(error = %e, namespace = %d.namespace, name = %d.name, "finished signal not deleted after its TTL; retrying"),
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Longest wait between looks at the due signals (leadership may change meanwhile).
+const IDLE_LOOK: Duration = Duration::from_secs(5);
+
+/// Records or forgets a finished signal as its TTL says.
+fn note(
+    waiting: &mut std::collections::HashMap<String, Due>,
+    obj: &DynamicObject,
+    default_ttl: Option<Duration>,
+) {
+    let uid = obj.uid().unwrap_or_default();
+    let status = obj
         .data
         .get("status")
-        .and_then(|s| serde_json::from_value::<SignalStatus>(s.clone()).ok())
-    else {
-        return;
-    };
-    if !crate::delivery::is_finished(&status)
-        || !crate::delivery::conditions_consistent(&status, obj.metadata.generation)
-    {
-        return;
+        .and_then(|s| serde_json::from_value::<SignalStatus>(s.clone()).ok());
+    match Finished::of(obj, status.as_ref()).due(default_ttl) {
+        Some(at) if obj.metadata.deletion_timestamp.is_none() => {
+            waiting.insert(
+                uid,
+                Due {
+                    at,
+                    namespace: obj.namespace().unwrap_or_default(),
+                    name: obj.name_any(),
+                },
+            );
+        }
+        _ => {
+            waiting.remove(&uid);
+        }
     }
-    let finished = Finished::of(obj, Some(&status));
-    let m = &obj.metadata;
-    obj.metadata = kube::api::ObjectMeta {
-        name: m.name.clone(),
-        namespace: m.namespace.clone(),
-        uid: m.uid.clone(),
-        resource_version: m.resource_version.clone(),
-        generation: m.generation,
-        deletion_timestamp: m.deletion_timestamp.clone(),
-        ..Default::default()
-    };
-    obj.data = serde_json::json!({
-        "status": {"phase": status.phase},
-        FINISHED_KEY: finished,
-    });
 }
 
-/// What to do with a finished signal: nothing, look again when its TTL runs out, or delete it.
-pub async fn after_finished<T: SignalTarget>(
-    obj: &DynamicObject,
-    finished: &Finished,
-    now: Timestamp,
-    ctx: &Context,
-) -> Result<Action, Error> {
-    let Some(ttl) = finished
-        .ttl_seconds
-        .map(Duration::from_secs)
-        .or(ctx.settings.default_ttl)
-    else {
-        return Ok(Action::await_change());
-    };
-    let Some(at) = finished.at else {
-        return Ok(Action::await_change());
-    };
-    if finished.managed {
-        debug!("finished, but managed by a GitOps tool or an owner: not deleted by TTL");
-        return Ok(Action::await_change());
-    }
-    let due = at + k8s_openapi::jiff::SignedDuration::try_from(ttl).unwrap_or_default();
-    if due > now {
-        let wait = Duration::try_from(due.duration_since(now)).unwrap_or(Duration::from_secs(1));
-        return Ok(Action::requeue(wait.max(Duration::from_secs(1))));
-    }
-    if !ctx.leadership.is_leader() {
-        return Ok(Action::requeue(super::requeue::FOLLOWER));
-    }
+/// Deletes one finished signal, on the condition that it is still the object `uid` (a signal
+/// created again under the same name is another object).
+async fn delete<T: SignalTarget>(ctx: &Context, due: &Due, uid: &str) -> Result<(), kube::Error> {
     let ar = ApiResource::erase::<T::Resource>(&());
-    let api: Api<DynamicObject> = Api::namespaced_with(
-        ctx.client.clone(),
-        &obj.namespace().unwrap_or_default(),
-        &ar,
-    );
+    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &due.namespace, &ar);
     let params = DeleteParams {
         preconditions: Some(Preconditions {
-            uid: obj.uid(),
+            uid: Some(uid.to_string()),
             resource_version: None,
         }),
         ..Default::default()
     };
-    match api.delete(&obj.name_any(), &params).await {
-        Ok(_) => info!(
-            ttl_seconds = ttl.as_secs(),
-            "finished signal deleted after its TTL"
-        ),
-        Err(kube::Error::Api(ae)) if ae.code == 404 || ae.code == 409 => {}
-        Err(e) => return Err(e.into()),
+    match api.delete(&due.name, &params).await {
+        Ok(_) => {
+            info!(kind = T::KIND, namespace = %due.namespace, name = %due.name, "finished signal deleted after its TTL");
+            Ok(())
+        }
+        Err(kube::Error::Api(ae)) if ae.code == 404 || ae.code == 409 => Ok(()),
+        Err(e) => Err(e),
     }
-    Ok(Action::await_change())
 }
 
 #[cfg(test)]
@@ -204,8 +248,7 @@ mod tests {
         )));
     }
 
-    #[test]
-    fn a_finished_consistent_signal_is_slimmed_to_its_summary() {
+    fn finished(ttl: Option<u64>, managed: bool) -> DynamicObject {
         use crate::delivery::{self, Ctx};
         let c = Ctx {
             now: Timestamp::from_second(1_700_000_000).unwrap(),
@@ -220,39 +263,60 @@ mod tests {
             requested_by: None,
         };
         let done = delivery::already_delivered(None, "test", &c).status;
-        let mut o = object(
-            &[("kustomize.toolkit.fluxcd.io/name", "x")],
-            &[("big", "x")],
-        );
-        o.metadata.generation = Some(1);
+        let labels: &[(&str, &str)] = if managed {
+            &[("kustomize.toolkit.fluxcd.io/name", "x")]
+        } else {
+            &[]
+        };
+        let mut o = object(labels, &[]);
         o.metadata.uid = Some("u-1".into());
+        o.metadata.namespace = Some("team".into());
         o.data = serde_json::json!({
-            "spec": {"domain": "d", "input": "secret", "ttlSecondsAfterFinished": 5},
+            "spec": {"domain": "d", "ttlSecondsAfterFinished": ttl},
             "status": done,
         });
-        slim(&mut o);
+        o
+    }
+
+    /// Only signals a TTL applies to are kept, by when they are due; nothing else.
+    #[test]
+    fn a_finished_signal_is_due_after_its_ttl_unless_someone_keeps_it() {
+        let t0 = Timestamp::from_second(1_700_000_000).unwrap();
+        let mut waiting = std::collections::HashMap::new();
+        note(&mut waiting, &finished(Some(5), false), None);
         assert_eq!(
-            Finished::of_slim(&o),
-            Some(Finished {
-                at: Some(c.now),
-                ttl_seconds: Some(5),
-                managed: true
-            })
+            waiting.get("u-1").map(|d| d.at),
+            Some(t0 + k8s_openapi::jiff::SignedDuration::from_secs(5))
         );
-        assert_eq!(o.data["status"]["phase"], "Succeeded");
-        assert!(o.data.get("spec").is_none() && o.metadata.labels.is_none());
-        assert_eq!(o.metadata.uid.as_deref(), Some("u-1"));
-        assert!(!o.data.to_string().contains("secret"));
-        // Pending, or finished with conditions to repair: kept whole.
-        let mut pending = object(&[], &[]);
-        pending.data = serde_json::json!({"spec": {"domain": "d"}, "status": {"phase": "Pending"}});
-        let before = pending.clone();
-        slim(&mut pending);
-        assert_eq!(pending, before);
-        let mut odd = object(&[], &[]);
-        odd.data = serde_json::json!({"spec": {}, "status": {"phase": "Succeeded"}});
-        let before = odd.clone();
-        slim(&mut odd);
-        assert_eq!(odd, before);
+        // The operator's default when the spec sets none; nothing without either.
+        note(&mut waiting, &finished(None, false), None);
+        assert!(waiting.is_empty());
+        note(
+            &mut waiting,
+            &finished(None, false),
+            Some(Duration::from_secs(60)),
+        );
+        assert_eq!(
+            waiting
+                .get("u-1")
+                .map(|d| (d.at, d.name.as_str(), d.namespace.as_str())),
+            Some((
+                t0 + k8s_openapi::jiff::SignedDuration::from_secs(60),
+                "s",
+                "team"
+            ))
+        );
+        // A GitOps tool keeps it: never due, and forgotten if it was.
+        note(
+            &mut waiting,
+            &finished(Some(5), true),
+            Some(Duration::from_secs(60)),
+        );
+        assert!(waiting.is_empty());
+        // No finish time known: never due.
+        let mut unknown = finished(Some(5), false);
+        unknown.data["status"] = serde_json::json!({"phase": "Succeeded"});
+        note(&mut waiting, &unknown, None);
+        assert!(waiting.is_empty());
     }
 }

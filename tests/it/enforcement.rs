@@ -321,7 +321,9 @@ async fn each_namespace_sends_as_its_role_and_verifies_only_its_own_decision() {
             ),
             (
                 format!("arn:aws:sts::{ACCOUNT}:assumed-role/TeamA/signalman-{a}"),
-                Some("system=3Aserviceaccount=3Aargocd=3Aargocd-application-controller".to_string())
+                Some(
+                    "system=3Aserviceaccount=3Aargocd=3Aargocd-application-controller".to_string()
+                )
             ),
         ]
     );

@@ -126,3 +126,110 @@ async fn a_flood_in_one_namespace_does_not_starve_another() {
         "{phase:?}"
     );
 }
+
+/// 500 signals of one namespace waiting to be verified (their sends' answers were lost), each
+/// verification slow: another namespace's new signal is still sent within seconds. Its
+/// reads and the reconcile slots are not held by the other namespace's verifications.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_verifications_does_not_starve_another_namespace() {
+    use signalman_testenv::aws_emulator::{FaultConfig, FaultRule, Service};
+    let world = World::new("flood-verify").await;
+    let quiet_ns = world.env.namespace(&world.client, "quiet-verify").await;
+    let label = unique("fair-verify");
+    let emu = world.env.private_emulator().await;
+    // Every read of an execution takes two seconds.
+    emu.handle
+        .set_faults(FaultConfig::none().with_rule(
+            Service::Ssm,
+            FaultRule::latency(2000).on("GetAutomationExecution"),
+        ))
+        .expect("faults");
+    let flood: Api<AutomationSignal> = world.api();
+    let since = k8s_openapi::jiff::Timestamp::now();
+    for i in 0..FLOOD {
+        let missing = format!("{:08x}-0000-4000-8000-{:012x}", i, i);
+        let name = format!("v-{i}");
+        flood
+            .create(&PostParams::default(), &approve(&name, &missing, &label))
+            .await
+            .expect("creating a flood signal");
+        // As an earlier operator left them: an attempt whose answer was lost, to be verified.
+        let status = serde_json::json!({"status": {
+            "phase": "Verifying",
+            "observedGeneration": 1,
+            "attempts": 1,
+            "firstAttemptTime": since,
+            "lastAttemptTime": since,
+            "verifySince": since,
+        }});
+        flood
+            .patch_status(
+                &name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(status),
+            )
+            .await
+            .expect("a Verifying status");
+    }
+    let aws = aws_env_at(&emu.endpoint, OPERATOR_ACCESS_KEY);
+    let mut env: Vec<(&str, &str)> = aws.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let selector = format!("signalman-test={label}");
+    env.push(("SIGNALMAN_NAMESPACES", ""));
+    env.push(("SIGNALMAN_LABEL_SELECTOR", &selector));
+    let operator = world.operator("op-fair-verify", &env);
+    let reads = |emu: &signalman_testenv::Emulator| {
+        emu.handle.counters().ssm.calls_of("GetAutomationExecution")
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while reads(&emu) < 5 {
+        assert!(
+            Instant::now() < deadline,
+            "the verifications did not start\n{}",
+            operator.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let person = signalman_testenv::ssm_client_at(&emu.endpoint, "release-manager");
+    let execution = crate::common::start_automation(
+        &person,
+        "Signalman-Approve",
+        &[("Approvers", &[OPERATOR_ACCESS_KEY])],
+    )
+    .await;
+    let quiet: Api<AutomationSignal> = Api::namespaced(world.client.clone(), &quiet_ns);
+    let created = Instant::now();
+    quiet
+        .create(&PostParams::default(), &approve("y", &execution, &label))
+        .await
+        .expect("creating the quiet namespace's signal");
+    let took = loop {
+        let sent = emu
+            .handle
+            .counters()
+            .ssm
+            .signals
+            .iter()
+            .any(|s| s.execution_id == execution);
+        if sent {
+            break created.elapsed();
+        }
+        assert!(
+            created.elapsed() < Duration::from_secs(90),
+            "the quiet namespace's signal was not sent\n{}",
+            operator.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let verified = reads(&emu);
+    eprintln!(
+        "verification fairness: sent {took:?} after creation, {verified} execution reads so far"
+    );
+    assert!(
+        took <= Duration::from_secs(10),
+        "the quiet namespace waited {took:?} behind the verifications"
+    );
+    assert!(
+        (verified as usize) < FLOOD - 100,
+        "the verifications were still queued when the quiet signal went ({verified} reads)"
+    );
+}
