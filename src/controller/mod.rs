@@ -38,6 +38,8 @@ pub mod ttl;
 pub mod requeue {
     use std::time::Duration;
 
+    /// Too many large signals are being read whole: look again shortly.
+    pub const LARGE_READS_BUSY: Duration = Duration::from_millis(500);
     /// A status write lost a race with another writer: read again shortly.
     pub const LOST_RACE: Duration = Duration::from_millis(200);
     /// This replica does not lead: look again in case it wins.
@@ -152,8 +154,14 @@ pub struct Context {
     pub health: Health,
     pub receipts: receipts::Receipts,
     pub policy: PolicyView,
+    /// Large signals read whole at once (their payloads are not cached): a few, so that one
+    /// namespace's many large signals never fill the operator's memory.
+    pub large_reads: tokio::sync::Semaphore,
     recorder: Recorder,
 }
+
+/// Large signals read whole at once, at most.
+const LARGE_READS: usize = 2;
 
 impl Context {
     pub fn new(
@@ -175,6 +183,7 @@ impl Context {
         Self {
             receipts,
             policy: PolicyView::new(),
+            large_reads: tokio::sync::Semaphore::new(LARGE_READS),
             client,
             aws,
             settings,
@@ -479,7 +488,8 @@ fn spawn<T: SignalTarget>(
                 }
                 .instrument(span)
             },
-            move |obj, err: &Error, _ctx| {
+            move |obj, err: &Error, ctx| {
+                ctx.metrics.reconcile_error(T::KIND);
                 let failures = {
                     let mut counts = failures_on_error.lock().expect("failure counts");
                     let n = counts.entry(object_key(&obj)).or_insert(0);
@@ -503,11 +513,16 @@ fn spawn<T: SignalTarget>(
     tokio::spawn(controller)
 }
 
+/// Objects per page of a list (a page of the largest signals is about 15 MiB of JSON).
+const LIST_PAGE: u32 = 10;
+
 fn watch_config(label_selector: Option<&str>) -> watcher::Config {
     // Unfinished signals only: a finished one leaves the cache as it finishes (its TTL is
     // watched apart, without a cache, by ttl::delete_when_due).
+    // Small pages: an initial list of large signals is never in memory all at once.
     let config = watcher::Config::default()
         .any_semantic()
+        .page_size(LIST_PAGE)
         .fields(ttl::UNFINISHED);
     match label_selector {
         Some(selector) if !selector.is_empty() => config.labels(selector),
@@ -520,17 +535,65 @@ fn object_key(obj: &DynamicObject) -> String {
 }
 
 /// What the cache keeps of an object. managedFields (about 40% of an object) and kubectl's
-/// last-applied annotation (a copy of the whole manifest) are never read here.
+/// last-applied annotation (a copy of the whole manifest) are never read here. A large
+/// payload or input (up to the 1.5 MiB etcd takes) is not kept either: the leader reads the
+/// whole object again right before it acts on it ([`trimmed`]), so a namespace's pending
+/// signals cost the operator a few hundred bytes each, whatever their size.
 fn slim(obj: &mut DynamicObject) {
     obj.metadata.managed_fields = None;
     if let Some(a) = obj.metadata.annotations.as_mut() {
         a.remove("kubectl.kubernetes.io/last-applied-configuration");
     }
+    let large = obj
+        .data
+        .get("spec")
+        .is_some_and(|spec| spec.to_string().len() > LARGE_SPEC);
+    if large {
+        if let Some(spec) = obj.data.get_mut("spec").and_then(|s| s.as_object_mut()) {
+            spec.remove("payload");
+            spec.remove("input");
+        }
+        obj.data[TRIMMED] = serde_json::Value::Bool(true);
+    }
+}
+
+/// A spec larger than this (as JSON) is cached without its payload or input.
+const LARGE_SPEC: usize = 8 * 1024;
+/// Marks a cached object whose payload or input was left out: a top-level field no object
+/// from the API server has (a structural schema prunes unknown fields), so only the cache sets it.
+const TRIMMED: &str = "signalmanCachedWithoutPayload";
+
+/// Whether the cache left this object's payload or input out.
+pub(crate) fn trimmed(obj: &DynamicObject) -> bool {
+    obj.data.get(TRIMMED).is_some()
 }
 
 #[cfg(test)]
 mod tests {
     use super::requeue::{after_kube_errors, KUBE_ERROR, KUBE_ERROR_MAX};
+
+    /// A large payload is not cached (only marked); a small signal is cached whole.
+    #[test]
+    fn large_payloads_are_left_out_of_the_cache() {
+        let ar = kube::api::ApiResource::erase::<crate::api::AutomationSignal>(&());
+        let mut small = kube::api::DynamicObject::new("s", &ar);
+        small.data =
+            serde_json::json!({"spec": {"signalType": "Approve", "payload": {"Comment": ["ok"]}}});
+        let before = small.clone();
+        super::slim(&mut small);
+        assert_eq!(small, before);
+        assert!(!super::trimmed(&small));
+        let mut large = kube::api::DynamicObject::new("l", &ar);
+        large.data = serde_json::json!({"spec": {
+            "signalType": "Approve",
+            "automationExecutionId": "e",
+            "payload": {"Comment": ["x".repeat(10_000)]},
+        }});
+        super::slim(&mut large);
+        assert!(super::trimmed(&large));
+        assert!(large.data["spec"].get("payload").is_none());
+        assert_eq!(large.data["spec"]["automationExecutionId"], "e");
+    }
     use std::time::Duration;
 
     #[test]

@@ -94,6 +94,16 @@ pub(super) async fn reconcile<T: SignalTarget>(
         }
         return Ok(Action::requeue(requeue::FOLLOWER));
     }
+    // The cache keeps a large signal without its payload. To act on it, the leader reads it
+    // whole, as the API server has it now, a few at a time, and decides again on that.
+    if super::trimmed(&obj) && !matches!(next, Next::WaitUntil(_)) {
+        let Ok(_permit) = ctx.large_reads.try_acquire() else {
+            let jitter = Duration::from_millis(rand::random::<u64>() % 500);
+            return Ok(Action::requeue(requeue::LARGE_READS_BUSY + jitter));
+        };
+        let whole = Arc::new(read_object::<T>(&obj, ctx).await?);
+        return Box::pin(reconcile::<T>(whole, ctx)).await;
+    }
     let signal = match spec {
         Spec::Invalid(why) => {
             return record_invalid::<T>(&obj, status.as_ref(), &why, &dctx, ctx).await
@@ -134,11 +144,13 @@ pub(super) async fn reconcile<T: SignalTarget>(
 /// Parses the object as its kind and checks the CRD's rules again. The error names the field,
 /// never its value.
 fn parse<T: SignalTarget>(obj: &DynamicObject) -> Spec<T::Resource> {
+    // A cached object without its payload is checked when it is read whole (before acting).
+    let trimmed = super::trimmed(obj);
     // The CRD's own schema first, on the raw JSON: it names each bad field (a missing one
     // included) and never quotes a value.
     let spec = obj.data.get("spec").unwrap_or(&serde_json::Value::Null);
     let problems = crate::api::validation::check_schema(T::spec_schema(), spec, "spec");
-    if !problems.is_empty() {
+    if !problems.is_empty() && !trimmed {
         return Spec::Invalid(problems.join("; "));
     }
     let value = match serde_json::to_value(obj) {
@@ -157,6 +169,7 @@ fn parse<T: SignalTarget>(obj: &DynamicObject) -> Spec<T::Resource> {
     };
     match signal.validate() {
         Ok(()) => Spec::Valid(signal),
+        Err(_) if trimmed => Spec::Valid(signal),
         Err(why) => Spec::Invalid(why),
     }
 }

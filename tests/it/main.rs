@@ -1,6 +1,7 @@
 //! The operator's integration tests: the real `signalman` binary against the real
 //! kube-apiserver, moto's SWF and the SSM Automation emulator (one environment for the whole
 //! binary, one namespace per test).
+mod capacity;
 mod chart;
 mod common;
 mod crash;
