@@ -8,6 +8,7 @@
 #     bin/helm                  helm v3
 #     bin/signalman-health      kstatus, the Argo CD health Lua and Flux's health expressions
 #                               over live objects (tests/health; used by tests/it/health.rs)
+#     bin/promtool              Prometheus's rule checker and rule unit tests (tests/monitoring.rs)
 #     venv/                     Python venv with tests/env/moto/requirements.txt
 #     stamps/                   hashes of the inputs each of the above was built from
 #
@@ -21,6 +22,8 @@ ENV_HOME=${SIGNALMAN_ENV_HOME:-$REPO_ROOT/.env-cache}
 APISERVER_SRC=$SCRIPT_DIR/apiserver
 REQUIREMENTS=$SCRIPT_DIR/moto/requirements.txt
 HELM_VERSION=v3.22.0
+# promtool from the Prometheus module: Prometheus 3.x release v3.X.Y is module version v0.3XX.Y.
+PROMETHEUS_MODULE_VERSION=v0.315.1 # Prometheus 3.15.1; its go.mod says go 1.26.0
 MIN_GO_MINOR=26 # go.mod of tests/env/apiserver and of helm say go 1.26.0
 
 export GOTOOLCHAIN=local
@@ -133,6 +136,35 @@ else
   log "helm: built in $(since "$t")"
 fi
 
+# ---------------------------------------------------------------- promtool
+# `promtool check rules` and `promtool test rules` over the chart's PrometheusRule (tests/monitoring.rs).
+[[ $PROMETHEUS_MODULE_VERSION =~ ^v0\.([0-9])([0-9]{2})\.([0-9]+)$ ]] ||
+  die "PROMETHEUS_MODULE_VERSION=$PROMETHEUS_MODULE_VERSION is not a v0.3XX.Y module version"
+prom_release=v${BASH_REMATCH[1]}.$((10#${BASH_REMATCH[2]})).${BASH_REMATCH[3]} # v0.315.1 -> v3.15.1
+PROMTOOL_LDFLAGS="-s -w -X github.com/prometheus/common/version.Version=${prom_release#v}"
+PROMTOOL_LDFLAGS+=" -X github.com/prometheus/common/version.Branch=$prom_release"
+# Without service discovery (Prometheus's own build tag): promtool's rule checks and tests need
+# none of the cloud SDKs it would otherwise compile, which halves a cold build.
+PROMTOOL_TAGS=remove_all_sd
+promtool_hash=$({ echo "$GO_VERSION $(go env GOOS GOARCH) CGO_ENABLED=$CGO_ENABLED ${GO_BUILD_FLAGS[*]}"; echo "promtool $PROMETHEUS_MODULE_VERSION $PROMTOOL_LDFLAGS $PROMTOOL_TAGS"; } | hash_of)
+if stamp_ok promtool "$promtool_hash" "$ENV_HOME/bin/promtool"; then
+  log "promtool: up to date"
+else
+  log "promtool: building github.com/prometheus/prometheus/cmd/promtool@$PROMETHEUS_MODULE_VERSION ($prom_release; a cold build takes minutes) ..."
+  t=$(now)
+  # Built inside the module as downloaded from the proxy, as its own main module: its go.mod
+  # and go.sum pin every dependency, and its replace directive (which `go install pkg@version`
+  # refuses) applies; not its go.work (a development workspace of modules the zip lacks).
+  prom_dir=$(cd "$ENV_HOME" && GOFLAGS= go mod download -json "github.com/prometheus/prometheus@$PROMETHEUS_MODULE_VERSION" |
+    sed -nE 's/^[[:space:]]*"Dir": "(.*)",?$/\1/p')
+  [ -f "$prom_dir/go.mod" ] || die "go mod download github.com/prometheus/prometheus@$PROMETHEUS_MODULE_VERSION gave no module directory"
+  (cd "$prom_dir" && GOWORK=off GOFLAGS=-mod=readonly go build "${GO_BUILD_FLAGS[@]}" -tags "$PROMTOOL_TAGS" -ldflags="$PROMTOOL_LDFLAGS" \
+    -o "$ENV_HOME/bin/promtool.tmp" ./cmd/promtool)
+  mv -f "$ENV_HOME/bin/promtool.tmp" "$ENV_HOME/bin/promtool"
+  stamp_write promtool "$promtool_hash"
+  log "promtool: built in $(since "$t")"
+fi
+
 # ---------------------------------------------------------------- health checker
 # Its own module (the GitOps tools' libraries), outside the API server's.
 HEALTH_SRC=$REPO_ROOT/tests/health
@@ -168,4 +200,4 @@ else
   log "venv: installed in $(since "$t")"
 fi
 
-log "done in $(since "$T0"): $ENV_HOME/{bin/signalman-apiserver,bin/kubectl,bin/helm,bin/signalman-health,venv}"
+log "done in $(since "$T0"): $ENV_HOME/{bin/signalman-apiserver,bin/kubectl,bin/helm,bin/signalman-health,bin/promtool,venv}"

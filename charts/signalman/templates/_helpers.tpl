@@ -131,3 +131,16 @@ Events. Nothing else: no create (it cannot forge signals), no status get/patch, 
   resources: ["events"]
   verbs: ["create", "patch"]
 {{- end }}
+
+{{/*
+PromQL label matchers of this release's series, for the PrometheusRule's alerts:
+metrics.prometheusRule.selector, else the job and namespace a ServiceMonitor of the metrics
+Service gives them (the Prometheus Operator names the job after the Service).
+*/}}
+{{- define "signalman.ruleSelector" -}}
+{{- if .Values.metrics.prometheusRule.selector }}
+{{- .Values.metrics.prometheusRule.selector }}
+{{- else }}
+{{- printf "job=%q,namespace=%q" (printf "%s-metrics" (include "signalman.fullname" .)) .Release.Namespace }}
+{{- end }}
+{{- end }}
