@@ -552,3 +552,49 @@ async fn after_a_rebuild_a_signal_without_run_id_is_found_in_an_earlier_run() {
         "run 2 was never signalled"
     );
 }
+
+/// A process that stalls between its claim and its send (longer than the claim lives) must not
+/// send when it wakes: meanwhile another replica took the claim over, found nothing in AWS and
+/// sent. Two replicas without leader election, the first stalling once for 25 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_that_wakes_after_its_claim_expired_does_not_send() {
+    let s = Setup::new("claim-window").await;
+    let swf = SwfWorld::new(s.world.env, &unique("claim-window")).await;
+    let run_id = swf.start("wf-1").await;
+    let stalling = s.operator(
+        "op-stalls",
+        &[
+            ("SIGNALMAN_LEADER_ELECTION", "false"),
+            ("SIGNALMAN_FAILPOINT", "after-claim:pause=25"),
+        ],
+    );
+    s.world
+        .create(&wf_signal("sig", &swf.domain, "wf-1", Some("once")))
+        .await;
+    wait_phase::<WorkflowSignal>(&s.world, "sig", Phase::Sending).await;
+    // The other replica starts once the first has claimed and stalled.
+    let _other = s.operator("op-other", &[("SIGNALMAN_LEADER_ELECTION", "false")]);
+    let status = s
+        .world
+        .wait_done::<WorkflowSignal>("sig", Duration::from_secs(90))
+        .await;
+    assert_eq!(status.phase, Some(Phase::Succeeded), "{status:?}");
+    // Past the stall: the stalled process has woken and decided.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !stalling
+        .log_text()
+        .contains("claim too close to its deadline; not sending")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the stalled process never refused its late send\n{}",
+            stalling.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        swf.signals("wf-1", &run_id).await,
+        vec![("approve".to_string(), Some("once".to_string()))],
+        "exactly one signal in the history"
+    );
+}
