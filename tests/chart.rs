@@ -58,12 +58,56 @@ fn ci_value_files() -> Vec<PathBuf> {
     files
 }
 
+/// What the API server of each Kubernetes minor serves of the admissionregistration.k8s.io
+/// group by default, as Helm reads it from discovery (`group/version/Kind`): what `helm install`
+/// sees, and `helm template --api-versions` is given. EKS turns on no beta API that upstream
+/// leaves off, so the MutatingAdmissionPolicy beta of 1.34 and 1.35 is not there.
+const KUBE_1_33: &[&str] = &[
+    "admissionregistration.k8s.io/v1/MutatingWebhookConfiguration",
+    "admissionregistration.k8s.io/v1/ValidatingWebhookConfiguration",
+    "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy",
+    "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicyBinding",
+];
+/// 1.34 and 1.35 serve the same by default.
+const KUBE_1_35: &[&str] = KUBE_1_33;
+/// 1.34 or 1.35 with the MutatingAdmissionPolicy feature gate and
+/// `--runtime-config=admissionregistration.k8s.io/v1beta1=true` (not possible on EKS).
+const KUBE_1_35_BETA: &[&str] = &[
+    "admissionregistration.k8s.io/v1/MutatingWebhookConfiguration",
+    "admissionregistration.k8s.io/v1/ValidatingWebhookConfiguration",
+    "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy",
+    "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicyBinding",
+    "admissionregistration.k8s.io/v1beta1/MutatingAdmissionPolicy",
+    "admissionregistration.k8s.io/v1beta1/MutatingAdmissionPolicyBinding",
+];
+/// 1.36: MutatingAdmissionPolicy is GA.
+const KUBE_1_36: &[&str] = &[
+    "admissionregistration.k8s.io/v1/MutatingWebhookConfiguration",
+    "admissionregistration.k8s.io/v1/ValidatingWebhookConfiguration",
+    "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy",
+    "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicyBinding",
+    "admissionregistration.k8s.io/v1/MutatingAdmissionPolicy",
+    "admissionregistration.k8s.io/v1/MutatingAdmissionPolicyBinding",
+];
+
 /// `helm template` of the chart as release `t` in namespace `ops`; Err(stderr) when refused.
 fn try_render(sets: &[&str], files: &[&Path]) -> Result<Vec<Value>, String> {
+    try_render_for(&[], sets, files)
+}
+
+/// `helm template` as for an API server that serves `api_versions` (`--api-versions`).
+fn try_render_for(
+    api_versions: &[&str],
+    sets: &[&str],
+    files: &[&Path],
+) -> Result<Vec<Value>, String> {
     let mut cmd = helm();
     cmd.args(["template", "t"])
         .arg(chart_dir())
         .args(["--namespace", "ops"]);
+    for v in api_versions {
+        cmd.args(["--api-versions", v]);
+    }
     for s in sets {
         cmd.args(["--set", s]);
     }
@@ -79,6 +123,11 @@ fn try_render(sets: &[&str], files: &[&Path]) -> Result<Vec<Value>, String> {
 
 fn render(sets: &[&str], files: &[&Path]) -> Vec<Value> {
     try_render(sets, files).unwrap_or_else(|e| panic!("helm template {sets:?} {files:?}: {e}"))
+}
+
+fn render_for(api_versions: &[&str], sets: &[&str]) -> Vec<Value> {
+    try_render_for(api_versions, sets, &[])
+        .unwrap_or_else(|e| panic!("helm template {api_versions:?} {sets:?}: {e}"))
 }
 
 fn parse_docs(yaml: &str) -> Vec<Value> {
@@ -273,7 +322,8 @@ fn every_value_set_renders() {
 
 #[test]
 fn defaults_create_every_object() {
-    let objs = render(&[], &[]);
+    // On Kubernetes 1.36, which serves every kind the chart can create.
+    let objs = render_for(KUBE_1_36, &[]);
     assert_eq!(
         kinds(&objs),
         vec![
@@ -299,10 +349,12 @@ fn defaults_create_every_object() {
             "RoleBinding/t-signalman-receipts@ops",
             "Service/t-signalman-metrics@ops",
             "ServiceAccount/t-signalman@ops",
+            "ValidatingAdmissionPolicy/t-signalman-approved-by@-",
             "ValidatingAdmissionPolicy/t-signalman-requested-by@-",
             "ValidatingAdmissionPolicy/t-signalman-signal-policy-check@-",
             "ValidatingAdmissionPolicy/t-signalman-signal-policy@-",
             "ValidatingAdmissionPolicy/t-signalman-status-writer@-",
+            "ValidatingAdmissionPolicyBinding/t-signalman-approved-by@-",
             "ValidatingAdmissionPolicyBinding/t-signalman-requested-by@-",
             "ValidatingAdmissionPolicyBinding/t-signalman-signal-policy-check@-",
             "ValidatingAdmissionPolicyBinding/t-signalman-signal-policy@-",
@@ -634,13 +686,13 @@ fn people_roles_aggregate_and_never_touch_status() {
 /// ones left out when the API server lacks them.
 #[test]
 fn admission_policies_render_from_values() {
-    let objs = render(
+    let objs = render_for(
+        KUBE_1_36,
         &[
             "aws.region=eu-west-1",
             "admission.namespaceSelector.matchLabels.tenant=yes",
             "admission.statusWriters={break-glass}",
         ],
-        &[],
     );
     for b in all_of(&objs, "ValidatingAdmissionPolicyBinding")
         .into_iter()
@@ -699,13 +751,14 @@ fn admission_policies_render_from_values() {
     for key in [
         signalman::api::REQUESTED_BY_ANNOTATION,
         signalman::api::ADMITTED_BY_ANNOTATION,
+        signalman::api::APPROVED_BY_ANNOTATION,
     ] {
         assert!(text.contains(key), "{key} is not stamped by the chart");
     }
 
     // Without MutatingAdmissionPolicies: no stamping and no policy check (it needs the mark);
     // a create without the annotation is then accepted by the requested-by policy.
-    let objs = render(&["admission.mutatingPolicies=false"], &[]);
+    let objs = render_for(KUBE_1_36, &["admission.mutatingPolicies=false"]);
     assert!(all_of(&objs, "MutatingAdmissionPolicy").is_empty());
     assert!(!kinds(&objs).iter().any(|k| k.contains("signal-policy")));
     let rb = find(
@@ -737,6 +790,543 @@ fn admission_policies_render_from_values() {
     }
     let objs = render(&["admission.enabled=false"], &[]);
     assert!(!kinds(&objs).iter().any(|k| k.contains("AdmissionPolicy")));
+}
+
+/// CEL as one line: the chart folds long expressions over several (YAML keeps some breaks).
+fn squash(cel: &str) -> String {
+    cel.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// `group/version/Kind` of each rendered admissionregistration.k8s.io object, with its name.
+fn admission_objects(objs: &[Value]) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = objs
+        .iter()
+        .filter(|o| {
+            o["apiVersion"]
+                .as_str()
+                .is_some_and(|a| a.starts_with("admissionregistration.k8s.io/"))
+        })
+        .map(|o| {
+            (
+                format!(
+                    "{}/{}",
+                    o["apiVersion"].as_str().unwrap(),
+                    o["kind"].as_str().unwrap()
+                ),
+                o["metadata"]["name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn names_of(objs: &[Value], kind: &str) -> Vec<String> {
+    let mut v: Vec<String> = all_of(objs, kind)
+        .iter()
+        .map(|o| o["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+/// The chart installs with its defaults on every Kubernetes minor EKS supports (1.33 to 1.36):
+/// each admission object is of a kind, in a version, that the API server serves. The
+/// MutatingAdmissionPolicies are v1 where served (1.36), else v1beta1 where served (1.34 and
+/// 1.35 with the beta turned on), else left out, and with them the policy check that needs
+/// their mark; the ValidatingAdmissionPolicies (v1 since 1.30) are always there.
+#[test]
+fn admission_api_versions_follow_what_the_api_server_serves() {
+    let validating_always = [
+        "t-signalman-approved-by",
+        "t-signalman-requested-by",
+        "t-signalman-status-writer",
+    ];
+    let mutating = ["t-signalman-policy-mark", "t-signalman-requested-by"];
+    for (minor, served, map_version) in [
+        ("1.33", KUBE_1_33, None),
+        ("1.34 and 1.35", KUBE_1_35, None),
+        ("1.34 and 1.35, beta on", KUBE_1_35_BETA, Some("v1beta1")),
+        ("1.36", KUBE_1_36, Some("v1")),
+    ] {
+        let objs = render_for(served, &[]);
+        for (gvk, name) in admission_objects(&objs) {
+            assert!(
+                served.contains(&gvk.as_str()),
+                "Kubernetes {minor}: {gvk} {name} is not served"
+            );
+        }
+        let vaps = names_of(&objs, "ValidatingAdmissionPolicy");
+        for name in validating_always {
+            assert!(vaps.contains(&name.to_string()), "{minor}: {vaps:?}");
+        }
+        assert_eq!(
+            names_of(&objs, "ValidatingAdmissionPolicy"),
+            names_of(&objs, "ValidatingAdmissionPolicyBinding"),
+            "{minor}"
+        );
+        for o in all_of(&objs, "ValidatingAdmissionPolicy") {
+            assert_eq!(
+                o["apiVersion"], "admissionregistration.k8s.io/v1",
+                "{minor}"
+            );
+        }
+        let requested_by = find(
+            &objs,
+            "ValidatingAdmissionPolicy",
+            "t-signalman-requested-by",
+        );
+        let on_create = requested_by["spec"]["validations"][0]["expression"]
+            .as_str()
+            .unwrap();
+        match map_version {
+            Some(v) => {
+                assert_eq!(
+                    names_of(&objs, "MutatingAdmissionPolicy"),
+                    mutating,
+                    "{minor}"
+                );
+                assert_eq!(
+                    names_of(&objs, "MutatingAdmissionPolicyBinding"),
+                    mutating,
+                    "{minor}"
+                );
+                for o in all_of(&objs, "MutatingAdmissionPolicy")
+                    .into_iter()
+                    .chain(all_of(&objs, "MutatingAdmissionPolicyBinding"))
+                {
+                    assert_eq!(
+                        o["apiVersion"],
+                        format!("admissionregistration.k8s.io/{v}"),
+                        "{minor}"
+                    );
+                }
+                assert!(vaps.contains(&"t-signalman-signal-policy".to_string()));
+                assert!(vaps.contains(&"t-signalman-signal-policy-check".to_string()));
+                // The stamp is then required on create.
+                assert!(!on_create.contains("variables.now == ''"), "{on_create}");
+            }
+            None => {
+                assert!(
+                    all_of(&objs, "MutatingAdmissionPolicy").is_empty()
+                        && all_of(&objs, "MutatingAdmissionPolicyBinding").is_empty(),
+                    "{minor}: {:?}",
+                    kinds(&objs)
+                );
+                // No mark, no policy check at admission (the operator still checks).
+                assert_eq!(vaps, validating_always, "{minor}");
+                assert!(on_create.contains("variables.now == ''"), "{on_create}");
+            }
+        }
+    }
+    // The beta is the same policy as the GA one, field for field.
+    let ga = render_for(KUBE_1_36, &[]);
+    let beta = render_for(KUBE_1_35_BETA, &[]);
+    for kind in ["MutatingAdmissionPolicy", "MutatingAdmissionPolicyBinding"] {
+        for name in mutating {
+            assert_eq!(
+                find(&ga, kind, name)["spec"],
+                find(&beta, kind, name)["spec"],
+                "{kind} {name}"
+            );
+        }
+    }
+
+    // helm template without a cluster knows group versions, no kinds: the validating policies
+    // in v1 (every Kubernetes signalman supports serves it), the mutating ones only when named.
+    let offline = render(&[], &[]);
+    assert_eq!(
+        names_of(&offline, "ValidatingAdmissionPolicy"),
+        validating_always
+    );
+    assert!(all_of(&offline, "MutatingAdmissionPolicy").is_empty());
+    for (named, version) in [
+        (
+            "admissionregistration.k8s.io/v1/MutatingAdmissionPolicy",
+            "v1",
+        ),
+        (
+            "admissionregistration.k8s.io/v1beta1/MutatingAdmissionPolicy",
+            "v1beta1",
+        ),
+    ] {
+        let objs = render_for(&[named], &[]);
+        assert_eq!(names_of(&objs, "MutatingAdmissionPolicy"), mutating);
+        for o in all_of(&objs, "MutatingAdmissionPolicy") {
+            assert_eq!(
+                o["apiVersion"],
+                format!("admissionregistration.k8s.io/{version}")
+            );
+        }
+        for o in all_of(&objs, "ValidatingAdmissionPolicy") {
+            assert_eq!(o["apiVersion"], "admissionregistration.k8s.io/v1");
+        }
+        assert!(names_of(&objs, "ValidatingAdmissionPolicy")
+            .contains(&"t-signalman-signal-policy".to_string()));
+    }
+    // Both named: the GA one.
+    let both = render_for(
+        &[
+            "admissionregistration.k8s.io/v1beta1/MutatingAdmissionPolicy",
+            "admissionregistration.k8s.io/v1/MutatingAdmissionPolicy",
+        ],
+        &[],
+    );
+    assert_eq!(
+        find(&both, "MutatingAdmissionPolicy", "t-signalman-policy-mark")["apiVersion"],
+        "admissionregistration.k8s.io/v1"
+    );
+    // An API server whose kinds are known and serve no ValidatingAdmissionPolicy: none of it.
+    let objs = render_for(
+        &["admissionregistration.k8s.io/v1/ValidatingWebhookConfiguration"],
+        &[],
+    );
+    assert!(admission_objects(&objs).is_empty(), "{:?}", kinds(&objs));
+    // admission.mutatingPolicies=false leaves them out where they are served.
+    let objs = render_for(KUBE_1_36, &["admission.mutatingPolicies=false"]);
+    assert!(all_of(&objs, "MutatingAdmissionPolicy").is_empty());
+}
+
+/// A copy of the chart whose NOTES.txt also renders as a ConfigMap, so that `helm template`
+/// (which leaves NOTES.txt out) shows it for any `--api-versions`; removed on drop.
+struct NotesChart(PathBuf);
+
+impl NotesChart {
+    fn new() -> NotesChart {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "signalman-notes-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        copy_dir(&chart_dir(), &dir);
+        // Files under templates/ are not readable through .Files: a copy at the root is.
+        std::fs::copy(
+            dir.join("templates/NOTES.txt"),
+            dir.join("notes-under-test.txt"),
+        )
+        .expect("copying NOTES.txt");
+        std::fs::write(
+            dir.join("templates/notes-under-test.yaml"),
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes-under-test\ndata:\n  notes: {{ tpl (.Files.Get \"notes-under-test.txt\") . | toJson }}\n",
+        )
+        .expect("writing the wrapper");
+        NotesChart(dir)
+    }
+
+    /// The NOTES as `helm install` would print them on an API server serving `api_versions`.
+    fn notes(&self, api_versions: &[&str], sets: &[&str]) -> String {
+        let mut cmd = helm();
+        cmd.args(["template", "t"]).arg(&self.0).args([
+            "--namespace",
+            "ops",
+            "--show-only",
+            "templates/notes-under-test.yaml",
+        ]);
+        for v in api_versions {
+            cmd.args(["--api-versions", v]);
+        }
+        for s in sets {
+            cmd.args(["--set", s]);
+        }
+        let out = cmd.output().expect("running helm");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let docs = parse_docs(&String::from_utf8_lossy(&out.stdout));
+        docs[0]["data"]["notes"]
+            .as_str()
+            .expect("the notes")
+            .to_string()
+    }
+}
+
+impl Drop for NotesChart {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap_or_else(|e| panic!("{}: {e}", to.display()));
+    for entry in std::fs::read_dir(from).unwrap_or_else(|e| panic!("{}: {e}", from.display())) {
+        let entry = entry.expect("dir entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target)
+                .unwrap_or_else(|e| panic!("{}: {e}", entry.path().display()));
+        }
+    }
+}
+
+/// Where no MutatingAdmissionPolicy API is served, the NOTES say what admission then does not
+/// enforce (the SignalPolicy check, the requested-by stamp) and that the operator still
+/// enforces the policies; where it is, they say nothing of the kind.
+#[test]
+fn notes_say_what_admission_leaves_out_without_mutating_policies() {
+    let chart = NotesChart::new();
+    let left_out = [
+        "No MutatingAdmissionPolicies were installed",
+        "Not enforced at admission, then:",
+        "the SignalPolicy check, which needs the mutating step",
+        "a\n    signal no SignalPolicy allows is accepted by the API server",
+        "the requested-by stamp: signalman.dev/requested-by is not set",
+        "honours no signalman.dev/approved-by",
+        "The operator still enforces the SignalPolicies itself",
+        "ends Failed (PolicyDenied) and is never sent",
+    ];
+    for (what, served) in [
+        ("1.33", KUBE_1_33),
+        ("1.34 and 1.35", KUBE_1_35),
+        ("no cluster", &[] as &[&str]),
+    ] {
+        let notes = chart.notes(served, &[]);
+        for part in left_out {
+            assert!(notes.contains(part), "{what}: {part:?} not in:\n{notes}");
+        }
+        assert!(
+            notes.contains("this API server serves no\nMutatingAdmissionPolicy API"),
+            "{what}:\n{notes}"
+        );
+        assert!(
+            notes.contains("ValidatingAdmissionPolicies admissionregistration.k8s.io/v1."),
+            "{what}:\n{notes}"
+        );
+        assert!(notes.contains("helm upgrade installs them"), "{notes}");
+    }
+    for (served, version) in [(KUBE_1_36, "v1"), (KUBE_1_35_BETA, "v1beta1")] {
+        let notes = chart.notes(served, &[]);
+        assert!(
+            notes.contains(&format!(
+                "MutatingAdmissionPolicies admissionregistration.k8s.io/{version}."
+            )),
+            "{notes}"
+        );
+        for part in left_out {
+            assert!(!notes.contains(part), "{part:?} in:\n{notes}");
+        }
+    }
+    // Turned off by value: said so, and no promise of an upgrade adding them.
+    let notes = chart.notes(KUBE_1_36, &["admission.mutatingPolicies=false"]);
+    assert!(
+        notes.contains(
+            "No MutatingAdmissionPolicies were installed: admission.mutatingPolicies=false."
+        ),
+        "{notes}"
+    );
+    assert!(notes.contains("The operator still enforces the SignalPolicies itself"));
+    assert!(!notes.contains("helm upgrade installs them"), "{notes}");
+    // No admission at all: nothing about it.
+    let notes = chart.notes(KUBE_1_33, &["admission.enabled=false"]);
+    assert!(!notes.contains("Admission"), "{notes}");
+    assert!(!notes.contains("MutatingAdmissionPolicies"), "{notes}");
+    // An API server without ValidatingAdmissionPolicies: none installed, the operator checks.
+    let notes = chart.notes(
+        &["admissionregistration.k8s.io/v1/ValidatingWebhookConfiguration"],
+        &[],
+    );
+    assert!(
+        notes.contains(
+            "serves no ValidatingAdmissionPolicy API: no admission policies were installed"
+        ),
+        "{notes}"
+    );
+}
+
+/// Each kind is judged by its own rule: a WorkflowSignal by a policy's swf grant, an
+/// AutomationSignal by its ssm grant; any other kind the policies match is refused with a
+/// message, never judged by another kind's rule. The kinds with a rule are exactly the kinds of
+/// the resources the policies match (read from the chart's CRDs).
+#[test]
+fn admission_judges_each_kind_by_its_own_rule() {
+    let objs = render_for(KUBE_1_36, &[]);
+    // The kinds of the resources the admission policies match, from the CRDs.
+    let mut matched = std::collections::BTreeSet::new();
+    for (kind, name) in [
+        ("MutatingAdmissionPolicy", "t-signalman-policy-mark"),
+        ("ValidatingAdmissionPolicy", "t-signalman-signal-policy"),
+        (
+            "ValidatingAdmissionPolicy",
+            "t-signalman-signal-policy-check",
+        ),
+    ] {
+        for rule in find(&objs, kind, name)["spec"]["matchConstraints"]["resourceRules"]
+            .as_array()
+            .unwrap()
+        {
+            for r in rule["resources"].as_array().unwrap() {
+                let crd = find(
+                    &objs,
+                    "CustomResourceDefinition",
+                    &format!("{}.signalman.dev", r.as_str().unwrap()),
+                );
+                matched.insert(crd["spec"]["names"]["kind"].as_str().unwrap().to_string());
+            }
+        }
+    }
+    assert_eq!(
+        matched.into_iter().collect::<Vec<_>>(),
+        ["AutomationSignal", "WorkflowSignal"]
+    );
+
+    let vap = find(
+        &objs,
+        "ValidatingAdmissionPolicy",
+        "t-signalman-signal-policy",
+    );
+    assert_eq!(
+        vap["spec"]["variables"][1],
+        json!({"name": "known", "expression": "object.kind in ['WorkflowSignal', 'AutomationSignal']"})
+    );
+    let validations = vap["spec"]["validations"].as_array().unwrap();
+    assert_eq!(validations[0]["expression"], "variables.known");
+    assert_eq!(validations[0]["reason"], "Forbidden");
+    let refused = validations[0]["messageExpression"].as_str().unwrap();
+    assert!(
+        refused.contains("': signalman admission has no rule for kind ' + object.kind"),
+        "{refused}"
+    );
+    assert!(refused.ends_with("; refused'"), "{refused}");
+    // The stamp check applies to the known kinds; its message names each kind's fields.
+    assert!(squash(validations[1]["expression"].as_str().unwrap())
+        .starts_with("!variables.known || (has(object.metadata.annotations)"));
+    let message = squash(validations[1]["messageExpression"].as_str().unwrap());
+    for part in [
+        "(object.kind == 'WorkflowSignal' ? 'spec.domain \"' + object.spec.domain",
+        ": object.kind == 'AutomationSignal' ? 'spec.signalType ' + object.spec.signalType : 'no rule')",
+        "(object.kind == 'WorkflowSignal' ? ' whose swf.domains and swf.workflowIds match them'",
+        ": object.kind == 'AutomationSignal' ? ' whose ssm.signalTypes include it' : ' (none can allow this kind)')",
+    ] {
+        assert!(message.contains(part), "{part:?} not in {message}");
+    }
+
+    // The allowing rule, shared by the mark and the check: swf for a WorkflowSignal, ssm for an
+    // AutomationSignal, false for anything else.
+    let mark = find(&objs, "MutatingAdmissionPolicy", "t-signalman-policy-mark");
+    let check = find(
+        &objs,
+        "ValidatingAdmissionPolicy",
+        "t-signalman-signal-policy-check",
+    );
+    let allows = squash(
+        check["spec"]["variables"][0]["expression"]
+            .as_str()
+            .unwrap(),
+    );
+    assert!(squash(
+        mark["spec"]["mutations"][0]["applyConfiguration"]["expression"]
+            .as_str()
+            .unwrap()
+    )
+    .contains(&allows));
+    let per_kind = &allows[allows
+        .find("&& (object.kind == 'WorkflowSignal'")
+        .unwrap_or_else(|| panic!("{allows}"))..];
+    let order = [
+        "object.kind == 'WorkflowSignal'",
+        "? (has(params.spec.swf)",
+        "params.spec.swf.domains.exists(",
+        "params.spec.swf.workflowIds.exists(",
+        ": object.kind == 'AutomationSignal'",
+        "? (has(params.spec.ssm) && object.spec.signalType in params.spec.ssm.signalTypes)",
+        ": false)",
+    ];
+    let mut at = 0;
+    for part in order {
+        let i = per_kind[at..]
+            .find(part)
+            .unwrap_or_else(|| panic!("{part:?} not after {at} in {per_kind}"));
+        at += i + part.len();
+    }
+    assert_eq!(per_kind[at..].trim(), "", "{per_kind}");
+}
+
+/// approved-by is fixed at creation: an update that adds, changes or removes it is refused,
+/// whichever user makes it; the status subresource is not concerned.
+#[test]
+fn approved_by_cannot_change_after_creation() {
+    for served in [KUBE_1_33, KUBE_1_36] {
+        let objs = render_for(served, &[]);
+        let vap = find(
+            &objs,
+            "ValidatingAdmissionPolicy",
+            "t-signalman-approved-by",
+        );
+        assert_eq!(
+            vap["spec"]["matchConstraints"]["resourceRules"],
+            json!([{"apiGroups": ["signalman.dev"], "apiVersions": ["v1alpha1"], "operations": ["UPDATE"], "resources": ["workflowsignals", "automationsignals"]}])
+        );
+        assert_eq!(vap["spec"]["failurePolicy"], "Fail");
+        assert_eq!(
+            vap["spec"]["variables"][0]["expression"],
+            format!("'{}'", signalman::api::APPROVED_BY_ANNOTATION)
+        );
+        let rule = &vap["spec"]["validations"][0];
+        assert_eq!(
+            squash(rule["expression"].as_str().unwrap()),
+            "variables.has == variables.had && (!variables.has || object.metadata.annotations[variables.key] == oldObject.metadata.annotations[variables.key])"
+        );
+        let message = squash(rule["messageExpression"].as_str().unwrap());
+        assert!(
+            message.contains("(!variables.had ? 'added' : variables.has ? 'changed' : 'removed')"),
+            "{message}"
+        );
+        let binding = find(
+            &objs,
+            "ValidatingAdmissionPolicyBinding",
+            "t-signalman-approved-by",
+        );
+        assert_eq!(binding["spec"]["validationActions"], json!(["Deny"]));
+        assert_eq!(binding["spec"]["policyName"], "t-signalman-approved-by");
+    }
+}
+
+/// The NetworkPolicy: off by default; on, the operator's pods take connections on the metrics
+/// port only, from the listed peers (none when none are listed; the node's probes always pass),
+/// and egress is restricted only when rules are listed.
+#[test]
+fn network_policy_opens_only_the_metrics_port() {
+    assert!(all_of(&render(&[], &[]), "NetworkPolicy").is_empty());
+
+    let objs = render(&["networkPolicy.enabled=true"], &[]);
+    let np = find(&objs, "NetworkPolicy", "t-signalman");
+    assert_eq!(np["apiVersion"], "networking.k8s.io/v1");
+    assert_eq!(np["metadata"]["namespace"], "ops");
+    let deployment = find(&objs, "Deployment", "t-signalman");
+    assert_eq!(np["spec"]["podSelector"], deployment["spec"]["selector"]);
+    assert_eq!(np["spec"]["policyTypes"], json!(["Ingress"]));
+    assert_eq!(np["spec"]["ingress"], json!([]));
+    assert!(np["spec"].get("egress").is_none());
+
+    let file = chart_dir().join("ci/network-policy-values.yaml");
+    let values: Value = serde_norway::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let objs = render(&[], &[&file]);
+    let np = find(&objs, "NetworkPolicy", "t-signalman");
+    assert_eq!(np["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
+    assert_eq!(
+        np["spec"]["ingress"],
+        json!([{
+            "from": values["networkPolicy"]["metricsFrom"],
+            "ports": [{"port": "http-metrics", "protocol": "TCP"}],
+        }])
+    );
+    assert_eq!(np["spec"]["egress"], values["networkPolicy"]["egress"]);
+    // The port it opens is the container's metrics port, by name, wherever metrics.port puts it.
+    let objs = render(&["metrics.port=9090"], &[&file]);
+    let c = container(&objs);
+    assert_eq!(
+        c["ports"],
+        json!([{"name": "http-metrics", "containerPort": 9090, "protocol": "TCP"}])
+    );
+    assert_eq!(
+        find(&objs, "NetworkPolicy", "t-signalman")["spec"]["ingress"][0]["ports"],
+        json!([{"port": "http-metrics", "protocol": "TCP"}])
+    );
 }
 
 /// The chart's own SignalPolicy: off by default; on, it grants exactly one namespace.
@@ -811,6 +1401,19 @@ fn the_schema_and_the_templates_refuse_wrong_values() {
         (
             "admission.mutatingPolicies=sometimes",
             "/admission/mutatingPolicies",
+        ),
+        ("networkPolicy.enabled=yes", "/networkPolicy/enabled"),
+        (
+            "networkPolicy.metricsFrom[0].podSelector.matchLabel.app=prometheus",
+            "/networkPolicy/metricsFrom/0/podSelector",
+        ),
+        (
+            "networkPolicy.metricsFrom[0].ipBlock.except[0]=10.0.0.0/24",
+            "/networkPolicy/metricsFrom/0/ipBlock",
+        ),
+        (
+            "networkPolicy.egress[0].ports[0].protocol=HTTP",
+            "/networkPolicy/egress/0/ports/0/protocol",
         ),
         ("replicas=2", "additional properties 'replicas'"),
         ("logging.fromat=json", "additional properties 'fromat'"),

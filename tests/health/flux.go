@@ -48,7 +48,9 @@ func loadFluxChecks(path string) (*fluxChecks, error) {
 func (f *fluxChecks) evaluate(ctx context.Context, obj *unstructured.Unstructured) (string, error) {
 	e, ok := f.byKind[obj.GetAPIVersion()+"/"+obj.GetKind()]
 	if !ok {
-		return "", fmt.Errorf("no healthCheckExprs entry for %s %s", obj.GetAPIVersion(), obj.GetKind())
+		// Not one of the Kustomization's kinds: no Flux verdict (the caller expects one for
+		// each kind the Kustomization lists).
+		return "", nil
 	}
 	res, err := e.Evaluate(ctx, obj)
 	if err != nil {

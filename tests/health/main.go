@@ -3,10 +3,13 @@
 // Argo CD health Lua run by gopher-lua (the interpreter Argo CD embeds), and, when given the
 // Flux Kustomization, Flux's own evaluator of its healthCheckExprs.
 //
-//	signalman-health -kubeconfig FILE -namespace NS -argocd-cm FILE [-flux FILE]
+//	signalman-health -kubeconfig FILE -namespace NS -argocd-cm FILE [-flux FILE] [-policies SELECTOR]
 //
-// The Lua is taken from the argocd-cm ConfigMap's resource.customizations block, chosen for
-// each object's group and kind as Argo CD chooses it (exact key, else a glob key).
+// It reads the namespace's WorkflowSignals, AutomationSignals and SignalReceipts and, with
+// -policies, the (cluster-scoped) SignalPolicies matching that label selector. The Lua is taken
+// from the argocd-cm ConfigMap's resource.customizations block, chosen for each object's group
+// and kind as Argo CD chooses it (exact key, else a glob key). Flux is reported for the kinds
+// the Kustomization has healthCheckExprs for.
 //
 // One JSON object per line, sorted by kind and name.
 package main
@@ -36,30 +39,37 @@ type report struct {
 	Argo           string `json:"argo"`
 	ArgoMessage    string `json:"argoMessage"`
 	Flux           string `json:"flux,omitempty"`
+	// ResourceVersion of the object that was judged, so that the caller can tell whether it
+	// is still the object it wrote.
+	ResourceVersion string `json:"resourceVersion"`
 }
 
 var resources = []schema.GroupVersionResource{
 	{Group: "signalman.dev", Version: "v1alpha1", Resource: "automationsignals"},
 	{Group: "signalman.dev", Version: "v1alpha1", Resource: "workflowsignals"},
+	{Group: "signalman.dev", Version: "v1alpha1", Resource: "signalreceipts"},
 }
+
+var policies = schema.GroupVersionResource{Group: "signalman.dev", Version: "v1alpha1", Resource: "signalpolicies"}
 
 func main() {
 	kubeconfig := flag.String("kubeconfig", "", "kubeconfig of the API server")
 	namespace := flag.String("namespace", "", "namespace whose signals are read")
 	cmPath := flag.String("argocd-cm", "", "an argocd-cm ConfigMap with resource.customizations")
 	fluxPath := flag.String("flux", "", "a Flux Kustomization manifest whose healthCheckExprs are evaluated (optional)")
+	policySelector := flag.String("policies", "", "label selector of the SignalPolicies to read too (optional; they are cluster-scoped)")
 	flag.Parse()
 	if *kubeconfig == "" || *namespace == "" || *cmPath == "" {
 		flag.Usage()
 		os.Exit(2)
 	}
-	if err := run(*kubeconfig, *namespace, *cmPath, *fluxPath); err != nil {
+	if err := run(*kubeconfig, *namespace, *cmPath, *fluxPath, *policySelector); err != nil {
 		fmt.Fprintln(os.Stderr, "signalman-health:", err)
 		os.Exit(1)
 	}
 }
 
-func run(kubeconfig, namespace, cmPath, fluxPath string) error {
+func run(kubeconfig, namespace, cmPath, fluxPath, policySelector string) error {
 	ctx := context.Background()
 	scripts, err := loadArgoScripts(cmPath)
 	if err != nil {
@@ -79,12 +89,23 @@ func run(kubeconfig, namespace, cmPath, fluxPath string) error {
 	if err != nil {
 		return err
 	}
-	var out []report
+	var lists []*unstructured.UnstructuredList
 	for _, gvr := range resources {
 		list, err := client.Resource(gvr).Namespace(namespace).List(ctx, metav1.ListOptions{})
 		if err != nil {
 			return fmt.Errorf("listing %s: %w", gvr.Resource, err)
 		}
+		lists = append(lists, list)
+	}
+	if policySelector != "" {
+		list, err := client.Resource(policies).List(ctx, metav1.ListOptions{LabelSelector: policySelector})
+		if err != nil {
+			return fmt.Errorf("listing %s: %w", policies.Resource, err)
+		}
+		lists = append(lists, list)
+	}
+	var out []report
+	for _, list := range lists {
 		for i := range list.Items {
 			r, err := assess(ctx, &list.Items[i], scripts, flux)
 			if err != nil {
@@ -109,7 +130,7 @@ func run(kubeconfig, namespace, cmPath, fluxPath string) error {
 }
 
 func assess(ctx context.Context, obj *unstructured.Unstructured, scripts argoScripts, flux *fluxChecks) (report, error) {
-	r := report{Kind: obj.GetKind(), Name: obj.GetName()}
+	r := report{Kind: obj.GetKind(), Name: obj.GetName(), ResourceVersion: obj.GetResourceVersion()}
 	res, err := status.Compute(obj)
 	if err != nil {
 		return r, fmt.Errorf("kstatus: %w", err)

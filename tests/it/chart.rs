@@ -138,10 +138,12 @@ async fn every_value_set_passes_a_server_side_dry_run() {
     let release = unique("dry");
     for set in value_sets() {
         let mut template = env.helm();
+        // As `helm install` would render it here: in the admission versions this server serves.
         template
             .args(["template", &release])
             .arg(chart_dir())
-            .args(["--namespace", &world.ns]);
+            .args(["--namespace", &world.ns])
+            .args(crate::policy::api_versions_args());
         if let Some(file) = &set {
             template.arg("-f").arg(file);
         }

@@ -6,18 +6,23 @@
 //! `healthCheckExprs` in `examples/gitops/flux/kustomization.yaml`. The Go program
 //! `tests/health` (built by tests/env/setup.sh) reads the objects and reports; no operator
 //! runs here: every status is written through the status subresource as the operator writes it.
+//! The same for the other kinds of the group, each judged by its own rule: SignalPolicies
+//! (Healthy once the operator found them valid) and SignalReceipts (always Healthy).
 use std::collections::BTreeMap;
 use std::process::Command;
 
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 use k8s_openapi::jiff::Timestamp;
 use k8s_openapi::NamespaceResourceScope;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::Resource;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use signalman::api::{
-    AutomationSignal, AutomationSignalSpec, Phase, SignalStatus, WorkflowSignal, WorkflowSignalSpec,
+    AutomationSignal, AutomationSignalSpec, Phase, SignalPolicy, SignalPolicySpec, SignalReceipt,
+    SignalReceiptSpec, SignalStatus, WorkflowSignal, WorkflowSignalSpec,
 };
 use signalman::delivery::{reason, set_kstatus};
 use signalman_testenv::repo_root;
@@ -38,6 +43,10 @@ struct Report {
     argo: String,
     argo_message: String,
     flux: Option<String>,
+    /// Of the object judged: a SignalPolicy's status may be rewritten meanwhile by an operator
+    /// another test runs (they keep every policy's status current).
+    #[serde(default)]
+    resource_version: String,
 }
 
 /// A status as the operator writes it for `phase`: the phase, the generation it acted on and
@@ -155,6 +164,11 @@ fn automation(name: &str) -> AutomationSignal {
 
 /// Runs the Go program over the test's namespace.
 fn report(world: &World) -> Vec<Report> {
+    report_with(world, &[])
+}
+
+/// Runs the Go program over the test's namespace, with `extra` arguments.
+fn report_with(world: &World, extra: &[&str]) -> Vec<Report> {
     let bin = world.env.bin_dir.join("signalman-health");
     assert!(
         bin.exists(),
@@ -170,6 +184,7 @@ fn report(world: &World) -> Vec<Report> {
         .arg(gitops.join("argocd/argocd-cm.yaml"))
         .arg("-flux")
         .arg(gitops.join("flux/kustomization.yaml"))
+        .args(extra)
         .output()
         .expect("running signalman-health");
     assert!(
@@ -254,6 +269,196 @@ async fn kstatus_argo_cd_and_flux_read_every_phase_right() {
         .await
         .expect("releasing");
 
+    assert!(wrong.is_empty(), "\n{}", wrong.join("\n"));
+}
+
+/// Labels this test's SignalPolicies (cluster-scoped) with its namespace, for the Go program.
+const POLICY_LABEL: &str = "signalman.dev/health-test";
+
+/// What kstatus and Argo CD must say of each SignalPolicy case (Flux's Kustomization has no
+/// expressions for policies: kstatus is what it uses).
+fn policy_expected(case: &str) -> (&'static str, &'static str) {
+    match case {
+        // Neither is a verdict of the operator yet: Argo CD waits, kstatus has nothing to read.
+        "no-status" => ("Current", "Progressing"),
+        "valid" => ("Current", "Healthy"),
+        // kstatus knows only Reconciling and Stalled, not Valid: only the Lua sees it.
+        "invalid" => ("Current", "Degraded"),
+        "lagging" => ("InProgress", "Progressing"),
+        other => panic!("no expectation for {other}"),
+    }
+}
+
+/// SignalPolicies and SignalReceipts, each kind by its own rule: a policy is Healthy once the
+/// operator found it valid (its status for the current generation), Degraded when it cannot be
+/// applied, Progressing until the operator has looked; a receipt is always Healthy. The
+/// statuses are the operator's own (`signalman::policy::policy_status`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn argo_cd_reads_policies_and_receipts_by_their_own_rules() {
+    let world = World::new("health-kinds").await;
+    let receipts: Api<SignalReceipt> = world.api();
+    for (name, delivered) in [("delivered", true), ("attempted", false)] {
+        let spec: SignalReceiptSpec = serde_json::from_value(json!({
+            "signalNamespace": world.ns,
+            "signalKind": "WorkflowSignal",
+            "signalName": name,
+            "signalHash": "0".repeat(64),
+            "attemptedAt": "2026-12-01T10:00:00Z",
+            "deliveredAt": if delivered { Some("2026-12-01T10:00:01Z") } else { None },
+            "expiresAt": "2099-01-01T00:00:00Z",
+        }))
+        .expect("a receipt");
+        receipts
+            .create(&PostParams::default(), &SignalReceipt::new(name, spec))
+            .await
+            .expect("creating a receipt");
+    }
+
+    let policies: Api<SignalPolicy> = Api::all(world.client.clone());
+    let namespaces: Vec<BTreeMap<String, String>> = Api::<Namespace>::all(world.client.clone())
+        .list(&ListParams::default())
+        .await
+        .expect("listing namespaces")
+        .items
+        .into_iter()
+        .map(|n| n.metadata.labels.unwrap_or_default())
+        .collect();
+    // Operators of other tests rewrite every policy's status (every 15 s while they lead): a
+    // round whose policies changed before the report was read is run again with new ones.
+    let mut attempt = 0;
+    let (got, names) = loop {
+        attempt += 1;
+        assert!(attempt <= 5, "policies kept changing under the report");
+        let round = format!("{}-{attempt}", world.ns);
+        let mut written: BTreeMap<String, (String, String)> = BTreeMap::new();
+        let mut spoiled = false;
+        for case in ["no-status", "valid", "invalid", "lagging"] {
+            let name = format!("{round}-{case}");
+            let spec: SignalPolicySpec = serde_json::from_value(json!({
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": world.ns}},
+                "regions": ["*"],
+                "swf": {"domains": ["health"], "workflowIds": ["*"]},
+            }))
+            .expect("a spec");
+            let mut policy = SignalPolicy::new(&name, spec);
+            policy.metadata.labels = Some([(POLICY_LABEL.to_string(), round.clone())].into());
+            let mut created = policies
+                .create(&PostParams::default(), &policy)
+                .await
+                .expect("creating a policy");
+            if case != "no-status" {
+                let mut judged = created.clone();
+                if case == "invalid" {
+                    // What the operator writes for a selector it cannot evaluate.
+                    judged.spec.namespace_selector.match_expressions =
+                        Some(vec![LabelSelectorRequirement {
+                            key: "team".into(),
+                            operator: "Maybe".into(),
+                            values: None,
+                        }]);
+                }
+                let mut next = created.clone();
+                next.status = Some(signalman::policy::policy_status(
+                    &judged,
+                    namespaces.iter(),
+                    Timestamp::now(),
+                ));
+                match policies
+                    .replace_status(&name, &PostParams::default(), &next)
+                    .await
+                {
+                    Ok(written) => created = written,
+                    // Rewritten by another test's operator since its creation: the round is run
+                    // again.
+                    Err(kube::Error::Api(e)) if e.code == 409 => spoiled = true,
+                    Err(e) => panic!("writing the status: {e}"),
+                }
+            }
+            if case == "lagging" {
+                // A spec change the operator has not seen yet: generation 2, status of 1.
+                created = policies
+                    .patch(
+                        &name,
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({"spec": {"regions": ["eu-*"]}})),
+                    )
+                    .await
+                    .expect("editing the policy");
+                assert_eq!(created.metadata.generation, Some(2));
+            }
+            written.insert(
+                name,
+                (
+                    case.to_string(),
+                    created
+                        .metadata
+                        .resource_version
+                        .clone()
+                        .unwrap_or_default(),
+                ),
+            );
+        }
+        let got = report_with(&world, &["-policies", &format!("{POLICY_LABEL}={round}")]);
+        for name in written.keys() {
+            let _ = policies.delete(name, &DeleteParams::default()).await;
+        }
+        let unchanged = !spoiled
+            && written.iter().all(|(name, (_, rv))| {
+                got.iter().any(|r| {
+                    r.kind == "SignalPolicy" && &r.name == name && &r.resource_version == rv
+                })
+            });
+        if unchanged {
+            break (got, written);
+        }
+        eprintln!("round {attempt}: a policy's status was rewritten meanwhile; again");
+    };
+
+    let mut wrong = Vec::new();
+    for (name, (case, _)) in &names {
+        let r = got
+            .iter()
+            .find(|r| r.kind == "SignalPolicy" && &r.name == name)
+            .unwrap_or_else(|| panic!("no report for SignalPolicy/{name}: {got:?}"));
+        let (kstatus, argo) = policy_expected(case);
+        if (r.kstatus.as_str(), r.argo.as_str(), r.flux.as_deref()) != (kstatus, argo, None) {
+            wrong.push(format!(
+                "SignalPolicy {case}: kstatus {} ({}), Argo CD {} ({}), Flux {:?}; want {kstatus}, {argo}, none",
+                r.kstatus, r.kstatus_message, r.argo, r.argo_message, r.flux
+            ));
+        }
+        if case == "valid" {
+            assert!(
+                r.argo_message
+                    .starts_with("Valid: the policy applies to the namespaces it selects (namespaces selected: 1)"),
+                "{r:?}"
+            );
+        }
+        if case == "invalid" {
+            assert!(r.argo_message.starts_with("InvalidSelector: "), "{r:?}");
+        }
+    }
+    for (name, message) in [
+        ("delivered", "Delivered at 2026-12-01T10:00:01Z"),
+        (
+            "attempted",
+            "Attempt recorded; the operator verifies its outcome",
+        ),
+    ] {
+        let r = got
+            .iter()
+            .find(|r| r.kind == "SignalReceipt" && r.name == name)
+            .unwrap_or_else(|| panic!("no report for SignalReceipt/{name}: {got:?}"));
+        if (
+            r.kstatus.as_str(),
+            r.argo.as_str(),
+            r.argo_message.as_str(),
+            r.flux.as_deref(),
+        ) != ("Current", "Healthy", message, None)
+        {
+            wrong.push(format!("SignalReceipt {name}: {r:?}"));
+        }
+    }
     assert!(wrong.is_empty(), "\n{}", wrong.join("\n"));
 }
 

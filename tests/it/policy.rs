@@ -38,6 +38,52 @@ fn run(cmd: &mut Command, stdin: Option<&str>) -> Result<String, String> {
     }
 }
 
+/// `--api-versions` for `helm template`: every `admissionregistration.k8s.io/<version>/<Kind>`
+/// this API server serves, read from its discovery as `helm install` reads it. The chart renders
+/// its admission policies in the versions served (MutatingAdmissionPolicy v1 on 1.36).
+pub(crate) fn served_admission_api_versions() -> Vec<String> {
+    static SERVED: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    SERVED
+        .get_or_init(|| {
+            let mut out = Vec::new();
+            for version in ["v1", "v1beta1", "v1alpha1"] {
+                let group = format!("admissionregistration.k8s.io/{version}");
+                // A version the server does not serve answers 404.
+                let Ok(text) = run(
+                    env()
+                        .kubectl()
+                        .args(["get", "--raw", &format!("/apis/{group}")]),
+                    None,
+                ) else {
+                    continue;
+                };
+                let list: serde_json::Value =
+                    serde_json::from_str(&text).expect("an APIResourceList");
+                for r in list["resources"].as_array().expect("resources") {
+                    let name = r["name"].as_str().expect("a name");
+                    if !name.contains('/') {
+                        out.push(format!("{group}/{}", r["kind"].as_str().expect("a kind")));
+                    }
+                }
+            }
+            assert!(
+                out.iter()
+                    .any(|v| v.ends_with("/ValidatingAdmissionPolicy")),
+                "{out:?}"
+            );
+            out
+        })
+        .clone()
+}
+
+/// `--api-versions` arguments for everything [`served_admission_api_versions`] lists.
+pub(crate) fn api_versions_args() -> Vec<String> {
+    served_admission_api_versions()
+        .into_iter()
+        .flat_map(|v| ["--api-versions".to_string(), v])
+        .collect()
+}
+
 /// The chart's admission policies, roles and operator RBAC, applied for one test.
 struct Installed {
     /// The rendered manifest, deleted on drop.
@@ -66,6 +112,7 @@ impl Installed {
         cmd.args(["template", &release])
             .arg(signalman_testenv::repo_root().join("charts/signalman"))
             .args(["--namespace", release_ns])
+            .args(api_versions_args())
             .args(["--set", &format!("aws.region={region}")])
             .args(["--set", &format!("watchNamespaces={{{watched}}}")])
             .args([
@@ -403,6 +450,37 @@ async fn admission_refuses_what_no_policy_allows_and_policies_add_up() {
     // still is): the chart's namespaceSelector scopes them.
     let unbound = namespace(&client, "pol-unbound", &[]).await;
     apply(&workflow_yaml(&unbound, "free", "orders", "order-1", "")).expect("not bound");
+
+    // A kind the policy check has no rule for is refused, not judged by another kind's rule:
+    // this test's copy of the policy is made to match SignalReceipts too (as if a kind were
+    // added to its match without a rule), and a receipt in the team's namespace is refused.
+    let vap = format!("{}-signal-policy", inst.fullname);
+    run(
+        env.kubectl().args([
+            "patch",
+            "validatingadmissionpolicy",
+            &vap,
+            "--type=json",
+            "-p",
+            r#"[{"op": "add", "path": "/spec/matchConstraints/resourceRules/0/resources/-", "value": "signalreceipts"}]"#,
+        ]),
+        None,
+    )
+    .expect("matching SignalReceipts too");
+    let receipt = format!(
+        "apiVersion: signalman.dev/v1alpha1\nkind: SignalReceipt\nmetadata: {{name: unknown-kind, namespace: {ns}}}\nspec: {{signalNamespace: {ns}, signalKind: WorkflowSignal, signalName: outside, signalHash: '0', expiresAt: '2099-01-01T00:00:00Z'}}\n"
+    );
+    let e = refused_eventually(&receipt);
+    assert!(
+        e.contains(&format!(
+            "namespace {ns}: signalman admission has no rule for kind SignalReceipt (it judges a WorkflowSignal by the swf and an AutomationSignal by the ssm of a SignalPolicy); refused"
+        )),
+        "{e}"
+    );
+    // The known kinds are judged as before, each by its own rule.
+    apply(&workflow_yaml(&ns, "third", "orders", "order-3", "")).expect("the swf rule");
+    let e = apply(&automation_yaml(&ns, "revoke-again", "Revoke")).unwrap_err();
+    assert!(e.contains("spec.signalType Revoke"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -506,6 +584,118 @@ async fn requested_by_is_stamped_and_cannot_be_forged_or_changed() {
         .await
         .expect_err("an author edits");
     assert!(matches!(e, kube::Error::Api(ref a) if a.code == 403), "{e}");
+}
+
+/// approved-by is fixed at creation: set on create, it can be neither changed nor removed
+/// afterwards, and one cannot be added to a signal created without it, not even by a cluster
+/// administrator; other metadata still changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approved_by_cannot_change_after_creation() {
+    // The malformed tests loosen the signal CRDs for a moment; these need the real schema.
+    let _schema = crate::common::CRD_SCHEMA.read().await;
+    let env = env();
+    let admin = env.client().await;
+    let ops = namespace(&admin, "pol-ops", &[]).await;
+    let team = unique("t");
+    let ns = namespace(&admin, "pol-ab", &[("team", &team)]).await;
+    let mut inst = Installed::apply(&ops, &ns, "us-east-1");
+    inst.policy(
+        "all",
+        json!({
+            "namespaceSelector": {"matchLabels": {"team": team}},
+            "regions": ["*"],
+            "swf": {"domains": ["*"], "workflowIds": ["*"]},
+        }),
+    );
+    let label = json!({"metadata": {"labels": {&inst.label.0: &inst.label.1}}});
+    Api::<Namespace>::all(admin.clone())
+        .patch(&ns, &PatchParams::default(), &Patch::Merge(&label))
+        .await
+        .unwrap();
+    let api: Api<WorkflowSignal> = Api::namespaced(admin.clone(), &ns);
+    let key = signalman::api::APPROVED_BY_ANNOTATION;
+    let mut approved = wf_signal("approved", "d", "w", None);
+    approved.metadata.annotations =
+        Some([(key.to_string(), "carol@example.com".to_string())].into());
+    create_eventually(&api, &approved).await;
+    let plain = create_eventually(&api, &wf_signal("plain", "d", "w", None)).await;
+    assert_eq!(annotation(&plain.metadata, key), None);
+
+    // The admission policies load asynchronously: the first refusal may take a moment.
+    let change = json!({"metadata": {"annotations": {key: "mallory@example.com"}}});
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let e = loop {
+        match api
+            .patch("approved", &PatchParams::default(), &Patch::Merge(&change))
+            .await
+        {
+            Err(e) => break e,
+            Ok(_) => {
+                assert!(Instant::now() < deadline, "approved-by was changed");
+                // Changed before the policy was in force: put it back and try again.
+                api.patch(
+                    "approved",
+                    &PatchParams::default(),
+                    &Patch::Merge(
+                        &json!({"metadata": {"annotations": {key: "carol@example.com"}}}),
+                    ),
+                )
+                .await
+                .expect("restoring approved-by");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    };
+    assert!(matches!(e, kube::Error::Api(ref a) if a.code == 403), "{e}");
+    assert!(
+        message(&e).contains(&format!(
+            "namespace {ns}: the annotation signalman.dev/approved-by cannot be changed after the WorkflowSignal was created; create a new WorkflowSignal to record another approval"
+        )),
+        "{e}"
+    );
+    for (name, patch, verb) in [
+        (
+            "approved",
+            json!({"metadata": {"annotations": {key: null}}}),
+            "removed",
+        ),
+        (
+            "plain",
+            json!({"metadata": {"annotations": {key: "carol@example.com"}}}),
+            "added",
+        ),
+    ] {
+        let e = api
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect_err("an approved-by edit");
+        assert!(
+            message(&e).contains(&format!(
+                "the annotation signalman.dev/approved-by cannot be {verb} after the WorkflowSignal was created"
+            )),
+            "{name}: {e}"
+        );
+    }
+    let still = api.get("approved").await.unwrap();
+    assert_eq!(
+        annotation(&still.metadata, key).as_deref(),
+        Some("carol@example.com")
+    );
+    // Other metadata may still change, with approved-by as it was.
+    api.patch(
+        "approved",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"metadata": {"labels": {"x": "y"}, "annotations": {"note": "ok"}}})),
+    )
+    .await
+    .expect("a label and another annotation");
+    api.patch(
+        "plain",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"metadata": {"labels": {"x": "y"}}})),
+    )
+    .await
+    .expect("a label on a signal without approved-by");
 }
 
 /// A status as the operator writes it on success.
@@ -980,7 +1170,17 @@ async fn the_charts_values_policy_admits_its_namespace() {
                 json!({"matchLabels": {"signalman.dev/policy-test": release}})
             ),
         ]);
-    run(&mut cmd, None).unwrap_or_else(|e| panic!("helm install:\n{e}"));
+    let installed = run(&mut cmd, None).unwrap_or_else(|e| panic!("helm install:\n{e}"));
+    // The API server serves MutatingAdmissionPolicy v1 (Kubernetes 1.36): Helm's discovery
+    // renders them, and the NOTES say so, with nothing left out.
+    assert!(
+        installed.contains("MutatingAdmissionPolicies admissionregistration.k8s.io/v1."),
+        "{installed}"
+    );
+    assert!(
+        !installed.contains("No MutatingAdmissionPolicies were installed"),
+        "{installed}"
+    );
     let policy = format!("{release}-signalman");
     let cleanup = || {
         let _ = run(
