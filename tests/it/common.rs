@@ -127,6 +127,31 @@ impl World {
         wait_done_in::<K>(&self.client, &self.ns, name, timeout).await
     }
 
+    /// Waits until the named object's status is in `phase`.
+    pub async fn wait_phase<K>(&self, name: &str, phase: signalman::api::Phase)
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug
+            + HasStatus,
+    {
+        let api = self.api::<K>();
+        let deadline = Instant::now() + Duration::from_secs(45);
+        loop {
+            let object = api.get(name).await.expect("get");
+            let status = HasStatus::status(&object).cloned();
+            if status.as_ref().and_then(|s| s.phase) == Some(phase) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} never {phase:?}: {status:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Reasons of the Events recorded on the named object.
     pub async fn event_reasons(&self, name: &str) -> Vec<String> {
         let events: Api<CoreEvent> = Api::namespaced(self.client.clone(), &self.ns);

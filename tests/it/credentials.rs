@@ -513,25 +513,9 @@ async fn irsa_restart_after_a_lost_answer_verifies_its_own_decision() {
     let id = cw.execution_needing_two().await;
     cw.lose_the_next_answer();
     cw.approve("approve", &id).await;
-    let api = cw.world.api::<AutomationSignal>();
-    let deadline = Instant::now() + Duration::from_secs(45);
-    loop {
-        let status = api
-            .get("approve")
-            .await
-            .expect("get")
-            .status
-            .unwrap_or_default();
-        if status.phase == Some(Phase::Verifying) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never Verifying: {}",
-            summary(&status)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    cw.world
+        .wait_phase::<AutomationSignal>("approve", Phase::Verifying)
+        .await;
     operator.kill();
     operator.restart();
     let status = cw.done("approve").await;
@@ -634,25 +618,9 @@ async fn pod_identity_restart_after_a_lost_answer_verifies_its_own_decision() {
     let id = cw.execution_needing_two().await;
     cw.lose_the_next_answer();
     cw.approve("approve", &id).await;
-    let api = cw.world.api::<AutomationSignal>();
-    let deadline = Instant::now() + Duration::from_secs(45);
-    loop {
-        let status = api
-            .get("approve")
-            .await
-            .expect("get")
-            .status
-            .unwrap_or_default();
-        if status.phase == Some(Phase::Verifying) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never Verifying: {}",
-            summary(&status)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    cw.world
+        .wait_phase::<AutomationSignal>("approve", Phase::Verifying)
+        .await;
     operator.kill();
     operator.restart();
     let status = cw.done("approve").await;

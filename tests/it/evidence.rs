@@ -9,7 +9,7 @@ use signalman_testenv::{aws_env_at, Emulator, OPERATOR_ACCESS_KEY};
 
 use crate::common::{
     am_signal, delete_and_wait, forget_receipts, ready_reason, start_automation, unique, wf_signal,
-    HasStatus, Operator, SwfWorld, World,
+    Operator, SwfWorld, World,
 };
 
 /// A person's access key, for set-up calls.
@@ -95,31 +95,6 @@ impl Setup {
         self.world
             .wait_done::<AutomationSignal>(name, Duration::from_secs(60))
             .await
-    }
-}
-
-/// Waits until the object's status is in `phase`.
-async fn wait_phase<K>(world: &World, name: &str, phase: Phase)
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + HasStatus,
-{
-    let api = world.api::<K>();
-    let deadline = Instant::now() + Duration::from_secs(45);
-    loop {
-        let object = api.get(name).await.expect("get");
-        let status = HasStatus::status(&object).cloned();
-        if status.as_ref().and_then(|s| s.phase) == Some(phase) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} never {phase:?}: {status:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -296,7 +271,9 @@ async fn deleted_while_verifying_and_applied_again_is_verified_not_resent() {
     );
     let signal = wf_signal("sig", &swf.domain, "wf-1", Some("once"));
     s.world.create(&signal).await;
-    wait_phase::<WorkflowSignal>(&s.world, "sig", Phase::Verifying).await;
+    s.world
+        .wait_phase::<WorkflowSignal>("sig", Phase::Verifying)
+        .await;
     let api = s.world.api::<WorkflowSignal>();
     delete_and_wait(&api, "sig").await;
     s.world.create(&signal).await;
@@ -438,7 +415,9 @@ async fn a_label_written_during_the_send_does_not_lose_the_outcome() {
     s.world
         .create(&wf_signal("sig", &swf.domain, "wf-1", Some("once")))
         .await;
-    wait_phase::<WorkflowSignal>(&s.world, "sig", Phase::Sending).await;
+    s.world
+        .wait_phase::<WorkflowSignal>("sig", Phase::Sending)
+        .await;
     let api = s.world.api::<WorkflowSignal>();
     api.patch(
         "sig",
@@ -571,7 +550,9 @@ async fn a_process_that_wakes_after_its_claim_expired_does_not_send() {
     s.world
         .create(&wf_signal("sig", &swf.domain, "wf-1", Some("once")))
         .await;
-    wait_phase::<WorkflowSignal>(&s.world, "sig", Phase::Sending).await;
+    s.world
+        .wait_phase::<WorkflowSignal>("sig", Phase::Sending)
+        .await;
     // The other replica starts once the first has claimed and stalled.
     let _other = s.operator("op-other", &[("SIGNALMAN_LEADER_ELECTION", "false")]);
     let status = s
