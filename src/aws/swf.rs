@@ -260,14 +260,11 @@ pub struct SwfSignal<'a> {
 /// Clocks of this process and of AWS differ; events this much older than the claim still count.
 pub const CLOCK_SKEW: Duration = Duration::from_secs(60);
 
-/// Finds the current open run of `workflow_id` (the run a signal without runId goes to), so the
-/// claim can pin it and a later verification reads the right history.
-pub async fn resolve_open_run(
-    client: &aws_sdk_swf::Client,
-    domain: &str,
+/// The filters of a listing of `workflow_id`'s runs: SWF executions last at most a year, so
+/// runs started in the last year are every run that can still be open or recently closed.
+fn last_years_runs(
     workflow_id: &str,
-) -> Result<OpenRun, AwsFailure> {
-    // SWF executions last at most a year, so a year back finds every open run.
+) -> Result<(ExecutionTimeFilter, WorkflowExecutionFilter), AwsFailure> {
     let oldest = DateTime::from_secs(Timestamp::now().as_second() - 366 * 24 * 3600);
     let start_filter = ExecutionTimeFilter::builder()
         .oldest_date(oldest)
@@ -277,6 +274,27 @@ pub async fn resolve_open_run(
         .workflow_id(workflow_id)
         .build()
         .map_err(build_failure)?;
+    Ok((start_filter, execution_filter))
+}
+
+/// The run a listed execution is, if it is one of `workflow_id`'s: the filter is applied here
+/// too, since not every SWF implementation honours executionFilter.
+fn run_of(info: &aws_sdk_swf::types::WorkflowExecutionInfo, workflow_id: &str) -> Option<OpenRun> {
+    let execution = info.execution()?;
+    (execution.workflow_id() == workflow_id).then(|| OpenRun {
+        run_id: execution.run_id().to_string(),
+        started: Some(to_timestamp(info.start_timestamp())),
+    })
+}
+
+/// Finds the current open run of `workflow_id` (the run a signal without runId goes to), so the
+/// claim can pin it and a later verification reads the right history.
+pub async fn resolve_open_run(
+    client: &aws_sdk_swf::Client,
+    domain: &str,
+    workflow_id: &str,
+) -> Result<OpenRun, AwsFailure> {
+    let (start_filter, execution_filter) = last_years_runs(workflow_id)?;
     let mut token: Option<String> = None;
     loop {
         let page = client
@@ -292,17 +310,7 @@ pub async fn resolve_open_run(
         let found = page
             .execution_infos()
             .iter()
-            // The filter is applied here too: not every SWF implementation honours executionFilter.
-            .find(|info| {
-                info.execution()
-                    .is_some_and(|e| e.workflow_id() == workflow_id)
-            })
-            .and_then(|info| {
-                Some(OpenRun {
-                    run_id: info.execution()?.run_id().to_string(),
-                    started: Some(to_timestamp(info.start_timestamp())),
-                })
-            });
+            .find_map(|info| run_of(info, workflow_id));
         match (found, page.next_page_token()) {
             (Some(run), _) => return Ok(run),
             (None, Some(next)) if !next.is_empty() => token = Some(next.to_string()),
@@ -417,15 +425,7 @@ pub async fn closed_runs(
     domain: &str,
     workflow_id: &str,
 ) -> Result<Vec<OpenRun>, AwsFailure> {
-    let oldest = DateTime::from_secs(Timestamp::now().as_second() - 366 * 24 * 3600);
-    let start_filter = ExecutionTimeFilter::builder()
-        .oldest_date(oldest)
-        .build()
-        .map_err(build_failure)?;
-    let execution_filter = WorkflowExecutionFilter::builder()
-        .workflow_id(workflow_id)
-        .build()
-        .map_err(build_failure)?;
+    let (start_filter, execution_filter) = last_years_runs(workflow_id)?;
     let mut runs = Vec::new();
     let mut token: Option<String> = None;
     loop {
@@ -439,14 +439,11 @@ pub async fn closed_runs(
             .send()
             .await
             .map_err(|e| failure_from_sdk(&e))?;
-        runs.extend(page.execution_infos().iter().filter_map(|info| {
-            let execution = info.execution()?;
-            // Filtered here too: not every SWF implementation honours executionFilter.
-            (execution.workflow_id() == workflow_id).then(|| OpenRun {
-                run_id: execution.run_id().to_string(),
-                started: Some(to_timestamp(info.start_timestamp())),
-            })
-        }));
+        runs.extend(
+            page.execution_infos()
+                .iter()
+                .filter_map(|info| run_of(info, workflow_id)),
+        );
         match page.next_page_token() {
             Some(next) if !next.is_empty() && runs.len() < MAX_EARLIER_RUNS => {
                 token = Some(next.to_string())

@@ -729,13 +729,11 @@ async fn verify<T: SignalTarget>(
     let key = receipt_key::<T>(obj, signal);
     // The receipt first: a delivery recorded after the attempt in question (its outcome
     // written, the status write lost) settles it without asking AWS, whose reads may lag.
-    let recorded = ctx
-        .receipts
-        .find(&key, dctx.now)
-        .await?
-        .and_then(|r| r.spec.delivered_at)
-        .is_some_and(|at| at.0 >= since - delivery::CLOCK_SKEW);
-    if recorded {
+    let receipt = ctx.receipts.find(&key, dctx.now).await?;
+    if delivery::receipt_settles(
+        receipt.and_then(|r| r.spec.delivered_at).map(|t| t.0),
+        since,
+    ) {
         let tr = delivery::after_verify(status, &VerifyOutcome::Delivered, dctx);
         write_and_tell::<T>(obj, tr, ctx).await?;
         return Ok(Action::await_change());

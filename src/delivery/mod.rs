@@ -914,6 +914,13 @@ pub fn read_receipt(
     ReceiptSays::AttemptedBefore(attempted_at.unwrap_or(Timestamp::UNIX_EPOCH))
 }
 
+/// Whether a receipt marked delivered at `delivered_at` settles a verification of attempts
+/// since `since`: a delivery of this very signal recorded no earlier than them (less the clock
+/// skew), such as an outcome whose status write was lost.
+pub fn receipt_settles(delivered_at: Option<Timestamp>, since: Timestamp) -> bool {
+    delivered_at.is_some_and(|at| at >= since - CLOCK_SKEW)
+}
+
 /// The status to write when an earlier object with the same signal left an attempt of unknown
 /// fate (its receipt): verify from that attempt on before sending anything.
 pub fn verify_earlier_attempt(

@@ -2065,3 +2065,19 @@ fn every_failure_names_its_cause() {
     );
     assert!(tr.status.message.unwrap_or_default().contains("64 regions"));
 }
+
+/// A receipt settles a verification only for a delivery recorded since the attempts verified.
+#[test]
+fn a_receipt_settles_a_verification_only_for_a_delivery_since_the_attempts() {
+    let since = t(T0);
+    assert!(receipt_settles(Some(t(T0 + 3)), since));
+    assert!(
+        receipt_settles(Some(t(T0 - 5)), since),
+        "within the clock skew"
+    );
+    assert!(
+        !receipt_settles(Some(t(T0 - 6)), since),
+        "an earlier delivery"
+    );
+    assert!(!receipt_settles(None, since), "only attempted");
+}
