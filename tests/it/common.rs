@@ -154,6 +154,21 @@ impl World {
 
     /// Reasons of the Events recorded on the named object.
     pub async fn event_reasons(&self, name: &str) -> Vec<String> {
+        self.events(name).await.into_iter().map(|(r, _)| r).collect()
+    }
+
+    /// The notes of the named object's Events with `reason`.
+    pub async fn event_notes(&self, name: &str, reason: &str) -> Vec<String> {
+        self.events(name)
+            .await
+            .into_iter()
+            .filter(|(r, _)| r == reason)
+            .map(|(_, note)| note)
+            .collect()
+    }
+
+    /// (reason, note) of every Event recorded on the named object.
+    async fn events(&self, name: &str) -> Vec<(String, String)> {
         let events: Api<CoreEvent> = Api::namespaced(self.client.clone(), &self.ns);
         let list = events
             .list(&ListParams::default())
@@ -162,7 +177,7 @@ impl World {
         list.items
             .into_iter()
             .filter(|e| e.involved_object.name.as_deref() == Some(name))
-            .filter_map(|e| e.reason)
+            .filter_map(|e| Some((e.reason?, e.message.unwrap_or_default())))
             .collect()
     }
 }
@@ -264,7 +279,12 @@ impl Operator {
             .append(true)
             .open(&self.log)
             .expect("operator log");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_signalman"));
+        // SIGNALMAN_TEST_OPERATOR_BIN runs the tests against another build of the operator
+        // (an earlier commit's, to see a regression test fail before its fix).
+        let bin = std::env::var_os("SIGNALMAN_TEST_OPERATOR_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_signalman")));
+        let mut cmd = Command::new(bin);
         cmd.arg("run")
             .env("SIGNALMAN_KUBECONFIG", &self.env.kubeconfig)
             .env("SIGNALMAN_NAMESPACES", &self.ns)
