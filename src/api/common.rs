@@ -6,6 +6,26 @@ use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// Annotation asking for the next attempt now (an RFC 3339 time, written by `kubectl signalman
+/// retry`): a signal waiting out a backoff whose last attempt is older than this time is
+/// attempted at once, through the usual claim, policy check and verification
+/// ([`crate::delivery::hasten`]). Finished signals ignore it.
+pub const RETRY_NOW_ANNOTATION: &str = "signalman.dev/retry-now";
+
+/// The time of the retry request in `metadata`'s [`RETRY_NOW_ANNOTATION`]; `None` when absent
+/// or not an RFC 3339 time.
+pub fn retry_now_requested(
+    metadata: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Option<k8s_openapi::jiff::Timestamp> {
+    metadata
+        .annotations
+        .as_ref()?
+        .get(RETRY_NOW_ANNOTATION)?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// Default of `spec.retry.maxAttempts`.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
 /// Default of `spec.retry.initialBackoffSeconds`.
@@ -250,6 +270,25 @@ fn is_zero(n: &u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_retry_request_is_read_from_its_annotation() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+        let with = |v: &str| ObjectMeta {
+            annotations: Some([(RETRY_NOW_ANNOTATION.to_string(), v.to_string())].into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            retry_now_requested(&with("2026-12-05T08:00:00Z")),
+            Some("2026-12-05T08:00:00Z".parse().unwrap())
+        );
+        assert_eq!(
+            retry_now_requested(&with("2026-12-05T10:00:00+02:00")),
+            Some("2026-12-05T08:00:00Z".parse().unwrap())
+        );
+        assert_eq!(retry_now_requested(&with("now")), None);
+        assert_eq!(retry_now_requested(&ObjectMeta::default()), None);
+    }
 
     #[test]
     fn resolved_applies_the_defaults() {

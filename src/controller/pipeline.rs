@@ -81,6 +81,7 @@ pub(super) async fn reconcile<T: SignalTarget>(
             .as_ref()
             .and_then(|a| a.get(crate::api::REQUESTED_BY_ANNOTATION))
             .map(String::as_str),
+        retry_requested: crate::api::retry_now_requested(&obj.metadata),
     };
     let next = delivery::decide(status.as_ref(), &dctx);
     // Finished: nothing left here (the TTL is watched apart, and the object leaves this

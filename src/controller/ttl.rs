@@ -261,6 +261,7 @@ mod tests {
             not_after: None,
             verify_recheck: Duration::ZERO,
             requested_by: None,
+            retry_requested: None,
         };
         let done = delivery::already_delivered(None, "test", &c).status;
         let labels: &[(&str, &str)] = if managed {

@@ -31,6 +31,7 @@
 //! | `Pending` (or a status without phase), `attempts >= maxAttempts` | [`Next::Write`] `Failed`/`RetriesExhausted` (only a damaged status gets here) |
 //! | `Pending`, `nextAttemptTime` absent or `<= now` | [`Next::Claim`]: `Sending`, attempts+1, lastAttemptTime=now (and firstAttemptTime, once), claim{holder, deadline=now+ttl}, observedGeneration, conditions; `Failed`/`Expired` instead when `spec.notAfter` has passed |
 //! | `Pending`, `nextAttemptTime > now` | [`Next::WaitUntil`]`(nextAttemptTime)` (or a repair [`Next::Write`], below) |
+//! | `Pending` or `Verifying` waiting, with a retry request ([`Ctx::retry_requested`]) newer than `lastAttemptTime` | [`Next::Write`] event `RetryRequested` ([`hasten`]): `Pending` is due at once (the next [`decide`] claims); `Verifying` is verified at the earliest instant the settle rule allows |
 //! | `Sending`, claim held by another holder, deadline `> now` | [`Next::WaitUntil`]`(deadline)`: a live sender owns it, nobody touches it |
 //! | `Sending`, deadline `<= now`, or held by this very holder, or no claim | [`Next::Write`] `Verifying`, claim cleared, verifySince = min(verifySince, lastAttemptTime), event `Verifying` |
 //! | `Verifying`, `nextAttemptTime > now` | [`Next::WaitUntil`] (settle time or backoff; or a repair write) |
@@ -172,6 +173,28 @@ pub mod reason {
         POLICY_DENIED,
         FAILED,
     ];
+    /// Every reason the operator writes into a signal's conditions (`kubectl signalman status`
+    /// has a fix for each).
+    pub const ALL: &[&str] = &[
+        PENDING,
+        SENDING,
+        VERIFYING,
+        RETRY_SCHEDULED,
+        THROTTLED,
+        PERMISSION_DENIED,
+        LIMIT_EXCEEDED,
+        DELIVERED,
+        DELIVERY_VERIFIED,
+        EXECUTION_NOT_FOUND,
+        SIGNAL_REJECTED,
+        INVALID_SPEC,
+        RETRIES_EXHAUSTED,
+        ALREADY_DELIVERED,
+        EXPIRED,
+        POLICY_DENIED,
+        ASSUME_ROLE_FAILED,
+        FAILED,
+    ];
 }
 
 /// Everything a decision depends on besides the status.
@@ -200,6 +223,10 @@ pub struct Ctx<'a> {
     /// Who created the signal (the admission-stamped annotation), recorded once in
     /// `status.requestedBy`.
     pub requested_by: Option<&'a str>,
+    /// When someone last asked for the next attempt now (the annotation
+    /// [`crate::api::RETRY_NOW_ANNOTATION`], written by `kubectl signalman retry`); honoured
+    /// once, by [`hasten`].
+    pub retry_requested: Option<Timestamp>,
 }
 
 impl Ctx<'_> {
@@ -397,7 +424,9 @@ pub fn decide(status: Option<&SignalStatus>, ctx: &Ctx) -> Next {
                 return Next::Write(exhausted_before_claim(s, ctx));
             }
             match scheduled(s, ctx) {
-                Some(at) => repair(s, ctx).map_or(Next::WaitUntil(at), Next::Write),
+                Some(at) => hasten(s, at, ctx)
+                    .or_else(|| repair(s, ctx))
+                    .map_or(Next::WaitUntil(at), Next::Write),
                 None if expired(ctx) => Next::Write(expire(s.clone(), ctx)),
                 None => Next::Claim(claim(s, ctx)),
             }
@@ -409,10 +438,73 @@ pub fn decide(status: Option<&SignalStatus>, ctx: &Ctx) -> Next {
             _ => Next::Write(abandoned(s, ctx)),
         },
         Phase::Verifying => match scheduled(s, ctx) {
-            Some(at) => repair(s, ctx).map_or(Next::WaitUntil(at), Next::Write),
+            Some(at) => hasten(s, at, ctx)
+                .or_else(|| repair(s, ctx))
+                .map_or(Next::WaitUntil(at), Next::Write),
             None => Next::Verify,
         },
     }
+}
+
+/// Reason of the Event that records an honoured retry request.
+pub const RETRY_REQUESTED_EVENT: &str = "RetryRequested";
+
+/// A retry request ([`Ctx::retry_requested`]) honoured on a signal waiting until `at`: the
+/// wait ends now (`Pending`: the next [`decide`] claims, through the same claim, policy check
+/// and receipt as any attempt), or, for `Verifying`, at the earliest instant verification may
+/// trust what AWS shows (the claim's time to live plus the settle time after the last attempt;
+/// never during a recheck after "absent"). Honoured once: only a request made at or before
+/// `now` and after the last attempt counts (times in whole seconds, so the claim it leads to
+/// is never older than the request). `None`: nothing to hasten.
+pub fn hasten(s: &SignalStatus, at: Timestamp, ctx: &Ctx) -> Option<Transition> {
+    let requested = floor_second(ctx.retry_requested?);
+    if requested > ctx.now
+        || s.last_attempt_time
+            .as_ref()
+            .is_some_and(|t| t.0 >= requested)
+    {
+        return None;
+    }
+    let phase = phase(s);
+    let (due, msg) = match phase {
+        Phase::Pending => (
+            None,
+            format!(
+                "retry requested at {requested}: the next attempt is made now instead of at {at}"
+            ),
+        ),
+        Phase::Verifying if s.absent_reads == 0 => {
+            let last = s.last_attempt_time.as_ref().map_or(ctx.now, |t| t.0);
+            let safe = ceil_second(backoff::add(
+                backoff::add(last, ctx.claim_ttl),
+                ctx.verify_settle,
+            ))
+            .max(ceil_second(ctx.now));
+            if safe >= at {
+                return None;
+            }
+            (
+                Some(Time(safe)),
+                format!(
+                    "retry requested at {requested}: checking with AWS at {safe} whether attempt {} landed, instead of at {at}",
+                    s.attempts
+                ),
+            )
+        }
+        _ => return None,
+    };
+    let mut h = s.clone();
+    h.next_attempt_time = due;
+    let why = conditions::reason_of(s, RECONCILING, true)
+        .unwrap_or(match phase {
+            Phase::Verifying => reason::VERIFYING,
+            _ => reason::PENDING,
+        })
+        .to_string();
+    Some(Transition {
+        status: stamp(h, &why, msg.clone(), ctx),
+        event: Some(EventNote::normal(RETRY_REQUESTED_EVENT, msg)),
+    })
 }
 
 fn phase(s: &SignalStatus) -> Phase {

@@ -43,6 +43,7 @@ fn ctx_at(now: Timestamp) -> Ctx<'static> {
         not_after: None,
         verify_recheck: Duration::ZERO,
         requested_by: None,
+        retry_requested: None,
     }
 }
 
@@ -2080,4 +2081,151 @@ fn a_receipt_settles_a_verification_only_for_a_delivery_since_the_attempts() {
         "an earlier delivery"
     );
     assert!(!receipt_settles(None, since), "only attempted");
+}
+
+// --- Retry requests (`kubectl signalman retry`) ---
+
+/// A signal throttled on its first attempt at T0, waiting for a long backoff.
+fn waiting_long(c: &Ctx) -> SignalStatus {
+    let claimed = claimed(c);
+    let mut s = after_send(
+        &claimed,
+        &failed(ErrorClass::Throttled, "ThrottlingException"),
+        c,
+    )
+    .status;
+    s.next_attempt_time = Some(at(T0 + 3600));
+    s
+}
+
+#[test]
+fn a_retry_request_newer_than_the_last_attempt_ends_the_backoff_once() {
+    let waiting = waiting_long(&ctx());
+    assert_eq!(waiting.phase, Some(Phase::Pending));
+    // Without a request the signal waits out its backoff.
+    let later = ctx_at(t(T0 + 10));
+    assert_eq!(
+        decide(Some(&waiting), &later),
+        Next::WaitUntil(t(T0 + 3600))
+    );
+    // A request made after the last attempt: one write, which makes the signal due now.
+    let asked = Ctx {
+        retry_requested: Some(t(T0 + 5)),
+        ..later.clone()
+    };
+    let tr = write_of(decide(Some(&waiting), &asked));
+    assert_eq!(tr.status.phase, Some(Phase::Pending));
+    assert_eq!(tr.status.next_attempt_time, None);
+    assert_eq!(
+        tr.status.attempts, waiting.attempts,
+        "nothing spent by asking"
+    );
+    let event = tr.event.as_ref().expect("an event");
+    assert_eq!(event.reason, RETRY_REQUESTED_EVENT);
+    assert!(!event.warning);
+    assert_in_progress(&tr.status, reason::THROTTLED);
+    // What was written is claimed at once, through the usual claim.
+    let claim = claim_of(decide(Some(&tr.status), &asked));
+    assert_eq!(claim.status.attempts, waiting.attempts + 1);
+    // Once that attempt has been made, the same request is spent.
+    let again = after_send(
+        &claim.status,
+        &failed(ErrorClass::Throttled, "ThrottlingException"),
+        &asked,
+    )
+    .status;
+    assert!(matches!(decide(Some(&again), &asked), Next::WaitUntil(_)));
+}
+
+#[test]
+fn a_retry_request_older_than_the_last_attempt_or_from_the_future_is_ignored() {
+    let waiting = waiting_long(&ctx());
+    let later = ctx_at(t(T0 + 10));
+    for requested in [T0 - 60, T0, T0 + 11, T0 + 999] {
+        let c = Ctx {
+            retry_requested: Some(t(requested)),
+            ..later.clone()
+        };
+        assert_eq!(
+            decide(Some(&waiting), &c),
+            Next::WaitUntil(t(T0 + 3600)),
+            "requested at T0{:+}",
+            requested - T0
+        );
+    }
+    // Within the same second as the last attempt: the claim it would lead to is not newer.
+    let c = Ctx {
+        retry_requested: Some(Timestamp::from_millisecond(T0 * 1000 + 700).unwrap()),
+        ..later
+    };
+    assert!(matches!(decide(Some(&waiting), &c), Next::WaitUntil(_)));
+}
+
+#[test]
+fn a_retry_request_never_skips_the_settle_time_or_a_recheck_of_verification() {
+    let c = ctx();
+    let claimed = claimed(&c);
+    let mut verifying = after_send(
+        &claimed,
+        &failed(ErrorClass::Ambiguous, "InternalFailure"),
+        &c,
+    )
+    .status;
+    assert_eq!(verifying.phase, Some(Phase::Verifying));
+    verifying.next_attempt_time = Some(at(T0 + 3600));
+    // Asked early: verification moves to the claim's deadline plus the settle time, no earlier.
+    let asked = Ctx {
+        retry_requested: Some(t(T0 + 1)),
+        ..ctx_at(t(T0 + 2))
+    };
+    let tr = write_of(decide(Some(&verifying), &asked));
+    let safe = T0 + (TTL + SETTLE).as_secs() as i64;
+    assert_eq!(tr.status.next_attempt_time, Some(at(safe)));
+    assert_eq!(tr.status.phase, Some(Phase::Verifying));
+    assert_eq!(
+        tr.event.as_ref().map(|e| e.reason),
+        Some(RETRY_REQUESTED_EVENT)
+    );
+    // A fixed point: deciding again on what was written waits for it.
+    assert_eq!(decide(Some(&tr.status), &asked), Next::WaitUntil(t(safe)));
+    // Asked late: verified at once.
+    let late = Ctx {
+        retry_requested: Some(t(T0 + 100)),
+        ..ctx_at(t(T0 + 200))
+    };
+    let tr = write_of(decide(Some(&verifying), &late));
+    assert_eq!(tr.status.next_attempt_time, Some(at(T0 + 200)));
+    assert_eq!(decide(Some(&tr.status), &ctx_at(t(T0 + 200))), Next::Verify);
+    // During the recheck after a first "absent", the request changes nothing.
+    let mut rechecking = verifying.clone();
+    rechecking.absent_reads = 1;
+    assert_eq!(
+        decide(Some(&rechecking), &late),
+        Next::WaitUntil(t(T0 + 3600))
+    );
+}
+
+#[test]
+fn a_retry_request_does_nothing_for_finished_or_sending_signals() {
+    let c = ctx();
+    let claimed = claimed(&c);
+    let asked = Ctx {
+        retry_requested: Some(t(T0 + 100)),
+        ..ctx_at(t(T0 + 200))
+    };
+    let delivered = after_send(&claimed, &accepted(), &c).status;
+    assert_eq!(decide(Some(&delivered), &asked), Next::Done);
+    let failed_for_good = after_send(
+        &claimed,
+        &failed(ErrorClass::Invalid, "ValidationException"),
+        &c,
+    )
+    .status;
+    assert_eq!(decide(Some(&failed_for_good), &asked), Next::Done);
+    let live = Ctx {
+        holder: OTHER,
+        retry_requested: Some(t(T0)),
+        ..ctx_at(t(T0 + 1))
+    };
+    assert!(matches!(decide(Some(&claimed), &live), Next::WaitUntil(_)));
 }

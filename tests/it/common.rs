@@ -154,7 +154,11 @@ impl World {
 
     /// Reasons of the Events recorded on the named object.
     pub async fn event_reasons(&self, name: &str) -> Vec<String> {
-        self.events(name).await.into_iter().map(|(r, _)| r).collect()
+        self.events(name)
+            .await
+            .into_iter()
+            .map(|(r, _)| r)
+            .collect()
     }
 
     /// The notes of the named object's Events with `reason`.
@@ -699,5 +703,41 @@ pub async fn forget_receipts(world: &World) {
     assert!(!all.items.is_empty(), "the deliveries left receipts");
     for r in all.items {
         delete_and_wait(&receipts, r.metadata.name.as_deref().unwrap()).await;
+    }
+}
+
+// --- The kubectl plugin (plugin.rs) ---
+
+/// `kubectl-signalman` (the plugin binary) with the environment's kubeconfig and AWS pointed at
+/// `aws_endpoint` as the operator's access key, as an operator process gets them.
+pub fn plugin(env: &Env, aws_endpoint: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kubectl-signalman"));
+    cmd.env("KUBECONFIG", &env.kubeconfig)
+        .env_remove("AWS_PROFILE")
+        .envs(signalman_testenv::aws_env_at(
+            aws_endpoint,
+            OPERATOR_ACCESS_KEY,
+        ))
+        .stdin(Stdio::null());
+    cmd
+}
+
+impl World {
+    /// A namespace without the test environment's allow-everything policy (nothing in it is
+    /// allowed until a test adds a SignalPolicy).
+    pub async fn bare_namespace(&self, prefix: &str) -> String {
+        let name = unique(prefix);
+        let namespace = k8s_openapi::api::core::v1::Namespace {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        Api::<k8s_openapi::api::core::v1::Namespace>::all(self.client.clone())
+            .create(&PostParams::default(), &namespace)
+            .await
+            .expect("creating a namespace");
+        name
     }
 }

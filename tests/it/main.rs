@@ -17,6 +17,7 @@ mod leader;
 mod malformed;
 mod metrics;
 mod paging;
+mod plugin;
 mod policy;
 mod regions;
 mod retry;

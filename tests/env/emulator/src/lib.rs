@@ -2,8 +2,8 @@
 //!
 //! - **SSM Automation**, emulated natively (AWS JSON 1.1, `X-Amz-Target: AmazonSSM.*`):
 //!   CreateDocument, StartAutomationExecution, GetAutomationExecution, SendAutomationSignal,
-//!   DescribeAutomationStepExecutions, StopAutomationExecution, with aws:approve, aws:pause,
-//!   Interactive mode and the service model's error codes. Built-in documents:
+//!   DescribeAutomationStepExecutions, DescribeAutomationExecutions, StopAutomationExecution,
+//!   with aws:approve, aws:pause, Interactive mode and the service model's error codes. Built-in documents:
 //!   [`BUILTIN_DOCUMENTS`].
 //! - **STS GetCallerIdentity** (Query protocol) for the caller's SigV4 access key.
 //! - **SWF**, forwarded to moto (`swf_upstream`), with required members checked and

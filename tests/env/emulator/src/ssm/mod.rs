@@ -300,6 +300,7 @@ impl SsmState {
             }
             "SendAutomationSignal" => self.signal(ctx, body),
             "DescribeAutomationStepExecutions" => self.describe_steps(ctx, body),
+            "DescribeAutomationExecutions" => self.describe_executions(ctx, body),
             "StopAutomationExecution" => {
                 let id = execution_id(body)?;
                 if let Some(t) = opt_str(body, "Type")? {
@@ -536,6 +537,126 @@ impl SsmState {
             .collect();
         let mut out = json!({"StepExecutions": page});
         if offset + max < steps.len() {
+            out["NextToken"] = json!(format!("aws-emu:{}", offset + max));
+        }
+        Ok(out.into())
+    }
+}
+
+impl SsmState {
+    /// DescribeAutomationExecutions: every execution readers see, newest first, as
+    /// AutomationExecutionMetadata, filtered by ExecutionStatus, ExecutionId, DocumentNamePrefix
+    /// or CurrentAction (each filter one of its values; all filters together).
+    fn describe_executions(
+        &mut self,
+        ctx: &Ctx,
+        body: &Map<String, Value>,
+    ) -> Result<Outcome, ApiError> {
+        const KEYS: [&str; 4] = [
+            "ExecutionStatus",
+            "ExecutionId",
+            "DocumentNamePrefix",
+            "CurrentAction",
+        ];
+        let max = match body.get("MaxResults") {
+            None | Some(Value::Null) => 50,
+            Some(Value::Number(n)) => match n.as_u64() {
+                Some(m) if (1..=50).contains(&m) => m as usize,
+                _ => {
+                    return Err(ApiError::validation(format!(
+                        "Value '{n}' at 'maxResults' failed to satisfy constraint: Member must have value between 1 and 50"
+                    )))
+                }
+            },
+            Some(_) => return Err(ApiError::serialization("MaxResults must be an integer")),
+        };
+        let offset = match opt_str(body, "NextToken")? {
+            None => 0,
+            Some(t) => t
+                .strip_prefix("aws-emu:")
+                .and_then(|n| n.parse::<usize>().ok())
+                .ok_or_else(|| {
+                    ApiError::client("InvalidNextToken", "The NextToken is not valid")
+                })?,
+        };
+        let mut filters: Vec<(String, Vec<String>)> = Vec::new();
+        if let Some(list) = body.get("Filters").filter(|v| !v.is_null()) {
+            let list = list
+                .as_array()
+                .ok_or_else(|| ApiError::serialization("Filters must be a list"))?;
+            for f in list {
+                let f = f
+                    .as_object()
+                    .ok_or_else(|| ApiError::serialization("a filter must be an object"))?;
+                let key = req_str(f, "Key")?;
+                if !KEYS.contains(&key) {
+                    return Err(ApiError::client(
+                        "InvalidFilterKey",
+                        format!("aws-emu does not emulate the filter key {key}"),
+                    ));
+                }
+                let values = f
+                    .get("Values")
+                    .and_then(Value::as_array)
+                    .map(|v| {
+                        v.iter()
+                            .filter_map(Value::as_str)
+                            .map(str::to_string)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                filters.push((key.to_string(), values));
+            }
+        }
+        let ids: Vec<String> = self.executions.keys().cloned().collect();
+        let mut found: Vec<Value> = Vec::new();
+        for id in ids {
+            let Some(exec) = self.readable(&id, ctx.clock) else {
+                continue;
+            };
+            let full = exec.to_json();
+            let field = |k: &str| full.get(k).and_then(Value::as_str).unwrap_or_default();
+            let matches = filters.iter().all(|(key, values)| {
+                values.iter().any(|v| match key.as_str() {
+                    "ExecutionStatus" => field("AutomationExecutionStatus") == v,
+                    "ExecutionId" => field("AutomationExecutionId") == v,
+                    "DocumentNamePrefix" => field("DocumentName").starts_with(v.as_str()),
+                    _ => field("CurrentAction") == v,
+                })
+            });
+            if !matches {
+                continue;
+            }
+            let mut meta = Map::new();
+            for k in [
+                "AutomationExecutionId",
+                "DocumentName",
+                "DocumentVersion",
+                "AutomationExecutionStatus",
+                "ExecutionStartTime",
+                "ExecutionEndTime",
+                "ExecutedBy",
+                "Mode",
+                "CurrentStepName",
+                "CurrentAction",
+                "FailureMessage",
+                "Outputs",
+            ] {
+                if let Some(v) = full.get(k) {
+                    meta.insert(k.to_string(), v.clone());
+                }
+            }
+            found.push(Value::Object(meta));
+        }
+        let start = |v: &Value| {
+            v.get("ExecutionStartTime")
+                .and_then(Value::as_f64)
+                .unwrap_or(0.0)
+        };
+        found.sort_by(|a, b| start(b).total_cmp(&start(a)));
+        let page: Vec<Value> = found.iter().skip(offset).take(max).cloned().collect();
+        let mut out = json!({"AutomationExecutionMetadataList": page});
+        if offset + max < found.len() {
             out["NextToken"] = json!(format!("aws-emu:{}", offset + max));
         }
         Ok(out.into())

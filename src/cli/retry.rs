@@ -1,0 +1,144 @@
+//! `kubectl signalman retry NAME`: asks the operator for the next attempt now, by writing the
+//! annotation [`RETRY_NOW_ANNOTATION`] with the current time. The operator decides
+//! ([`crate::delivery::hasten`]): the claim, the policy check and verification all still apply.
+use std::io::Write;
+
+use anyhow::Context as _;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+
+use super::status::{find, reason_of, Found};
+use super::{Kind, KubeOptions};
+use crate::api::{AutomationSignal, Phase, SignalStatus, WorkflowSignal, RETRY_NOW_ANNOTATION};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Name of the WorkflowSignal or AutomationSignal.
+    pub name: String,
+    /// Namespace of the signal (else the kubeconfig context's).
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    /// The kind, when both kinds have an object of that name.
+    #[arg(long, value_enum)]
+    pub kind: Option<Kind>,
+}
+
+/// What a retry request does to a signal with `status`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// Finished: nothing is ever sent again; no annotation is written.
+    Finished(String),
+    /// The annotation is written; what the operator will do, in words.
+    Request(String),
+}
+
+/// What asking for a retry now would do, from the status alone.
+pub fn plan(status: Option<&SignalStatus>, now: Timestamp) -> Plan {
+    let Some(s) = status else {
+        return Plan::Request(
+            "the operator has not seen the signal yet; it attempts it as soon as it does"
+                .to_string(),
+        );
+    };
+    let next = s
+        .next_attempt_time
+        .as_ref()
+        .map(|t| t.0)
+        .filter(|t| *t > now);
+    match (s.phase.unwrap_or(Phase::Pending), next) {
+        (Phase::Succeeded | Phase::Failed, _) => Plan::Finished(format!(
+            "the signal is {:?} ({}): a finished signal is never attempted again, so retry does nothing; create a new signal to send another",
+            s.phase.unwrap_or(Phase::Pending),
+            reason_of(s).unwrap_or("no reason recorded")
+        )),
+        (Phase::Pending, Some(t)) => Plan::Request(format!(
+            "the next attempt is made now instead of at {t} (still claimed, checked against the SignalPolicies and verified as usual)"
+        )),
+        (Phase::Verifying, Some(t)) => Plan::Request(format!(
+            "the check with AWS whether attempt {} landed is made as soon as the settle time allows instead of at {t}; nothing is sent before it says absent",
+            s.attempts
+        )),
+        (Phase::Sending, _) => Plan::Request(
+            "an attempt is in flight now: the request applies only if it ends waiting for a retry".to_string(),
+        ),
+        (_, None) => Plan::Request(
+            "nothing is waiting: the operator is acting on the signal already".to_string(),
+        ),
+    }
+}
+
+pub async fn run(kube: &KubeOptions, args: Args, out: &mut impl Write) -> anyhow::Result<i32> {
+    let client = kube.client().await?;
+    let namespace = super::namespace_or_default(&client, args.namespace.clone());
+    let found = find(&client, &namespace, &args.name, args.kind).await?;
+    let now = Timestamp::now();
+    let kind = found.kind().as_str();
+    match plan(found.status(), now) {
+        Plan::Finished(why) => {
+            writeln!(out, "{namespace}/{kind} {}: {why}", args.name)?;
+            Ok(0)
+        }
+        Plan::Request(what) => {
+            // Whole seconds: the operator compares the request with lastAttemptTime, which
+            // the status keeps in whole seconds.
+            let at = Timestamp::from_second(now.as_second()).unwrap_or(now);
+            let patch = serde_json::json!({
+                "metadata": {"annotations": {(RETRY_NOW_ANNOTATION): at.to_string()}}
+            });
+            let params = PatchParams::default();
+            let patched = match found {
+                Found::Workflow(_) => Api::<WorkflowSignal>::namespaced(client.clone(), &namespace)
+                    .patch(&args.name, &params, &Patch::Merge(&patch))
+                    .await
+                    .map(drop),
+                Found::Automation(_) => {
+                    Api::<AutomationSignal>::namespaced(client.clone(), &namespace)
+                        .patch(&args.name, &params, &Patch::Merge(&patch))
+                        .await
+                        .map(drop)
+                }
+            };
+            patched.with_context(|| format!("annotating {kind} {}", args.name))?;
+            writeln!(
+                out,
+                "{namespace}/{kind} {}: retry requested at {at} ({RETRY_NOW_ANNOTATION}); {what}",
+                args.name
+            )?;
+            Ok(0)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(s).unwrap()
+    }
+
+    #[test]
+    fn finished_signals_are_left_alone_and_waiting_ones_asked_to_retry() {
+        let now = t(1_700_000_000);
+        for phase in [Phase::Succeeded, Phase::Failed] {
+            let s = SignalStatus {
+                phase: Some(phase),
+                ..Default::default()
+            };
+            assert!(matches!(plan(Some(&s), now), Plan::Finished(w) if w.contains("does nothing")));
+        }
+        let waiting = SignalStatus {
+            phase: Some(Phase::Pending),
+            next_attempt_time: Some(Time(t(1_700_003_600))),
+            ..Default::default()
+        };
+        assert!(matches!(plan(Some(&waiting), now), Plan::Request(w) if w.contains("made now")));
+        let verifying = SignalStatus {
+            phase: Some(Phase::Verifying),
+            ..waiting.clone()
+        };
+        assert!(matches!(plan(Some(&verifying), now), Plan::Request(w) if w.contains("settle")));
+        assert!(matches!(plan(None, now), Plan::Request(_)));
+    }
+}
