@@ -67,6 +67,19 @@ pub fn plan(status: Option<&SignalStatus>, now: Timestamp) -> Plan {
     }
 }
 
+/// The time to write into the request: now in whole seconds (what the status keeps), and
+/// after the last attempt, which the operator requires it to be.
+pub fn request_time(status: Option<&SignalStatus>, now: Timestamp) -> Timestamp {
+    let now = crate::delivery::floor_second(now);
+    let after_last = status
+        .and_then(|s| s.last_attempt_time.as_ref())
+        .and_then(|t| {
+            t.0.checked_add(k8s_openapi::jiff::SignedDuration::from_secs(1))
+                .ok()
+        });
+    after_last.map_or(now, |t| t.max(now))
+}
+
 pub async fn run(kube: &KubeOptions, args: Args, out: &mut impl Write) -> anyhow::Result<i32> {
     let client = kube.client().await?;
     let namespace = super::namespace_or_default(&client, args.namespace.clone());
@@ -79,9 +92,12 @@ pub async fn run(kube: &KubeOptions, args: Args, out: &mut impl Write) -> anyhow
             Ok(0)
         }
         Plan::Request(what) => {
-            // Whole seconds: the operator compares the request with lastAttemptTime, which
-            // the status keeps in whole seconds.
-            let at = Timestamp::from_second(now.as_second()).unwrap_or(now);
+            let at = request_time(found.status(), now);
+            // A request in the same second as the last attempt would not be newer than it:
+            // wait for the next second (what the operator's clock also reads by then).
+            if let Ok(wait) = std::time::Duration::try_from(at.duration_since(now)) {
+                tokio::time::sleep(wait.min(std::time::Duration::from_secs(2))).await;
+            }
             let patch = serde_json::json!({
                 "metadata": {"annotations": {(RETRY_NOW_ANNOTATION): at.to_string()}}
             });
@@ -140,5 +156,23 @@ mod tests {
         };
         assert!(matches!(plan(Some(&verifying), now), Plan::Request(w) if w.contains("settle")));
         assert!(matches!(plan(None, now), Plan::Request(_)));
+    }
+
+    #[test]
+    fn a_request_is_in_whole_seconds_and_after_the_last_attempt() {
+        let now = Timestamp::from_millisecond(1_700_000_000_400).unwrap();
+        assert_eq!(request_time(None, now), t(1_700_000_000));
+        let attempted = |at: i64| SignalStatus {
+            last_attempt_time: Some(Time(t(at))),
+            ..Default::default()
+        };
+        assert_eq!(
+            request_time(Some(&attempted(1_699_999_000)), now),
+            t(1_700_000_000)
+        );
+        assert_eq!(
+            request_time(Some(&attempted(1_700_000_000)), now),
+            t(1_700_000_001)
+        );
     }
 }
