@@ -1383,3 +1383,79 @@ mainSteps:
         assert_eq!(step_status(&exec, "decide"), "Success");
     }
 }
+
+#[tokio::test]
+async fn describe_executions_filters_by_status_and_document_newest_first_and_pages() {
+    use aws_sdk_ssm::types::{AutomationExecutionFilter, AutomationExecutionFilterKey};
+    let emu = emulator().await;
+    let c = ssm(&emu.endpoint, "alice");
+    let first = start(&c, "Signalman-Approve", &[("Approvers", &["alice"])], AUTO).await;
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let second = start(&c, "Signalman-Approve", &[("Approvers", &["alice"])], AUTO).await;
+    let approved = start(&c, "Signalman-Approve", &[("Approvers", &["alice"])], AUTO).await;
+    send(&c, &approved, SignalType::Approve, &[])
+        .await
+        .expect("approve");
+    let filter = |key: AutomationExecutionFilterKey, value: &str| {
+        AutomationExecutionFilter::builder()
+            .key(key)
+            .values(value)
+            .build()
+            .unwrap()
+    };
+    let waiting = c
+        .describe_automation_executions()
+        .filters(filter(
+            AutomationExecutionFilterKey::ExecutionStatus,
+            "Waiting",
+        ))
+        .send()
+        .await
+        .unwrap();
+    let ids: Vec<_> = waiting
+        .automation_execution_metadata_list()
+        .iter()
+        .filter_map(|m| m.automation_execution_id())
+        .collect();
+    assert_eq!(
+        ids,
+        [second.as_str(), first.as_str()],
+        "newest first, Waiting only"
+    );
+    let meta = &waiting.automation_execution_metadata_list()[0];
+    assert_eq!(meta.document_name(), Some("Signalman-Approve"));
+    assert_eq!(meta.current_step_name(), Some("approve"));
+    assert_eq!(meta.current_action(), Some("aws:approve"));
+
+    let page1 = c
+        .describe_automation_executions()
+        .filters(filter(
+            AutomationExecutionFilterKey::DocumentNamePrefix,
+            "Signalman-Appr",
+        ))
+        .max_results(2)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page1.automation_execution_metadata_list().len(), 2);
+    let page2 = c
+        .describe_automation_executions()
+        .filters(filter(
+            AutomationExecutionFilterKey::DocumentNamePrefix,
+            "Signalman-Appr",
+        ))
+        .max_results(2)
+        .next_token(page1.next_token().expect("a next token"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page2.automation_execution_metadata_list().len(), 1);
+    assert!(page2.next_token().is_none());
+
+    let unknown = c
+        .describe_automation_executions()
+        .filters(filter(AutomationExecutionFilterKey::TagKey, "team"))
+        .send()
+        .await;
+    assert_eq!(code_of(unknown), "InvalidFilterKey");
+}
