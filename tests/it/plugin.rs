@@ -142,6 +142,7 @@ async fn status_of_a_delivered_workflow_signal_shows_the_receipt_and_the_runs_on
     ] {
         assert!(text.contains(&want), "{want:?} in\n{text}");
     }
+    eprintln!("{text}");
     assert!(
         !text.contains(secret),
         "the input is never printed:\n{text}"
@@ -181,6 +182,7 @@ async fn status_of_a_policy_denied_signal_shows_the_fix_and_can_i_agrees() {
         &world.env.aws_endpoint,
         &["status", "s", "-n", &denied_ns, "--kind", "workflowsignal"],
     ));
+    eprintln!("{text}");
     for want in [
         "Phase:         Failed".to_string(),
         "Reason:        PolicyDenied".to_string(),
@@ -311,6 +313,7 @@ async fn pending_lists_a_waiting_approval_as_a_manifest_that_gets_delivered() {
             &swf.domain,
         ],
     ));
+    eprintln!("{text}");
     assert!(text.contains(&ours), "{text}");
     assert!(
         !text.contains(&theirs),
@@ -357,6 +360,29 @@ async fn pending_lists_a_waiting_approval_as_a_manifest_that_gets_delivered() {
         Some(&AutomationExecutionStatus::Waiting),
         "approved: {execution:?}"
     );
+    // status of an AutomationSignal: the execution as AWS shows it now, and the receipt.
+    let text = ok(run(
+        &world,
+        &emu.endpoint,
+        &[
+            "status",
+            &name,
+            "-n",
+            &world.ns,
+            "--operator-namespace",
+            &world.ns,
+        ],
+    ));
+    eprintln!("{text}");
+    for want in [
+        "Phase:         Succeeded".to_string(),
+        format!("execution {ours} of document Signalman-Approve: status "),
+        "step approve: 1 approver decision(s) recorded".to_string(),
+        format!("SignalReceipt {}/r-", world.ns),
+        format!("target {ours}"),
+    ] {
+        assert!(text.contains(&want), "{want:?} in\n{text}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
