@@ -225,6 +225,9 @@ pub struct SignalStatus {
     /// When the next attempt or verification is due (RFC 3339); absent when nothing is scheduled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_attempt_time: Option<Time>,
+    /// The retry request (annotation signalman.dev/retry-now, RFC 3339) the operator last honoured by ending a wait early; each request is honoured once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_request_honoured: Option<Time>,
     /// The claim of the attempt in flight (phase Sending only): which replica sends, and until when.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claim: Option<Claim>,

@@ -31,7 +31,7 @@
 //! | `Pending` (or a status without phase), `attempts >= maxAttempts` | [`Next::Write`] `Failed`/`RetriesExhausted` (only a damaged status gets here) |
 //! | `Pending`, `nextAttemptTime` absent or `<= now` | [`Next::Claim`]: `Sending`, attempts+1, lastAttemptTime=now (and firstAttemptTime, once), claim{holder, deadline=now+ttl}, observedGeneration, conditions; `Failed`/`Expired` instead when `spec.notAfter` has passed |
 //! | `Pending`, `nextAttemptTime > now` | [`Next::WaitUntil`]`(nextAttemptTime)` (or a repair [`Next::Write`], below) |
-//! | `Pending` or `Verifying` waiting, with a retry request ([`Ctx::retry_requested`]) newer than `lastAttemptTime` | [`Next::Write`] event `RetryRequested` ([`hasten`]): `Pending` is due at once (the next [`decide`] claims); `Verifying` is verified at the earliest instant the settle rule allows |
+//! | `Pending` or `Verifying` waiting, with a retry request ([`Ctx::retry_requested`]) newer than `lastAttemptTime` and `retryRequestHonoured` | [`Next::Write`] event `RetryRequested` ([`hasten`]): `Pending` is due at once (the next [`decide`] claims); `Verifying` is verified at the earliest instant the settle rule allows; the request is recorded in `retryRequestHonoured` |
 //! | `Sending`, claim held by another holder, deadline `> now` | [`Next::WaitUntil`]`(deadline)`: a live sender owns it, nobody touches it |
 //! | `Sending`, deadline `<= now`, or held by this very holder, or no claim | [`Next::Write`] `Verifying`, claim cleared, verifySince = min(verifySince, lastAttemptTime), event `Verifying` |
 //! | `Verifying`, `nextAttemptTime > now` | [`Next::WaitUntil`] (settle time or backoff; or a repair write) |
@@ -453,16 +453,17 @@ pub const RETRY_REQUESTED_EVENT: &str = "RetryRequested";
 /// wait ends now (`Pending`: the next [`decide`] claims, through the same claim, policy check
 /// and receipt as any attempt), or, for `Verifying`, at the earliest instant verification may
 /// trust what AWS shows (the claim's time to live plus the settle time after the last attempt;
-/// never during a recheck after "absent"). Honoured once: only a request made at or before
-/// `now` and after the last attempt counts (times in whole seconds, so the claim it leads to
-/// is never older than the request). `None`: nothing to hasten.
+/// never during a recheck after "absent"). Only a request made at or before `now`, after the
+/// last attempt and after the request last honoured counts (whole seconds), and honouring it
+/// records it in `retryRequestHonoured`: each request ends one wait, so a verification that
+/// keeps failing is not repeated without its backoff. `None`: nothing to hasten.
 pub fn hasten(s: &SignalStatus, at: Timestamp, ctx: &Ctx) -> Option<Transition> {
     let requested = floor_second(ctx.retry_requested?);
-    if requested > ctx.now
-        || s.last_attempt_time
-            .as_ref()
-            .is_some_and(|t| t.0 >= requested)
-    {
+    let spent = [&s.last_attempt_time, &s.retry_request_honoured]
+        .into_iter()
+        .flatten()
+        .any(|t| t.0 >= requested);
+    if requested > ctx.now || spent {
         return None;
     }
     let phase = phase(s);
@@ -495,6 +496,7 @@ pub fn hasten(s: &SignalStatus, at: Timestamp, ctx: &Ctx) -> Option<Transition> 
     };
     let mut h = s.clone();
     h.next_attempt_time = due;
+    h.retry_request_honoured = Some(Time(requested));
     let why = conditions::reason_of(s, RECONCILING, true)
         .unwrap_or(match phase {
             Phase::Verifying => reason::VERIFYING,

@@ -2229,3 +2229,37 @@ fn a_retry_request_does_nothing_for_finished_or_sending_signals() {
     };
     assert!(matches!(decide(Some(&claimed), &live), Next::WaitUntil(_)));
 }
+
+#[test]
+fn a_retry_request_ends_one_wait_of_a_verification_that_keeps_failing() {
+    let c = ctx();
+    let claimed = claimed(&c);
+    let mut verifying = after_send(
+        &claimed,
+        &failed(ErrorClass::Ambiguous, "InternalFailure"),
+        &c,
+    )
+    .status;
+    verifying.next_attempt_time = Some(at(T0 + 3600));
+    let asked = Ctx {
+        retry_requested: Some(t(T0 + 100)),
+        ..ctx_at(t(T0 + 200))
+    };
+    let hastened = write_of(decide(Some(&verifying), &asked)).status;
+    assert_eq!(hastened.retry_request_honoured, Some(at(T0 + 100)));
+    assert_eq!(decide(Some(&hastened), &asked), Next::Verify);
+    // The verification's read fails (AWS unreachable): it waits out its backoff again, and the
+    // same request does not end that wait too.
+    let outcome = VerifyOutcome::Failed(failure(ErrorClass::NotSent, "ConnectionRefused"));
+    let failed_read = after_verify(&hastened, &outcome, &asked).status;
+    assert_eq!(failed_read.phase, Some(Phase::Verifying));
+    let next = failed_read.next_attempt_time.as_ref().expect("a backoff").0;
+    assert!(next > t(T0 + 200));
+    assert_eq!(decide(Some(&failed_read), &asked), Next::WaitUntil(next));
+    // A newer request ends it.
+    let again = Ctx {
+        retry_requested: Some(t(T0 + 200)),
+        ..asked
+    };
+    assert!(matches!(decide(Some(&failed_read), &again), Next::Write(_)));
+}

@@ -444,6 +444,7 @@ async fn retry_ends_a_long_backoff_at_once_and_sends_once() {
         .wait_done::<WorkflowSignal>("slow", Duration::from_secs(60))
         .await;
     assert_eq!(status.phase, Some(Phase::Succeeded), "{status:?}");
+    assert!(status.retry_request_honoured.is_some(), "{status:?}");
     let notes = world.event_notes("slow", "RetryRequested").await;
     assert!(
         notes.iter().any(|n| n.starts_with("retry requested at")),
