@@ -68,16 +68,18 @@ pub fn plan(status: Option<&SignalStatus>, now: Timestamp) -> Plan {
 }
 
 /// The time to write into the request: now in whole seconds (what the status keeps), and
-/// after the last attempt, which the operator requires it to be.
+/// after the last attempt and the request last honoured, as the operator requires.
 pub fn request_time(status: Option<&SignalStatus>, now: Timestamp) -> Timestamp {
     let now = crate::delivery::floor_second(now);
-    let after_last = status
-        .and_then(|s| s.last_attempt_time.as_ref())
-        .and_then(|t| {
+    status
+        .into_iter()
+        .flat_map(|s| [&s.last_attempt_time, &s.retry_request_honoured])
+        .flatten()
+        .filter_map(|t| {
             t.0.checked_add(k8s_openapi::jiff::SignedDuration::from_secs(1))
                 .ok()
-        });
-    after_last.map_or(now, |t| t.max(now))
+        })
+        .fold(now, Timestamp::max)
 }
 
 pub async fn run(kube: &KubeOptions, args: Args, out: &mut impl Write) -> anyhow::Result<i32> {

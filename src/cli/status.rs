@@ -156,6 +156,9 @@ pub fn render(r: &Report) -> String {
     if let Some(t) = time(&status.next_attempt_time) {
         line("Next attempt:", &t);
     }
+    if let Some(t) = time(&status.retry_request_honoured) {
+        line("Retry request:", &format!("{t} (honoured)"));
+    }
     if let Some(t) = time(&status.sent_time) {
         line("Sent:", &t);
     }
