@@ -6,10 +6,12 @@ use std::time::Duration;
 use aws_sdk_ssm::types::AutomationExecutionStatus;
 use kube::api::{Api, PostParams};
 use signalman::api::{AutomationSignal, Phase, RetryPolicy, WorkflowSignal};
-use signalman_testenv::aws_emulator::{FaultConfig, FaultRule, Service};
+use signalman_testenv::aws_emulator::{FaultConfig, FaultRule, Service, ThrottleRule};
 use signalman_testenv::{aws_env_at, OPERATOR_ACCESS_KEY};
 
-use crate::common::{plugin, ready_reason, start_automation, unique, wf_signal, SwfWorld, World};
+use crate::common::{
+    condition_reason, plugin, ready_reason, start_automation, unique, wf_signal, SwfWorld, World,
+};
 
 /// Runs the plugin with `args` against the cluster and `aws_endpoint`.
 fn run(world: &World, aws_endpoint: &str, args: &[&str]) -> Output {
@@ -461,4 +463,60 @@ async fn retry_ends_a_long_backoff_at_once_and_sends_once() {
         &["retry", "slow", "-n", &world.ns],
     ));
     assert!(text.contains("retry does nothing"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_makes_a_throttled_signal_attempt_at_once() {
+    let world = World::new("plugin-retry-pending").await;
+    let emu = world.env.private_emulator().await;
+    // Every send throttled: the signal waits, Pending, for half an hour or more.
+    emu.handle
+        .set_faults(FaultConfig::none().with_throttle(
+            Service::Swf,
+            ThrottleRule::new("SignalWorkflowExecution", 0.0, 0.0),
+        ))
+        .expect("faults");
+    let swf = SwfWorld::new(world.env, &unique("plugin-retry-pending")).await;
+    let run_id = swf.start("wf").await;
+    let mut signal = wf_signal("throttled", &swf.domain, "wf", Some("once"));
+    signal.spec.retry = Some(RetryPolicy {
+        initial_backoff_seconds: Some(3600),
+        max_backoff_seconds: Some(3600),
+        ..Default::default()
+    });
+    world.create(&signal).await;
+    let env = aws_env_at(&emu.endpoint, OPERATOR_ACCESS_KEY);
+    let _operator = world.operator("op-plugin-retry-pending", &pairs(&env));
+    world
+        .wait_phase::<WorkflowSignal>("throttled", Phase::Pending)
+        .await;
+    let api: Api<WorkflowSignal> = world.api();
+    let waiting = api
+        .get("throttled")
+        .await
+        .expect("get")
+        .status
+        .expect("a status");
+    assert_eq!(
+        condition_reason(&waiting, "Reconciling").as_deref(),
+        Some("Throttled")
+    );
+    emu.handle.set_faults(FaultConfig::none()).expect("faults");
+
+    let text = ok(run(
+        &world,
+        &emu.endpoint,
+        &["retry", "throttled", "-n", &world.ns],
+    ));
+    assert!(text.contains("the next attempt is made now"), "{text}");
+    let status = world
+        .wait_done::<WorkflowSignal>("throttled", Duration::from_secs(20))
+        .await;
+    assert_eq!(status.phase, Some(Phase::Succeeded), "{status:?}");
+    assert_eq!(
+        status.attempts, 1,
+        "the throttled attempt was given back: {status:?}"
+    );
+    swf.assert_each_input_once("wf", &run_id, ["once".to_string()].into_iter())
+        .await;
 }
