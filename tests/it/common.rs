@@ -154,7 +154,11 @@ impl World {
 
     /// Reasons of the Events recorded on the named object.
     pub async fn event_reasons(&self, name: &str) -> Vec<String> {
-        self.events(name).await.into_iter().map(|(r, _)| r).collect()
+        self.events(name)
+            .await
+            .into_iter()
+            .map(|(r, _)| r)
+            .collect()
     }
 
     /// The notes of the named object's Events with `reason`.
