@@ -51,6 +51,7 @@ PASSWD = (
     "nobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n"
     "nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n"
 )
+NONROOT = 65532
 GROUP = "root:x:0:\nnobody:x:65534:\nnonroot:x:65532:\n"
 NSSWITCH = "hosts: files dns\n"
 CA_BUNDLES = ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt"]
@@ -98,22 +99,25 @@ class Layer:
         self.mtime = mtime
         self.entries = {}  # path -> (TarInfo, bytes or None)
 
-    def _info(self, path, kind, mode, size=0):
+    def _info(self, path, kind, mode, size=0, owner=0):
         info = tarfile.TarInfo(path)
         info.type = kind
         info.mode = mode
         info.size = size
         info.mtime = self.mtime
-        info.uid = info.gid = 0
+        info.uid = info.gid = owner
         info.uname = info.gname = ""
         return info
 
-    def dir(self, path, mode=0o755):
+    def dir(self, path, mode=0o755, owner=0):
+        """The directory (mode, owner) and its missing parents (0755, root's)."""
         parts = path.strip("/").split("/")
         for i in range(1, len(parts) + 1):
             p = "/".join(parts[:i])
+            last = i == len(parts)
             if p not in self.entries:
-                self.entries[p] = (self._info(p, tarfile.DIRTYPE, mode if i == len(parts) else 0o755), None)
+                info = self._info(p, tarfile.DIRTYPE, mode if last else 0o755, owner=owner if last else 0)
+                self.entries[p] = (info, None)
 
     def file(self, path, data, mode=0o644):
         path = path.strip("/")
@@ -173,7 +177,8 @@ def main():
     else:
         print("warning: no CA bundle found; TLS to AWS will fail without SSL_CERT_FILE", file=sys.stderr)
     layer.dir("tmp", 0o1777)
-    layer.dir("home/nonroot", 0o700)
+    # nonroot's own home, as in distroless: the AWS SDK and others read and write under $HOME.
+    layer.dir("home/nonroot", 0o700, owner=NONROOT)
     libs = shared_libraries(args.binary) if dynamic else []
     for lib in libs:
         with open(lib, "rb") as f:  # follows symlinks: the file lands under the name ldd used

@@ -9,4 +9,5 @@ pub mod health;
 pub mod leader;
 pub mod metrics;
 pub mod policy;
+pub mod requester;
 pub mod server;

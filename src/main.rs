@@ -64,6 +64,14 @@ struct RunArgs {
     /// `requested by alice via signalman: <their comment>`.
     #[arg(long, env = "SIGNALMAN_REQUESTER_IN_COMMENT", default_value_t = true, action = clap::ArgAction::Set)]
     requester_in_comment: bool,
+    /// Where a signal's requester (`status.requestedBy`, the SourceIdentity of role sessions,
+    /// the name in the Comment, and so `approved-by`) comes from: `binding=<NAME>`, the
+    /// annotation signalman.dev/requested-by only where the ValidatingAdmissionPolicyBinding
+    /// NAME provably guarded it (the chart's `<fullname>-requested-by`); `annotation`, the
+    /// annotation as it is (another admission engine of the cluster stamps and guards it in
+    /// every watched namespace); `ignore`, no requester.
+    #[arg(long, env = "SIGNALMAN_REQUESTER_SOURCE", default_value = "ignore")]
+    requester_source: signalman::requester::RequesterSource,
     /// Objects reconciled at once, per kind and namespace.
     #[arg(long, env = "SIGNALMAN_CONCURRENCY", default_value_t = 16)]
     concurrency: u16,
@@ -265,8 +273,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|| own_namespace.clone()),
         receipt_retention: Duration::from_secs(args.receipt_retention_days * 86_400),
         default_ttl: args.ttl_seconds_after_finished.map(Duration::from_secs),
+        requester_source: args.requester_source.clone(),
     };
-    tracing::info!(%identity, holder = %settings.holder, pid = std::process::id(), namespaces = ?settings.namespaces, region = ?aws.default_region(), "signalman starting");
+    tracing::info!(%identity, holder = %settings.holder, pid = std::process::id(), namespaces = ?settings.namespaces, region = ?aws.default_region(), requester_source = ?settings.requester_source, "signalman starting");
     let leadership = Leadership::new(!args.leader_election);
     let ctx = Arc::new(Context::new(
         client.clone(),

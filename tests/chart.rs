@@ -453,6 +453,49 @@ fn the_pod_is_locked_down_and_elects_a_leader() {
     }
 }
 
+/// The operator believes signalman.dev/requested-by only where the chart's own binding guarded
+/// it: it is told that binding, may read it and its policy (and no other), and is told to
+/// believe nothing when the chart installs no admission.
+#[test]
+fn the_operator_takes_the_requester_only_from_the_charts_requested_by_binding() {
+    let objs = render(&[], &[]);
+    assert_eq!(
+        env_of(&objs)["SIGNALMAN_REQUESTER_SOURCE"],
+        "binding=t-signalman-requested-by"
+    );
+    let binding = find(
+        &objs,
+        "ValidatingAdmissionPolicyBinding",
+        "t-signalman-requested-by",
+    );
+    assert_eq!(binding["spec"]["policyName"], "t-signalman-requested-by");
+    assert_eq!(binding["spec"]["validationActions"], json!(["Deny"]));
+    let rules = &find(&objs, "ClusterRole", "t-signalman-policies")["rules"];
+    let admission: Vec<&Value> = rules
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["apiGroups"] == json!(["admissionregistration.k8s.io"]))
+        .collect();
+    assert_eq!(
+        admission,
+        vec![&json!({
+            "apiGroups": ["admissionregistration.k8s.io"],
+            "resources": ["validatingadmissionpolicybindings", "validatingadmissionpolicies"],
+            "resourceNames": ["t-signalman-requested-by"],
+            "verbs": ["get"],
+        })]
+    );
+
+    let off = render(&["admission.enabled=false"], &[]);
+    assert_eq!(env_of(&off)["SIGNALMAN_REQUESTER_SOURCE"], "ignore");
+    let rules = &find(&off, "ClusterRole", "t-signalman-policies")["rules"];
+    assert!(
+        !rules.to_string().contains("admissionregistration"),
+        "{rules}"
+    );
+}
+
 #[test]
 fn values_reach_the_operator() {
     let objs = render(
@@ -538,11 +581,14 @@ fn signal_rules() -> Value {
     ])
 }
 
+/// The cluster-wide rules of release `t` (with its admission policies): the policies, the
+/// namespaces' labels, and its own requested-by binding and policy, by name.
 fn policy_rules() -> Value {
     json!([
         {"apiGroups": ["signalman.dev"], "resources": ["signalpolicies"], "verbs": ["get", "list", "watch"]},
         {"apiGroups": ["signalman.dev"], "resources": ["signalpolicies/status"], "verbs": ["update"]},
         {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingadmissionpolicybindings", "validatingadmissionpolicies"], "resourceNames": ["t-signalman-requested-by"], "verbs": ["get"]},
     ])
 }
 

@@ -116,14 +116,26 @@ fn inspect(layout: &Path, scratch: &Path) -> Inspected {
         "diff_id is the uncompressed layer's digest"
     );
 
-    // What is in it: owners 0:0, the binary executable, nonroot known, a CA bundle.
+    // What is in it: owners 0:0 but nonroot's home (its own, 0700, so the user the image runs
+    // as can use $HOME), the binary executable, nonroot known, a CA bundle.
     let listing = run(Command::new("tar")
         .args(["-tvf"])
         .arg(&tar)
         .arg("--numeric-owner"));
     for line in listing.lines() {
-        assert!(line.contains(" 0/0 "), "not owned by 0:0: {line}");
+        if line.ends_with(" home/nonroot/") {
+            assert!(
+                line.starts_with("drwx------ 65532/65532 "),
+                "nonroot's home: {line}"
+            );
+        } else {
+            assert!(line.contains(" 0/0 "), "not owned by 0:0: {line}");
+        }
     }
+    assert!(
+        listing.lines().any(|l| l.ends_with(" home/nonroot/")),
+        "no home for nonroot: {listing}"
+    );
     let rootfs = scratch.join("rootfs");
     std::fs::create_dir_all(&rootfs).unwrap();
     run(Command::new("tar")

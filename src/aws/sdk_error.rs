@@ -16,12 +16,16 @@ pub fn failure_from_sdk<E>(err: &SdkError<E, HttpResponse>) -> AwsFailure
 where
     E: ProvideErrorMetadata + StdError + 'static,
 {
-    if let Some(code) = credentials_failure(err) {
+    if let Some((code, sts_code)) = credentials_failure(err) {
         // No credentials, so nothing was signed or sent. Heals when the identity does
         // (a token refreshed, a role's trust fixed): retried, bounded by time.
+        let cause = match sts_code {
+            Some(sts) if sts != code => format!("{code}: STS answered {sts}"),
+            _ => code.clone(),
+        };
         return AwsFailure {
             class: super::classify::ErrorClass::Permission,
-            message: format!("could not get AWS credentials ({code}); nothing was sent"),
+            message: format!("could not get AWS credentials ({cause}); nothing was sent"),
             code: Some(code),
         };
     }
@@ -93,9 +97,11 @@ where
     }
 }
 
-/// The STS error code (or `CredentialsError`) when the call failed because the SDK could not
-/// get credentials (web identity refused, container endpoint refused, expired token…).
-fn credentials_failure(err: &(dyn StdError + 'static)) -> Option<String> {
+/// The error code (STS's, `AssumeRoleFailed` or `CredentialsError`) when the call failed
+/// because the SDK could not get credentials (web identity refused, container endpoint
+/// refused, expired token, a SignalPolicy's role refused…), and what STS answered when that is
+/// not the code itself (for a refused role: `AccessDenied`, a missing role…).
+fn credentials_failure(err: &(dyn StdError + 'static)) -> Option<(String, Option<String>)> {
     use aws_credential_types::provider::error::CredentialsError;
     use aws_sdk_sts::operation::assume_role_with_web_identity::AssumeRoleWithWebIdentityError;
     let mut next: Option<&(dyn StdError + 'static)> = Some(err);
@@ -104,22 +110,22 @@ fn credentials_failure(err: &(dyn StdError + 'static)) -> Option<String> {
         if e.downcast_ref::<CredentialsError>().is_some() {
             found = true;
         }
-        if found
-            && e.downcast_ref::<super::assume_role::AssumeRoleFailure>()
-                .is_some()
-        {
-            return Some(crate::delivery::ASSUME_ROLE_FAILED_CODE.to_string());
-        }
         if found {
+            if let Some(refused) = e.downcast_ref::<super::assume_role::AssumeRoleFailure>() {
+                return Some((
+                    crate::delivery::ASSUME_ROLE_FAILED_CODE.to_string(),
+                    Some(refused.code.clone()),
+                ));
+            }
             if let Some(sts) = e.downcast_ref::<AssumeRoleWithWebIdentityError>() {
                 if let Some(code) = sts.code() {
-                    return Some(code.to_string());
+                    return Some((code.to_string(), None));
                 }
             }
         }
         next = e.source();
     }
-    found.then(|| "CredentialsError".to_string())
+    found.then(|| ("CredentialsError".to_string(), None))
 }
 
 /// True when the failure happened while connecting (refused, DNS, TLS, connect timeout), so the
@@ -148,4 +154,32 @@ fn never_sent(err: &(dyn StdError + 'static)) -> bool {
         next = e.source();
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_credential_types::provider::error::CredentialsError;
+
+    #[test]
+    fn a_refused_role_keeps_what_sts_answered() {
+        let refused =
+            CredentialsError::provider_error(super::super::assume_role::AssumeRoleFailure {
+                code: "AccessDenied".into(),
+            });
+        assert_eq!(
+            credentials_failure(&refused),
+            Some((
+                crate::delivery::ASSUME_ROLE_FAILED_CODE.to_string(),
+                Some("AccessDenied".to_string())
+            ))
+        );
+        let other = CredentialsError::not_loaded("no source");
+        assert_eq!(
+            credentials_failure(&other),
+            Some(("CredentialsError".to_string(), None))
+        );
+        let unrelated = std::io::Error::other("reset");
+        assert_eq!(credentials_failure(&unrelated), None);
+    }
 }

@@ -31,6 +31,7 @@ mod pipeline;
 #[cfg(test)]
 mod pipeline_tests;
 pub mod receipts;
+pub mod requester_guard;
 mod status_io;
 pub mod ttl;
 
@@ -89,6 +90,8 @@ pub struct Settings {
     pub receipt_retention: Duration,
     /// `ttlSecondsAfterFinished` of signals that set none; `None`: keep them.
     pub default_ttl: Option<Duration>,
+    /// Where a signal's requester comes from (see [`crate::requester`]).
+    pub requester_source: crate::requester::RequesterSource,
 }
 
 /// The SignalPolicies and the namespaces' labels, as this process last saw them.
@@ -157,6 +160,8 @@ pub struct Context {
     /// Large signals read whole at once (their payloads are not cached): a few, so that one
     /// namespace's many large signals never fill the operator's memory.
     pub large_reads: tokio::sync::Semaphore,
+    /// Whether a signal's requested-by annotation is evidence of who created it.
+    pub requester: requester_guard::RequesterGuard,
     recorder: Recorder,
 }
 
@@ -182,6 +187,10 @@ impl Context {
         );
         Self {
             receipts,
+            requester: requester_guard::RequesterGuard::new(
+                client.clone(),
+                settings.requester_source.clone(),
+            ),
             policy: PolicyView::new(),
             large_reads: tokio::sync::Semaphore::new(LARGE_READS),
             client,

@@ -21,6 +21,7 @@ use crate::aws::classify::ErrorClass;
 use crate::aws::clients::{Identity, NoClients, RegionClients, Turn};
 use crate::aws::target::{Prepared, SignalTarget};
 use crate::delivery::{self, AwsFailure, EventNote, Next, ReceiptSays, SendOutcome, VerifyOutcome};
+use crate::requester::Requester;
 use crate::{failpoint, metrics};
 
 /// The spec of the object at hand, as far as it was read.
@@ -62,6 +63,17 @@ pub(super) async fn reconcile<T: SignalTarget>(
     } else {
         parse::<T>(&obj)
     };
+    // The requester recorded at the first claim stands; before that, the leader asks whether
+    // the annotation is evidence (followers write nothing, so they need not know).
+    let recorded_requester = status.as_ref().and_then(|s| s.requested_by.clone());
+    let namespace_labels = ctx
+        .policy
+        .labels_of(obj.metadata.namespace.as_deref().unwrap_or_default());
+    let requester = if recorded_requester.is_none() && ctx.leadership.is_leader() {
+        ctx.requester.requester(&obj, &namespace_labels).await
+    } else {
+        Requester::None
+    };
     let dctx = delivery::Ctx {
         now: Timestamp::now(),
         holder: &ctx.settings.holder,
@@ -75,12 +87,7 @@ pub(super) async fn reconcile<T: SignalTarget>(
             Spec::Skipped | Spec::Invalid(_) => None,
         },
         verify_recheck: ctx.settings.verify_recheck,
-        requested_by: obj
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(crate::api::REQUESTED_BY_ANNOTATION))
-            .map(String::as_str),
+        requested_by: recorded_requester.as_deref().or(requester.name()),
         retry_requested: crate::api::retry_now_requested(&obj.metadata),
     };
     let next = delivery::decide(status.as_ref(), &dctx);
@@ -124,6 +131,9 @@ pub(super) async fn reconcile<T: SignalTarget>(
             verify::<T>(&obj, &signal, &status, &dctx, ctx).await
         }
         (Next::Claim(_), Some(signal)) => {
+            if let Requester::Unproven(why) = &requester {
+                requester_unproven::<T>(&obj, why, ctx).await;
+            }
             let key = receipt_key::<T>(&obj, &signal);
             let earlier =
                 match earlier_delivery::<T>(&obj, &signal, &key, status.as_ref(), &dctx, ctx)
@@ -140,6 +150,20 @@ pub(super) async fn reconcile<T: SignalTarget>(
         // A finished signal (its spec skipped) is never claimed or verified.
         (Next::Verify | Next::Claim(_), None) => Ok(Action::await_change()),
     }
+}
+
+/// A requested-by annotation that is not evidence: said once per attempt, in the log and an
+/// Event (the value itself is left out: it may be anything its author wrote).
+async fn requester_unproven<T: SignalTarget>(obj: &DynamicObject, why: &str, ctx: &Context) {
+    tracing::info!(%why, "requested-by annotation not honoured; the signal has no requester");
+    let note = EventNote {
+        warning: true,
+        reason: "RequesterUnproven",
+        note: format!(
+            "signalman.dev/requested-by is not honoured ({why}); sent with no requester, and any signalman.dev/approved-by is ignored"
+        ),
+    };
+    tell::<T>(obj, Some(&note), ctx).await;
 }
 
 /// Parses the object as its kind and checks the CRD's rules again. The error names the field,

@@ -687,6 +687,7 @@ fn settings() -> Settings {
         receipt_namespace: RECEIPT_NS.into(),
         receipt_retention: Duration::from_secs(400 * 86_400),
         default_ttl: None,
+        requester_source: crate::requester::RequesterSource::Annotation,
     }
 }
 

@@ -11,7 +11,7 @@ use signalman::api::{
     AutomationSignal, AutomationSignalSpec, Phase, SignalType, WorkflowSignal,
     REQUESTED_BY_ANNOTATION,
 };
-use signalman_testenv::aws_emulator::{FaultConfig, FaultRule, Service};
+use signalman_testenv::aws_emulator::{FaultConfig, FaultRule, RoleTrust, Service};
 use signalman_testenv::{aws_env_at, Emulator, OPERATOR_ACCESS_KEY};
 
 use crate::common::{condition_reason, ready_reason, unique, wf_signal, SwfWorld, World};
@@ -103,6 +103,9 @@ async fn execution(emu: &Emulator, approvers: &[&str], min: usize) -> String {
 fn operator_env(emu: &Emulator, namespaces: &str) -> Vec<(&'static str, String)> {
     let mut env = aws_env_at(&emu.endpoint, OPERATOR_ACCESS_KEY);
     env.push(("SIGNALMAN_NAMESPACES", namespaces.to_string()));
+    // No admission policies here: these tests write requested-by themselves, standing in for
+    // an admission engine the operator is told to trust.
+    env.push(("SIGNALMAN_REQUESTER_SOURCE", "annotation".to_string()));
     env
 }
 
@@ -384,6 +387,91 @@ async fn a_role_that_cannot_be_assumed_is_retried_and_never_sent_otherwise() {
         emu.handle.counters().ssm.calls_of("SendAutomationSignal"),
         0,
         "never sent with another identity"
+    );
+}
+
+/// AWS enforces the tenancy too: team A's role trusts only sessions tagged for namespace A. A
+/// SignalPolicy that wrongly lets namespace B use that role gets B's signal nowhere: STS refuses
+/// the session, the signal says so, and nothing is sent as team A for B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_trusting_one_namespace_refuses_a_session_for_another() {
+    let world = World::new("trust-home").await;
+    let a = bare_namespace(&world, "trust-a").await;
+    let b = bare_namespace(&world, "trust-b").await;
+    let team_a = serde_json::json!({
+        "ssm": {"signalTypes": ["Approve"], "documentNames": ["*"]},
+        "roleArn": role("TeamA"),
+    });
+    policy(&world, &a, team_a.clone()).await;
+    // The mistake: B's policy names A's role.
+    policy(&world, &b, team_a).await;
+    let emu = world.env.private_emulator().await;
+    let mut sts = emu.handle.sts();
+    sts.roles = vec![RoleTrust {
+        role_arn: role("TeamA"),
+        conditions: serde_json::json!({
+            "StringEquals": {"aws:RequestTag/signalman.dev/namespace": a.clone()}
+        }),
+        ..RoleTrust::default()
+    }];
+    emu.handle.set_sts(sts);
+    let id = execution(&emu, &[&role("TeamA")], 1).await;
+    for ns in [&a, &b] {
+        Api::<AutomationSignal>::namespaced(world.client.clone(), ns)
+            .create(&PostParams::default(), &approve("approve", &id, None))
+            .await
+            .expect("signal");
+    }
+    let env = operator_env(&emu, &format!("{a},{b}"));
+    let operator = world.operator("op-trust", &pairs(&env));
+
+    let sent = crate::common::wait_done_in::<AutomationSignal>(
+        &world.client,
+        &a,
+        "approve",
+        Duration::from_secs(45),
+    )
+    .await;
+    assert_eq!(
+        ready_reason(&sent).as_deref(),
+        Some("Delivered"),
+        "{sent:?}"
+    );
+    let api_b: Api<AutomationSignal> = Api::namespaced(world.client.clone(), &b);
+    let deadline = std::time::Instant::now() + Duration::from_secs(45);
+    let refused = loop {
+        let s = api_b
+            .get("approve")
+            .await
+            .expect("get")
+            .status
+            .unwrap_or_default();
+        if condition_reason(&s, "Reconciling").as_deref() == Some("AssumeRoleFailed") {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no AssumeRoleFailed in {b}: {s:?}\n{}",
+            operator.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(refused.phase, Some(Phase::Pending), "{refused:?}");
+    let message = refused.message.clone().unwrap_or_default();
+    assert!(message.contains("AccessDenied"), "{message}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        emu.handle.counters().ssm.calls_of("SendAutomationSignal"),
+        1,
+        "only namespace A's approval was sent as team A"
+    );
+    let sessions = emu.handle.sts_sessions();
+    assert!(
+        sessions.iter().all(|s| s
+            .tags
+            .iter()
+            .any(|(k, v)| k == "signalman.dev/namespace" && *v == a)),
+        "a session of team A's role for another namespace: {sessions:?}"
     );
 }
 

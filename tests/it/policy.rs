@@ -98,12 +98,14 @@ struct Installed {
     fullname: String,
     /// The SignalPolicies this test created, deleted on drop.
     policies: Vec<String>,
+    /// When the policies were applied.
+    applied_at: Instant,
 }
 
 impl Installed {
     /// Renders and applies the chart's admission policies and roles; the operator watches
-    /// `watched` (its per-namespace Role) and runs in `release_ns`.
-    fn apply(release_ns: &str, watched: &str, region: &str) -> Installed {
+    /// `watched` (its per-namespace Roles) and runs in `release_ns`.
+    fn apply(release_ns: &str, watched: &[&str], region: &str) -> Installed {
         let env = env();
         let release = unique("pol");
         let fullname = format!("{release}-signalman");
@@ -114,7 +116,10 @@ impl Installed {
             .args(["--namespace", release_ns])
             .args(api_versions_args())
             .args(["--set", &format!("aws.region={region}")])
-            .args(["--set", &format!("watchNamespaces={{{watched}}}")])
+            .args([
+                "--set",
+                &format!("watchNamespaces={{{}}}", watched.join(",")),
+            ])
             .args([
                 "--set-json",
                 &format!(
@@ -145,7 +150,22 @@ impl Installed {
             operator: format!("system:serviceaccount:{release_ns}:{fullname}"),
             fullname,
             policies: Vec::new(),
+            applied_at: Instant::now(),
         }
+    }
+
+    /// What the chart's Deployment sets SIGNALMAN_REQUESTER_SOURCE to (`tests/chart.rs`
+    /// checks it): the requested-by binding, believed only where it judged the signal.
+    fn requester_source(&self) -> String {
+        format!("binding={}-requested-by", self.fullname)
+    }
+
+    /// Waits until a signal created now counts as created under the policies: the operator
+    /// believes the requested-by stamp only once they have been in force for a while.
+    async fn wait_in_force(&self) {
+        let due =
+            self.applied_at + signalman::requester::POLICY_LOAD_GRACE + Duration::from_secs(2);
+        tokio::time::sleep_until(due.into()).await;
     }
 
     /// Creates a SignalPolicy named `name` (unique per run) with `spec`.
@@ -329,7 +349,7 @@ async fn admission_refuses_what_no_policy_allows_and_policies_add_up() {
     // The label that puts the namespace under the admission policies is added below, once
     // the policies exist (their names are random).
     let ns = namespace(&client, "pol-team", &[("team", &team)]).await;
-    let mut inst = Installed::apply(&ops, &ns, "us-east-1");
+    let mut inst = Installed::apply(&ops, &[&ns], "us-east-1");
     let label = json!({"metadata": {"labels": {&inst.label.0: &inst.label.1}}});
     Api::<Namespace>::all(client.clone())
         .patch(&ns, &PatchParams::default(), &Patch::Merge(&label))
@@ -492,7 +512,7 @@ async fn requested_by_is_stamped_and_cannot_be_forged_or_changed() {
     let ops = namespace(&admin, "pol-ops", &[]).await;
     let team = unique("t");
     let ns = namespace(&admin, "pol-rb", &[("team", &team)]).await;
-    let mut inst = Installed::apply(&ops, &ns, "us-east-1");
+    let mut inst = Installed::apply(&ops, &[&ns], "us-east-1");
     inst.policy(
         "all",
         json!({
@@ -598,7 +618,7 @@ async fn approved_by_cannot_change_after_creation() {
     let ops = namespace(&admin, "pol-ops", &[]).await;
     let team = unique("t");
     let ns = namespace(&admin, "pol-ab", &[("team", &team)]).await;
-    let mut inst = Installed::apply(&ops, &ns, "us-east-1");
+    let mut inst = Installed::apply(&ops, &[&ns], "us-east-1");
     inst.policy(
         "all",
         json!({
@@ -731,7 +751,7 @@ async fn only_the_operator_writes_status_and_finished_stays_finished() {
     let ops = namespace(&admin, "pol-ops", &[]).await;
     let team = unique("t");
     let ns = namespace(&admin, "pol-status", &[("team", &team)]).await;
-    let mut inst = Installed::apply(&ops, &ns, "us-east-1");
+    let mut inst = Installed::apply(&ops, &[&ns], "us-east-1");
     inst.policy(
         "all",
         json!({
@@ -898,7 +918,7 @@ async fn the_charts_roles_allow_what_they_should_and_nothing_more() {
     let admin = env.client().await;
     let ops = namespace(&admin, "pol-ops", &[]).await;
     let ns = namespace(&admin, "pol-roles", &[]).await;
-    let inst = Installed::apply(&ops, &ns, "us-east-1");
+    let inst = Installed::apply(&ops, &[&ns], "us-east-1");
     bind(
         &admin,
         &ns,
@@ -1249,7 +1269,7 @@ async fn a_delivered_signal_whose_status_is_attacked_is_not_sent_again() {
     let ops = namespace(&admin, "pol-attack-ops", &[]).await;
     let team = unique("t");
     let ns = namespace(&admin, "pol-attack", &[("team", &team)]).await;
-    let mut inst = Installed::apply(&ops, &ns, "us-east-1");
+    let mut inst = Installed::apply(&ops, &[&ns], "us-east-1");
     inst.policy(
         "all",
         json!({
@@ -1297,6 +1317,7 @@ async fn a_delivered_signal_whose_status_is_attacked_is_not_sent_again() {
     let kubeconfig = kubeconfig.display().to_string();
     // The API server loads the admission policies asynchronously: the signal is created (before
     // the operator runs) until the requested-by stamp is in force.
+    inst.wait_in_force().await;
     let eve_api: Api<WorkflowSignal> = Api::namespaced(eve.clone(), &ns);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -1323,12 +1344,14 @@ async fn a_delivered_signal_whose_status_is_attacked_is_not_sent_again() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    let source = inst.requester_source();
     let operator = world.operator(
         "op-attack",
         &[
             ("SIGNALMAN_KUBECONFIG", kubeconfig.as_str()),
             ("POD_NAMESPACE", ops.as_str()),
             ("SIGNALMAN_LEASE_NAME", inst.fullname.as_str()),
+            ("SIGNALMAN_REQUESTER_SOURCE", source.as_str()),
         ],
     );
     let status = world
@@ -1369,4 +1392,138 @@ async fn a_delivered_signal_whose_status_is_attacked_is_not_sent_again() {
         .await
         .unwrap();
     assert_eq!(still.status.and_then(|s| s.phase), Some(Phase::Succeeded));
+}
+
+/// requested-by is evidence only where the chart's admission judged the signal. A tenant in a
+/// namespace a SignalPolicy allows but the admission bindings do not select writes someone
+/// else's name and an approver: the signal is still sent (the policy allows it), with no
+/// requester, its approved-by ignored, and an Event saying why. In a judged namespace the stamp
+/// is the author.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_requester_is_believed_only_where_admission_judged_the_signal() {
+    let _schema = crate::common::CRD_SCHEMA.read().await;
+    let env = env();
+    let admin = env.client().await;
+    let ops = namespace(&admin, "pol-rq-ops", &[]).await;
+    let team = unique("t");
+    let judged = namespace(&admin, "pol-rq-judged", &[("team", &team)]).await;
+    let free = namespace(&admin, "pol-rq-free", &[("team", &team)]).await;
+    let mut inst = Installed::apply(&ops, &[&judged, &free], "us-east-1");
+    inst.policy(
+        "all",
+        json!({
+            "namespaceSelector": {"matchLabels": {"team": team}},
+            "regions": ["*"],
+            "swf": {"domains": ["*"], "workflowIds": ["*"]},
+            "approvedByAsserters": [{"namespace": "argocd", "name": "argocd-application-controller"}],
+        }),
+    );
+    let label = json!({"metadata": {"labels": {&inst.label.0: &inst.label.1}}});
+    Api::<Namespace>::all(admin.clone())
+        .patch(&judged, &PatchParams::default(), &Patch::Merge(&label))
+        .await
+        .unwrap();
+    let author_role = format!("{}-signal-author", inst.fullname);
+    for ns in [&judged, &free] {
+        bind(&admin, ns, &author_role, "eve").await;
+    }
+    let eve = env.client_as("eve").await;
+    let swf = crate::common::SwfWorld::new(env, &unique("requester")).await;
+    let run_id = swf.start("wf").await;
+
+    inst.wait_in_force().await;
+    let judged_api: Api<WorkflowSignal> = Api::namespaced(eve.clone(), &judged);
+    let mine = create_eventually(
+        &judged_api,
+        &wf_signal("mine", &swf.domain, "wf", Some("a")),
+    )
+    .await;
+    assert_eq!(
+        annotation(&mine.metadata, "signalman.dev/requested-by").as_deref(),
+        Some("eve")
+    );
+    let mut forged = wf_signal("forged", &swf.domain, "wf", Some("b"));
+    forged.metadata.annotations = Some(
+        [
+            (
+                "signalman.dev/requested-by".to_string(),
+                "system:serviceaccount:argocd:argocd-application-controller".to_string(),
+            ),
+            ("signalman.dev/approved-by".to_string(), "ceo".to_string()),
+        ]
+        .into(),
+    );
+    Api::<WorkflowSignal>::namespaced(eve.clone(), &free)
+        .create(&PostParams::default(), &forged)
+        .await
+        .expect("nothing judges this namespace at admission");
+
+    let kubeconfig = crate::common::impersonating_kubeconfig(env, &inst.operator);
+    let kubeconfig = kubeconfig.display().to_string();
+    let watched = format!("{judged},{free}");
+    let source = inst.requester_source();
+    let world = crate::common::World {
+        env,
+        client: admin.clone(),
+        ns: judged.clone(),
+    };
+    let operator = world.operator(
+        "op-requester",
+        &[
+            ("SIGNALMAN_KUBECONFIG", kubeconfig.as_str()),
+            ("SIGNALMAN_NAMESPACES", watched.as_str()),
+            ("POD_NAMESPACE", ops.as_str()),
+            ("SIGNALMAN_LEASE_NAME", inst.fullname.as_str()),
+            ("SIGNALMAN_REQUESTER_SOURCE", source.as_str()),
+        ],
+    );
+    let status = world
+        .wait_done::<WorkflowSignal>("mine", Duration::from_secs(60))
+        .await;
+    assert_eq!(status.phase, Some(Phase::Succeeded), "{status:?}");
+    assert_eq!(status.requested_by.as_deref(), Some("eve"), "{status:?}");
+
+    let free_world = crate::common::World {
+        env,
+        client: admin.clone(),
+        ns: free.clone(),
+    };
+    let status = free_world
+        .wait_done::<WorkflowSignal>("forged", Duration::from_secs(60))
+        .await;
+    assert_eq!(
+        status.phase,
+        Some(Phase::Succeeded),
+        "{status:?}\n{}",
+        operator.log_text()
+    );
+    assert_eq!(
+        status.requested_by, None,
+        "a requester no admission checked was believed: {status:?}"
+    );
+    free_world
+        .wait_event("forged", "RequesterUnproven", Duration::from_secs(20))
+        .await;
+    let notes = free_world.event_notes("forged", "RequesterUnproven").await;
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains(&format!("namespace {free} is not judged"))),
+        "{notes:?}"
+    );
+    assert!(
+        notes
+            .iter()
+            .all(|n| !n.contains("argocd-application-controller")),
+        "the annotation's value stays out of the Event: {notes:?}"
+    );
+    let mut sent = swf.signals("wf", &run_id).await;
+    sent.sort();
+    assert_eq!(
+        sent,
+        vec![
+            ("approve".to_string(), Some("a".to_string())),
+            ("approve".to_string(), Some("b".to_string())),
+        ]
+    );
 }

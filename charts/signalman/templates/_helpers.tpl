@@ -99,6 +99,12 @@ replaces the chart's variable of that name (one entry per name, as server-side a
 {{- $env = append $env (dict "name" "SIGNALMAN_SWF_BURST" "value" (toString (int $v.rateLimits.swf.burst))) }}
 {{- $env = append $env (dict "name" "SIGNALMAN_SSM_RATE" "value" (toString $v.rateLimits.ssm.perSecond)) }}
 {{- $env = append $env (dict "name" "SIGNALMAN_SSM_BURST" "value" (toString (int $v.rateLimits.ssm.burst))) }}
+{{- /* The requester is evidence only where the chart's requested-by binding guarded it. */}}
+{{- if and $v.admission.enabled (include "signalman.vapApiVersion" .) }}
+{{- $env = append $env (dict "name" "SIGNALMAN_REQUESTER_SOURCE" "value" (printf "binding=%s-requested-by" (include "signalman.fullname" .))) }}
+{{- else }}
+{{- $env = append $env (dict "name" "SIGNALMAN_REQUESTER_SOURCE" "value" "ignore") }}
+{{- end }}
 {{- $env = append $env (dict "name" "SIGNALMAN_LOG_LEVEL" "value" $v.logging.level) }}
 {{- $env = append $env (dict "name" "SIGNALMAN_LOG_FORMAT" "value" $v.logging.format) }}
 {{- $env = append $env (dict "name" "SIGNALMAN_METRICS_BIND_ADDRESS" "value" (printf "0.0.0.0:%d" (int $v.metrics.port))) }}

@@ -25,6 +25,7 @@ mod ssm;
 mod sts;
 mod sts_roles;
 mod swf;
+mod trust_conditions;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -103,6 +103,10 @@ pub struct RoleTrust {
     pub principals: Vec<String>,
     /// The role's MaxSessionDuration (default 3600).
     pub max_session_duration: Option<u64>,
+    /// The trust policy's `Condition` block for AssumeRole, in IAM's own JSON (for example
+    /// `{"StringEquals": {"aws:RequestTag/signalman.dev/namespace": "team-a"}}`): a request
+    /// it does not hold for is `AccessDenied`. Null: none.
+    pub conditions: serde_json::Value,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -646,6 +650,15 @@ fn assume_role(shared: &Shared, headers: &HeaderMap, form: &[(String, String)]) 
         return denied();
     };
     if !principal_allowed(&trust.principals, &caller) {
+        return denied();
+    }
+    let request = crate::trust_conditions::RequestContext {
+        principal_arn: &caller,
+        role_session_name: common.session_name,
+        source_identity: source_identity.as_deref(),
+        tags: &tags,
+    };
+    if !crate::trust_conditions::conditions_hold(&trust.conditions, &request) {
         return denied();
     }
     let seconds = match lifetime(&config, &trust, common.duration) {
