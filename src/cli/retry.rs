@@ -116,7 +116,13 @@ pub async fn run(kube: &KubeOptions, args: Args, out: &mut impl Write) -> anyhow
                         .map(drop)
                 }
             };
-            patched.with_context(|| format!("annotating {kind} {}", args.name))?;
+            match patched {
+                Err(kube::Error::Api(ae)) if ae.code == 403 => anyhow::bail!(
+                    "not allowed to patch {kind} {} in {namespace}: retry writes an annotation, which needs the verb patch on workflowsignals and automationsignals (the chart's signal-author role grants none; see docs/plugin.md)",
+                    args.name
+                ),
+                other => other.with_context(|| format!("annotating {kind} {}", args.name))?,
+            }
             writeln!(
                 out,
                 "{namespace}/{kind} {}: retry requested at {at} ({RETRY_NOW_ANNOTATION}); {what}",
