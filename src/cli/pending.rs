@@ -99,6 +99,16 @@ pub fn lists_approver(approvers: &[String], principal: &str) -> bool {
     })
 }
 
+/// Whether the step's `ApproverDecisions` outputs already hold a decision of `principal` (an
+/// approval that needs several approvers waits for the others then).
+pub fn has_decided(decisions: &[String], principal: &str) -> bool {
+    decisions
+        .iter()
+        .filter_map(|entry| crate::aws::ssm::read_decisions(entry))
+        .flatten()
+        .any(|d| d.approver == principal || same_principal(&d.approver, principal))
+}
+
 /// A name for an object made from `parts`: lower case letters, digits and `-`, at most 63.
 fn object_name(parts: &[&str]) -> String {
     let mut name = String::new();
@@ -330,7 +340,12 @@ async fn approvals(
                 .map(String::as_str)
                 .map(parse_approvers)
                 .unwrap_or_default();
-            if !lists_approver(&approvers, &principal) {
+            let decisions: Vec<String> = step
+                .outputs()
+                .and_then(|o| o.get("ApproverDecisions"))
+                .cloned()
+                .unwrap_or_default();
+            if !lists_approver(&approvers, &principal) || has_decided(&decisions, &principal) {
                 continue;
             }
             let manifest = approval_manifest(namespace, id, region);
@@ -539,6 +554,24 @@ mod tests {
             "arn:aws:iam::210987654321:role/Approver"
         ));
         assert_eq!(parse_approvers("a, b"), ["a", "b"]);
+    }
+
+    #[test]
+    fn an_approver_who_has_decided_is_not_asked_again() {
+        let decided = vec![
+            r#"{"Approver":"arn:aws:sts::123456789012:assumed-role/Approver/s-1","Decision":"Approve"}"#
+                .to_string(),
+        ];
+        assert!(has_decided(
+            &decided,
+            "arn:aws:iam::123456789012:role/Approver"
+        ));
+        assert!(!has_decided(
+            &decided,
+            "arn:aws:iam::123456789012:user/alice"
+        ));
+        assert!(!has_decided(&[], "arn:aws:iam::123456789012:role/Approver"));
+        assert!(!has_decided(&["not json".to_string()], "x"));
     }
 
     #[test]
