@@ -115,7 +115,8 @@
 //! [`AwsFailure::message`] and [`VerifyOutcome::NoLongerWaiting`]'s `why` free of them, and
 //! this module additionally drops AWS's message for the Invalid and InvalidNow classes (AWS
 //! validation messages quote request values) and cuts any message to 200 characters. Event
-//! reasons: `Sending`, `Delivered`, `DeliveryVerified`, `RetryScheduled`, `Verifying`, `Failed`, `RetryRequested`.
+//! reasons: `Sending`, `Delivered`, `DeliveryVerified`, `RetryScheduled`, `Verifying`,
+//! `Failed`, `RetryRequested`.
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -270,7 +271,8 @@ pub struct Transition {
 pub struct EventNote {
     /// `Warning` rather than `Normal`.
     pub warning: bool,
-    /// `Sending`, `Delivered`, `DeliveryVerified`, `RetryScheduled`, `Verifying`, `Failed` or `RetryRequested`.
+    /// `Sending`, `Delivered`, `DeliveryVerified`, `RetryScheduled`, `Verifying`, `Failed` or
+    /// `RetryRequested`.
     pub reason: &'static str,
     /// In words, with the AWS error code where there is one; never input or payload.
     pub note: String,
