@@ -2,10 +2,13 @@
 """Writes the signalman container image as an OCI image layout, without a container engine.
 
     python3 scripts/oci_image.py --binary target/x86_64-unknown-linux-gnu/release/signalman \
+        [--binary target/aarch64-unknown-linux-gnu/release/signalman] \
         --out target/image/signalman --version 0.1.0 [--tag 0.1.0] [--tar signalman.tar]
 
 The result is a directory in the OCI image layout (oci-layout, index.json, blobs/sha256/...)
-holding one image: a single gzip layer with
+holding one image, or, given one static binary per platform, an image index of one image per
+platform (a multi-arch image, as scripts/release.sh pushes it). Each image is a single gzip
+layer with
 
     /signalman                              the operator (mode 0755)
     /etc/passwd, /etc/group                 root and nonroot (65532), as in distroless
@@ -148,29 +151,17 @@ def canonical(obj):
     return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--binary", required=True, help="the signalman executable")
-    p.add_argument("--out", required=True, help="OCI layout directory to (re)create")
-    p.add_argument("--version", required=True, help="image version label")
-    p.add_argument("--tag", help="ref name in index.json (default: the version)")
-    p.add_argument("--revision", default="", help="VCS revision label")
-    p.add_argument("--tar", help="also write the layout as this tar archive (docker/podman load)")
-    p.add_argument("--gzip-level", type=int, default=6, help="1 (fast) .. 9 (small); default 6")
-    p.add_argument("--ca-bundle", help="CA bundle to include (default: the system's)")
-    args = p.parse_args()
-
-    mtime = int(os.environ.get("SOURCE_DATE_EPOCH", "0"))
-    created = datetime.datetime.fromtimestamp(mtime, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    arch, dynamic = elf_info(args.binary)
-
+def image(out, binary, version, revision, ca_bundle, mtime, created, gzip_level):
+    """Writes one platform's image (layer, config, manifest) into the layout's blobs; returns
+    its manifest descriptor (with the platform) and what went into it."""
+    arch, dynamic = elf_info(binary)
     layer = Layer(mtime)
-    with open(args.binary, "rb") as f:
+    with open(binary, "rb") as f:
         layer.file("signalman", f.read(), 0o755)
     layer.file("etc/passwd", PASSWD.encode())
     layer.file("etc/group", GROUP.encode())
     layer.file("etc/nsswitch.conf", NSSWITCH.encode())
-    bundle = args.ca_bundle or next((b for b in CA_BUNDLES if os.path.exists(b)), None)
+    bundle = ca_bundle or next((b for b in CA_BUNDLES if os.path.exists(b)), None)
     if bundle:
         with open(bundle, "rb") as f:
             layer.file("etc/ssl/certs/ca-certificates.crt", f.read())
@@ -179,28 +170,24 @@ def main():
     layer.dir("tmp", 0o1777)
     # nonroot's own home, as in distroless: the AWS SDK and others read and write under $HOME.
     layer.dir("home/nonroot", 0o700, owner=NONROOT)
-    libs = shared_libraries(args.binary) if dynamic else []
+    libs = shared_libraries(binary) if dynamic else []
     for lib in libs:
         with open(lib, "rb") as f:  # follows symlinks: the file lands under the name ldd used
             layer.file(lib, f.read(), 0o755)
 
     tar = layer.tar()
-    gz = gzip.compress(tar, compresslevel=args.gzip_level, mtime=0)
-
-    if os.path.exists(args.out):
-        shutil.rmtree(args.out)
-    os.makedirs(os.path.join(args.out, "blobs", "sha256"))
-    layer_desc = dict(mediaType=MEDIA_LAYER, **write_blob(args.out, gz))
+    gz = gzip.compress(tar, compresslevel=gzip_level, mtime=0)
+    layer_desc = dict(mediaType=MEDIA_LAYER, **write_blob(out, gz))
 
     labels = {
         "org.opencontainers.image.title": "signalman",
         "org.opencontainers.image.description": "Kubernetes operator that sends AWS SWF and SSM Automation signals exactly once",
-        "org.opencontainers.image.version": args.version,
+        "org.opencontainers.image.version": version,
         "org.opencontainers.image.licenses": "Apache-2.0",
         "org.opencontainers.image.created": created,
     }
-    if args.revision:
-        labels["org.opencontainers.image.revision"] = args.revision
+    if revision:
+        labels["org.opencontainers.image.revision"] = revision
     config = {
         "created": created,
         "architecture": arch,
@@ -217,7 +204,7 @@ def main():
         "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(tar).hexdigest()]},
         "history": [{"created": created, "created_by": "scripts/oci_image.py"}],
     }
-    config_desc = dict(mediaType=MEDIA_CONFIG, **write_blob(args.out, canonical(config)))
+    config_desc = dict(mediaType=MEDIA_CONFIG, **write_blob(out, canonical(config)))
     manifest = {
         "schemaVersion": 2,
         "mediaType": MEDIA_MANIFEST,
@@ -225,19 +212,70 @@ def main():
         "layers": [layer_desc],
         "annotations": {k: v for k, v in labels.items() if k != "org.opencontainers.image.description"},
     }
-    manifest_desc = dict(mediaType=MEDIA_MANIFEST, **write_blob(args.out, canonical(manifest)))
-    tag = args.tag or args.version
-    index = {
-        "schemaVersion": 2,
-        "mediaType": MEDIA_INDEX,
-        "manifests": [
-            dict(
-                manifest_desc,
-                platform={"architecture": arch, "os": "linux"},
-                annotations={"org.opencontainers.image.ref.name": tag},
-            )
-        ],
+    manifest_desc = dict(mediaType=MEDIA_MANIFEST, **write_blob(out, canonical(manifest)))
+    manifest_desc["platform"] = {"architecture": arch, "os": "linux"}
+    summary = {
+        "manifest": manifest_desc["digest"],
+        "architecture": arch,
+        "static": not dynamic,
+        "bundled_libraries": libs,
+        "layer_bytes_uncompressed": len(tar),
+        "layer_bytes_compressed": len(gz),
     }
+    return manifest_desc, summary
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--binary",
+        required=True,
+        action="append",
+        help="the signalman executable; give it once per platform (amd64, arm64) for a multi-arch image index",
+    )
+    p.add_argument("--out", required=True, help="OCI layout directory to (re)create")
+    p.add_argument("--version", required=True, help="image version label")
+    p.add_argument("--tag", help="ref name in index.json (default: the version)")
+    p.add_argument("--revision", default="", help="VCS revision label")
+    p.add_argument("--tar", help="also write the layout as this tar archive (docker/podman load)")
+    p.add_argument("--gzip-level", type=int, default=6, help="1 (fast) .. 9 (small); default 6")
+    p.add_argument("--ca-bundle", help="CA bundle to include (default: the system's)")
+    args = p.parse_args()
+
+    mtime = int(os.environ.get("SOURCE_DATE_EPOCH", "0"))
+    created = datetime.datetime.fromtimestamp(mtime, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if len(args.binary) > 1:
+        # Libraries are bundled by asking the build machine's ldd, which answers for its own
+        # architecture only: a multi-platform image takes static binaries.
+        for b in args.binary:
+            if elf_info(b)[1]:
+                sys.exit(f"{b}: dynamically linked; a multi-platform image needs static binaries")
+
+    if os.path.exists(args.out):
+        shutil.rmtree(args.out)
+    os.makedirs(os.path.join(args.out, "blobs", "sha256"))
+    images = [
+        image(args.out, b, args.version, args.revision, args.ca_bundle, mtime, created, args.gzip_level)
+        for b in args.binary
+    ]
+    arches = [summary["architecture"] for _, summary in images]
+    if len(set(arches)) != len(arches):
+        sys.exit(f"two binaries of one architecture: {arches}")
+    tag = args.tag or args.version
+    ref = {"org.opencontainers.image.ref.name": tag}
+    if len(images) == 1:
+        # One platform: index.json names the image manifest itself.
+        top = dict(images[0][0], annotations=ref)
+    else:
+        # Several: index.json names an image index listing one manifest per platform, which is
+        # what a registry serves for a multi-arch tag.
+        platforms = {
+            "schemaVersion": 2,
+            "mediaType": MEDIA_INDEX,
+            "manifests": [desc for desc, _ in images],
+        }
+        top = dict(mediaType=MEDIA_INDEX, **write_blob(args.out, canonical(platforms)), annotations=ref)
+    index = {"schemaVersion": 2, "mediaType": MEDIA_INDEX, "manifests": [top]}
     with open(os.path.join(args.out, "index.json"), "wb") as f:
         f.write(canonical(index))
     with open(os.path.join(args.out, "oci-layout"), "wb") as f:
@@ -254,21 +292,12 @@ def main():
                     with open(full, "rb") as f:
                         t.addfile(info, f)
 
-    print(
-        json.dumps(
-            {
-                "layout": args.out,
-                "ref": tag,
-                "manifest": manifest_desc["digest"],
-                "architecture": arch,
-                "static": not dynamic,
-                "bundled_libraries": libs,
-                "layer_bytes_uncompressed": len(tar),
-                "layer_bytes_compressed": len(gz),
-            },
-            indent=2,
-        )
-    )
+    summary = {"layout": args.out, "ref": tag, "digest": top["digest"]}
+    if len(images) == 1:
+        summary.update(images[0][1])
+    else:
+        summary["images"] = [s for _, s in images]
+    print(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":

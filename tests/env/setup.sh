@@ -9,6 +9,7 @@
 #     bin/signalman-health      kstatus, the Argo CD health Lua and Flux's health expressions
 #                               over live objects (tests/health; used by tests/it/health.rs)
 #     bin/promtool              Prometheus's rule checker and rule unit tests (tests/monitoring.rs)
+#     bin/oras, bin/registry    an OCI client and the CNCF registry (scripts/release.sh, tests/release.rs)
 #     venv/                     Python venv with tests/env/moto/requirements.txt
 #     stamps/                   hashes of the inputs each of the above was built from
 #
@@ -165,6 +166,44 @@ else
   log "promtool: built in $(since "$t")"
 fi
 
+# ---------------------------------------------------------------- release tools
+# scripts/release.sh and its test (tests/release.rs): an OCI registry program and an OCI
+# client that copies a multi-arch image layout into a registry, each from its Go module.
+ORAS_VERSION=v1.3.6
+REGISTRY_VERSION=v3.0.0 # github.com/distribution/distribution/v3, the CNCF registry
+# go_install NAME PACKAGE@VERSION: `go install` outside any module (the tool's own go.mod
+# decides its dependencies) into bin/NAME.
+go_install() {
+  local name=$1 pkg=$2 hash t
+  hash=$({ echo "$GO_VERSION $(go env GOOS GOARCH) CGO_ENABLED=$CGO_ENABLED ${GO_BUILD_FLAGS[*]}"; echo "$pkg"; } | hash_of)
+  if stamp_ok "$name" "$hash" "$ENV_HOME/bin/$name"; then
+    log "$name: up to date"
+    return
+  fi
+  log "$name: go install $pkg (a cold build takes minutes) ..."
+  t=$(now)
+  rm -rf "$ENV_HOME/$name.tmp"
+  mkdir -p "$ENV_HOME/$name.tmp"
+  (cd "$ENV_HOME/$name.tmp" && GOBIN="$ENV_HOME/$name.tmp" GOFLAGS= go install "${GO_BUILD_FLAGS[@]}" -ldflags="-s -w" "$pkg")
+  mv -f "$ENV_HOME/$name.tmp/$(basename "${pkg%@*}")" "$ENV_HOME/bin/$name"
+  rm -rf "$ENV_HOME/$name.tmp"
+  stamp_write "$name" "$hash"
+  log "$name: built in $(since "$t")"
+}
+go_install oras "oras.land/oras/cmd/oras@$ORAS_VERSION"
+go_install registry "github.com/distribution/distribution/v3/cmd/registry@$REGISTRY_VERSION"
+
+# The arm64 half of a release: Rust's standard library for aarch64 and a C cross compiler
+# (aws-lc, under rustls, has C in it), linked statically like the amd64 half.
+if command -v rustup >/dev/null && ! rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu; then
+  log "rustup target add aarch64-unknown-linux-gnu"
+  rustup target add aarch64-unknown-linux-gnu >&2 || log "no aarch64 standard library: scripts/release.sh cannot build arm64 here"
+fi
+if ! command -v aarch64-linux-gnu-gcc >/dev/null; then
+  apt_install gcc-aarch64-linux-gnu libc6-dev-arm64-cross ||
+    log "no aarch64-linux-gnu-gcc (apt-get install gcc-aarch64-linux-gnu): scripts/release.sh cannot build arm64 here"
+fi
+
 # ---------------------------------------------------------------- health checker
 # Its own module (the GitOps tools' libraries), outside the API server's.
 HEALTH_SRC=$REPO_ROOT/tests/health
@@ -200,4 +239,4 @@ else
   log "venv: installed in $(since "$t")"
 fi
 
-log "done in $(since "$T0"): $ENV_HOME/{bin/signalman-apiserver,bin/kubectl,bin/helm,bin/signalman-health,bin/promtool,venv}"
+log "done in $(since "$T0"): $ENV_HOME/{bin/signalman-apiserver,bin/kubectl,bin/helm,bin/signalman-health,bin/promtool,bin/oras,bin/registry,venv}"
