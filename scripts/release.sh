@@ -4,6 +4,7 @@
 # digest.
 #
 #   scripts/release.sh VERSION REGISTRY [--plain-http] [--profile release|dev] [--out DIR]
+#                      [--plugin-url URL]
 #
 #   VERSION   the crate's version (Cargo.toml), which is also the chart's version and
 #             appVersion and the image tag; CHANGELOG.md must have a section for it
@@ -11,8 +12,10 @@
 #             REGISTRY/signalman:VERSION, the chart to oci://REGISTRY/charts/signalman:VERSION
 #   --plain-http   the registry speaks HTTP (a local one)
 #   --profile      cargo profile of the binaries (default release; dev builds faster, for tests)
-#   --out DIR      where the image layout and the chart package are written (default
-#                  target/release-VERSION)
+#   --out DIR      where the image layout, the chart package, the plugin's archives and its
+#                  krew manifest are written (default target/release-VERSION)
+#   --plugin-url URL  where the plugin's archives will be published, for the krew manifest
+#                  (default https://signalman.dev/releases/vVERSION)
 #
 # Logging in is the caller's: `oras login` / `helm registry login` (or docker's config).
 # Prints, last, one JSON line: {"image": "REGISTRY/signalman@sha256:…", "chart": "oci://…",
@@ -20,16 +23,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 [ $# -ge 2 ] || usage
 version=$1 registry=${2%/}
 shift 2
-plain_http=() profile=release out=""
+plain_http=() profile=release out="" plugin_url=https://signalman.dev/releases/v$version
 while [ $# -gt 0 ]; do
   case "$1" in
     --plain-http) plain_http=(--plain-http) ;;
     --profile) profile="$2"; shift ;;
     --out) out="$2"; shift ;;
+    --plugin-url) plugin_url="${2%/}"; shift ;;
     *) usage ;;
   esac
   shift
@@ -71,10 +75,43 @@ for triple in x86_64-unknown-linux-gnu aarch64-unknown-linux-gnu; do
   log "building $triple ($profile) ..."
   t=$(date +%s)
   env "${cross[@]}" "CARGO_TARGET_${upper}_RUSTFLAGS=-C target-feature=+crt-static" CARGO_PROFILE_RELEASE_STRIP=symbols \
-    cargo build --locked --profile "$profile" --target "$triple" -p signalman --bin signalman
+    cargo build --locked --profile "$profile" --target "$triple" -p signalman --bin signalman --bin kubectl-signalman
   log "built $triple in $(($(date +%s) - t))s"
   binaries+=(--binary "$target_dir/$triple/$cargo_dir/signalman")
+  # The kubectl plugin, as krew takes it: an archive of the binary and the LICENSE.
+  arch=$([ "$triple" = aarch64-unknown-linux-gnu ] && echo arm64 || echo amd64)
+  tar -czf "$out/kubectl-signalman-linux-$arch.tar.gz" --owner=0 --group=0 --numeric-owner \
+    -C "$target_dir/$triple/$cargo_dir" kubectl-signalman -C "$PWD" LICENSE
 done
+
+# The krew manifest of this release: the repository's, with the platforms built here.
+python3 - plugins/krew/signalman.yaml "$out" "$version" "$plugin_url" <<'PY'
+import hashlib, re, sys
+source, out, version, url = sys.argv[1:]
+head = open(source).read().split("  platforms:\n")[0]
+head = "".join(l + "\n" for l in head.splitlines() if not l.startswith("#"))
+head = re.sub(r"(?m)^  version: v.*$", f"  version: v{version}", head, count=1)
+platforms = []
+for arch in ("amd64", "arm64"):
+    archive = f"kubectl-signalman-linux-{arch}.tar.gz"
+    digest = hashlib.sha256(open(f"{out}/{archive}", "rb").read()).hexdigest()
+    platforms.append(
+        f"""    - selector:
+        matchLabels:
+          os: linux
+          arch: {arch}
+      uri: {url}/{archive}
+      sha256: "{digest}"
+      files:
+        - from: kubectl-signalman
+          to: .
+        - from: LICENSE
+          to: .
+      bin: kubectl-signalman
+"""
+    )
+open(f"{out}/krew-signalman.yaml", "w").write(head + "  platforms:\n" + "".join(platforms))
+PY
 
 revision=$(git rev-parse --short=12 HEAD 2>/dev/null || true)
 image_json=$(python3 scripts/oci_image.py "${binaries[@]}" --out "$out/image" --version "$version" \
@@ -105,5 +142,5 @@ PY
 "$helm" package "$chart_dir" --destination "$out" >&2
 "$helm" push "$out/signalman-$version.tgz" "oci://$registry/charts" "${plain_http[@]}" >&2
 
-printf '{"version": "%s", "image": "%s@%s", "chart": "oci://%s/charts/signalman", "chart_version": "%s"}\n' \
-  "$version" "$image" "$digest" "$registry" "$version"
+printf '{"version": "%s", "image": "%s@%s", "chart": "oci://%s/charts/signalman", "chart_version": "%s", "krew_manifest": "%s"}\n' \
+  "$version" "$image" "$digest" "$registry" "$version" "$out/krew-signalman.yaml"

@@ -190,6 +190,31 @@ fn a_release_is_a_multi_arch_image_and_a_chart_pinned_to_it_that_installs_from_t
     platforms.sort();
     assert_eq!(platforms, ["amd64", "arm64"]);
 
+    // The plugin's archives, one per platform, each the binary of that machine and the
+    // LICENSE, and a krew manifest naming them with their sha256.
+    let krew = std::fs::read_to_string(summary["krew_manifest"].as_str().unwrap()).unwrap();
+    for (arch, machine) in [("amd64", 0x3E), ("arm64", 0xB7)] {
+        let archive = scratch
+            .join("out")
+            .join(format!("kubectl-signalman-linux-{arch}.tar.gz"));
+        let sha = run(Command::new("sha256sum").arg(&archive));
+        let sha = sha.split_whitespace().next().unwrap();
+        assert!(
+            krew.contains(&format!("kubectl-signalman-linux-{arch}.tar.gz\n      sha256: \"{sha}\"")),
+            "the krew manifest lacks {arch}'s archive and its sha256:\n{krew}"
+        );
+        let unpacked = scratch.join(format!("plugin-{arch}"));
+        std::fs::create_dir_all(&unpacked).unwrap();
+        run(Command::new("tar")
+            .arg("-xzf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(&unpacked));
+        assert!(unpacked.join("LICENSE").exists());
+        assert_eq!(elf(&unpacked.join("kubectl-signalman")), (machine, false));
+    }
+    assert!(krew.contains(&format!("  version: v{version}\n")), "{krew}");
+
     // The chart in the registry pins that digest.
     let chart = format!("oci://{repo}/charts/signalman");
     assert_eq!(summary["chart"], chart);
