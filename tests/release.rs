@@ -200,7 +200,9 @@ fn a_release_is_a_multi_arch_image_and_a_chart_pinned_to_it_that_installs_from_t
         let sha = run(Command::new("sha256sum").arg(&archive));
         let sha = sha.split_whitespace().next().unwrap();
         assert!(
-            krew.contains(&format!("kubectl-signalman-linux-{arch}.tar.gz\n      sha256: \"{sha}\"")),
+            krew.contains(&format!(
+                "kubectl-signalman-linux-{arch}.tar.gz\n      sha256: \"{sha}\""
+            )),
             "the krew manifest lacks {arch}'s archive and its sha256:\n{krew}"
         );
         let unpacked = scratch.join(format!("plugin-{arch}"));

@@ -436,3 +436,111 @@ async fn cluster_wide_install_reads_every_namespace_and_nothing_else() {
     let left = try_run(env.kubectl().args(["get", "clusterrole", &fullname]), None);
     assert!(left.is_err(), "the ClusterRole outlived the release");
 }
+
+/// Kubernetes 1.33 to 1.35 as EKS runs them serve ValidatingAdmissionPolicies but no
+/// MutatingAdmissionPolicies; here a 1.36 API server with that API turned off stands in for
+/// them. The chart's defaults install there: the validating policies and no mutating ones,
+/// NOTES saying what admission then leaves to the operator, and the validating policies in
+/// force (a forged requested-by is refused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_defaults_install_where_no_mutating_admission_policy_is_served() {
+    let env = crate::common::env();
+    let server = env
+        .other_api_server(
+            "no-map",
+            "admissionregistration.k8s.io/v1/mutatingadmissionpolicies=false,admissionregistration.k8s.io/v1/mutatingadmissionpolicybindings=false",
+            "ServiceAccount,MutatingAdmissionPolicy",
+        )
+        .expect("an API server without MutatingAdmissionPolicies");
+    let served = run(
+        server.kubectl().args([
+            "api-resources",
+            "--api-group=admissionregistration.k8s.io",
+            "-o",
+            "name",
+        ]),
+        None,
+    );
+    assert!(
+        served.contains("validatingadmissionpolicies")
+            && !served.contains("mutatingadmissionpolicies"),
+        "{served}"
+    );
+
+    let notes = run(
+        server
+            .helm()
+            .args(["install", "sm"])
+            .arg(chart_dir())
+            .args(["--namespace", "signalman", "--create-namespace"]),
+        None,
+    );
+    assert!(
+        notes.contains("No MutatingAdmissionPolicies were installed: this API server serves no"),
+        "{notes}"
+    );
+    let manifest = run(
+        server
+            .helm()
+            .args(["get", "manifest", "sm", "--namespace", "signalman"]),
+        None,
+    );
+    assert!(
+        !manifest.contains("kind: MutatingAdmissionPolicy"),
+        "{manifest}"
+    );
+    let policies = run(
+        server
+            .kubectl()
+            .args(["get", "validatingadmissionpolicies", "-o", "name"]),
+        None,
+    );
+    for name in [
+        "sm-signalman-requested-by",
+        "sm-signalman-approved-by",
+        "sm-signalman-status-writer",
+    ] {
+        assert!(
+            policies.contains(&format!(
+                "validatingadmissionpolicy.admissionregistration.k8s.io/{name}"
+            )),
+            "{name} missing: {policies}"
+        );
+    }
+
+    // The validating policies are in force once the API server has loaded them.
+    run(
+        server.kubectl().args([
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/workflowsignals.signalman.dev",
+        ]),
+        None,
+    );
+    run(server.kubectl().args(["create", "namespace", "team"]), None);
+    let forged = "apiVersion: signalman.dev/v1alpha1\nkind: WorkflowSignal\nmetadata:\n  name: forged\n  namespace: team\n  annotations:\n    signalman.dev/requested-by: someone-else\nspec:\n  domain: d\n  workflowId: w\n  signalName: approve\n";
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let refusal = loop {
+        match try_run(server.kubectl().args(["create", "-f", "-"]), Some(forged)) {
+            Err(e) => break e,
+            Ok(_) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "a forged requested-by was accepted"
+                );
+                run(
+                    server
+                        .kubectl()
+                        .args(["delete", "workflowsignal", "forged", "-n", "team"]),
+                    None,
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    };
+    assert!(
+        refusal.contains("the annotation signalman.dev/requested-by must be the requesting user"),
+        "{refusal}"
+    );
+}

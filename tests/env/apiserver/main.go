@@ -75,6 +75,11 @@ type config struct {
 	logFile    string
 	verbosity  int
 	watchStdin bool
+	// Passed to kube-apiserver's --runtime-config: APIs turned on or off, as an older or
+	// differently configured cluster serves them.
+	runtimeConfig string
+	// kube-apiserver's --disable-admission-plugins.
+	disabledAdmission string
 }
 
 func main() {
@@ -223,6 +228,9 @@ func parseArgs(args []string) (*config, error) {
 	fs.StringVar(&cfg.logFile, "log-file", "", "server log (apiserver and etcd); default DATA_DIR/apiserver.log, '-' for stderr")
 	fs.IntVar(&cfg.verbosity, "v", 0, "klog verbosity of the apiserver")
 	fs.BoolVar(&cfg.watchStdin, "exit-on-stdin-eof", false, "shut down when stdin reaches EOF (the parent closed the pipe or died)")
+	fs.StringVar(&cfg.runtimeConfig, "runtime-config", "", "kube-apiserver --runtime-config (e.g. admissionregistration.k8s.io/v1/mutatingadmissionpolicies=false)")
+	// ServiceAccount is off: no controller-manager runs to create the tokens it expects.
+	fs.StringVar(&cfg.disabledAdmission, "disable-admission-plugins", "ServiceAccount", "kube-apiserver --disable-admission-plugins (an API turned off needs its plugin off too, e.g. ServiceAccount,MutatingAdmissionPolicy)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -321,12 +329,15 @@ func serve(cfg *config, start time.Time) error {
 		"--service-account-signing-key-file=" + saKeyFile,
 		"--token-auth-file=" + tokenFile,
 		"--authorization-mode=RBAC",
-		"--disable-admission-plugins=ServiceAccount",
+		"--disable-admission-plugins=" + cfg.disabledAdmission,
 		"--allow-privileged=true",
 		// Nothing but the apiserver runs: no Endpoints for "kubernetes" (the
 		// loopback address is not a valid endpoint anyway).
 		"--endpoint-reconciler-type=none",
 		"--profiling=false",
+	}
+	if cfg.runtimeConfig != "" {
+		flags = append(flags, "--runtime-config="+cfg.runtimeConfig)
 	}
 	if err := fs.Parse(flags); err != nil {
 		return fmt.Errorf("apiserver flags: %w", err)

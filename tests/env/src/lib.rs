@@ -384,6 +384,43 @@ impl Env {
         cmd
     }
 
+    /// Another kube-apiserver (with its own etcd), as a cluster configured otherwise serves
+    /// its APIs: `runtime_config` is kube-apiserver's `--runtime-config`, and
+    /// `disabled_admission` its `--disable-admission-plugins` (the plugin of an API turned
+    /// off must be off too, or it never becomes ready). Stopped on drop.
+    pub fn other_api_server(
+        &self,
+        name: &str,
+        runtime_config: &str,
+        disabled_admission: &str,
+    ) -> anyhow::Result<OtherApiServer> {
+        let dir = self.state_dir.join(format!("apiserver-{name}"));
+        std::fs::create_dir_all(&dir)?;
+        let kubeconfig = dir.join("kubeconfig");
+        let (child, url) = spawn_until_ready(
+            Command::new(self.bin_dir.join("signalman-apiserver"))
+                .arg("--data-dir")
+                .arg(dir.join("data"))
+                .arg("--kubeconfig")
+                .arg(&kubeconfig)
+                .arg("--token")
+                .arg(ADMIN_TOKEN)
+                .arg("--runtime-config")
+                .arg(runtime_config)
+                .arg("--disable-admission-plugins")
+                .arg(disabled_admission),
+            &dir.join("apiserver.stderr.log"),
+        )
+        .with_context(|| format!("starting the kube-apiserver {name}"))?;
+        Ok(OtherApiServer {
+            child,
+            url,
+            kubeconfig,
+            bin_dir: self.bin_dir.clone(),
+            helm_home: dir.join("helm"),
+        })
+    }
+
     /// `helm` against this API server, with its state kept inside the run's directory.
     pub fn helm(&self) -> Command {
         let mut cmd = Command::new(self.bin_dir.join("helm"));
@@ -755,5 +792,38 @@ mod tests {
         for bad in ["soon", "5-1", "1-x", r#"{"sqs": []}"#] {
             assert!(parse_lag(bad).is_err(), "{bad}");
         }
+    }
+}
+
+/// A kube-apiserver of one test's own ([`Env::other_api_server`]), stopped on drop.
+pub struct OtherApiServer {
+    child: Child,
+    pub url: String,
+    pub kubeconfig: PathBuf,
+    bin_dir: PathBuf,
+    helm_home: PathBuf,
+}
+
+impl OtherApiServer {
+    pub fn kubectl(&self) -> Command {
+        let mut cmd = Command::new(self.bin_dir.join("kubectl"));
+        cmd.env("KUBECONFIG", &self.kubeconfig);
+        cmd
+    }
+
+    pub fn helm(&self) -> Command {
+        let mut cmd = Command::new(self.bin_dir.join("helm"));
+        cmd.env("KUBECONFIG", &self.kubeconfig)
+            .env("HELM_CACHE_HOME", self.helm_home.join("cache"))
+            .env("HELM_CONFIG_HOME", self.helm_home.join("config"))
+            .env("HELM_DATA_HOME", self.helm_home.join("data"));
+        cmd
+    }
+}
+
+impl Drop for OtherApiServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
