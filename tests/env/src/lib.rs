@@ -773,28 +773,6 @@ pub fn swf_client_at(endpoint: &str) -> aws_sdk_swf::Client {
     aws_sdk_swf::Client::from_conf(config)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use aws_emulator::{LagRule, Service};
-
-    #[test]
-    fn lag_profiles_parse() {
-        let fixed = parse_lag("2500").unwrap();
-        assert_eq!(fixed.rules(Service::Ssm), [LagRule::fixed(2500)]);
-        assert_eq!(fixed.rules(Service::Swf), [LagRule::fixed(2500)]);
-        let range = parse_lag(" 1000-4000 ").unwrap();
-        assert_eq!(range.rules(Service::Swf), [LagRule::between(1000, 4000)]);
-        let json =
-            parse_lag(r#"{"ssm": [{"operation": "SendAutomationSignal", "min_ms": 9}]}"#).unwrap();
-        assert_eq!(json.rules(Service::Ssm)[0].min_ms, 9);
-        assert!(json.rules(Service::Swf).is_empty());
-        for bad in ["soon", "5-1", "1-x", r#"{"sqs": []}"#] {
-            assert!(parse_lag(bad).is_err(), "{bad}");
-        }
-    }
-}
-
 /// A kube-apiserver of one test's own ([`Env::other_api_server`]), stopped on drop.
 pub struct OtherApiServer {
     child: Child,
@@ -825,5 +803,27 @@ impl Drop for OtherApiServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_emulator::{LagRule, Service};
+
+    #[test]
+    fn lag_profiles_parse() {
+        let fixed = parse_lag("2500").unwrap();
+        assert_eq!(fixed.rules(Service::Ssm), [LagRule::fixed(2500)]);
+        assert_eq!(fixed.rules(Service::Swf), [LagRule::fixed(2500)]);
+        let range = parse_lag(" 1000-4000 ").unwrap();
+        assert_eq!(range.rules(Service::Swf), [LagRule::between(1000, 4000)]);
+        let json =
+            parse_lag(r#"{"ssm": [{"operation": "SendAutomationSignal", "min_ms": 9}]}"#).unwrap();
+        assert_eq!(json.rules(Service::Ssm)[0].min_ms, 9);
+        assert!(json.rules(Service::Swf).is_empty());
+        for bad in ["soon", "5-1", "1-x", r#"{"sqs": []}"#] {
+            assert!(parse_lag(bad).is_err(), "{bad}");
+        }
     }
 }
