@@ -812,6 +812,19 @@ impl Report {
                 "| {} finished signals in its namespace, after start-up | {:.1} | {:.1} |",
                 m.finished, m.rss_mib, m.hwm_mib
             );
+            match chart_memory_mib() {
+                Some((request, limit)) => {
+                    let _ = writeln!(
+                        o,
+                        "\nThe chart's default memory request and limit: {request:.0} / {limit:.0} MiB (`charts/signalman/values.yaml`); the peak with {} finished signals (VmHWM) is {:.0} % of the limit.",
+                        m.finished,
+                        m.hwm_mib * 100.0 / limit
+                    );
+                }
+                None => {
+                    let _ = writeln!(o, "\nThe chart's memory limit could not be read from charts/signalman/values.yaml.");
+                }
+            }
             let _ = writeln!(
                 o,
                 "\nThe finished signals: {} ({:.1} s). While the benchmark wrote them (no operator, no watch), the kube-apiserver spent {:.2} ms of CPU per create and {:.2} ms per status patch.\n",
@@ -1048,9 +1061,54 @@ fn rate_rows(points: &[RatePoint], max_rows: usize) -> Vec<String> {
     rows
 }
 
+/// The chart's default memory request and limit in MiB, read from its values.yaml.
+pub fn chart_memory_mib() -> Option<(f64, f64)> {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/signalman/values.yaml");
+    chart_memory_of(&std::fs::read_to_string(path).ok()?)
+}
+
+fn chart_memory_of(values_yaml: &str) -> Option<(f64, f64)> {
+    let values: serde_json::Value = serde_norway::from_str(values_yaml).ok()?;
+    let resources = &values["resources"];
+    Some((
+        quantity_mib(resources["requests"]["memory"].as_str()?)?,
+        quantity_mib(resources["limits"]["memory"].as_str()?)?,
+    ))
+}
+
+/// A Kubernetes memory quantity (`256Mi`, `1Gi`, `300M`, bytes) in MiB.
+fn quantity_mib(q: &str) -> Option<f64> {
+    let units = [
+        ("Ki", 1024.0),
+        ("Mi", 1024.0 * 1024.0),
+        ("Gi", 1024.0 * 1024.0 * 1024.0),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+    ];
+    let (number, factor) = units
+        .iter()
+        .find_map(|(suffix, f)| q.strip_suffix(suffix).map(|n| (n, *f)))
+        .unwrap_or((q, 1.0));
+    Some(number.parse::<f64>().ok()? * factor / (1024.0 * 1024.0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_charts_memory_limit_is_read_from_its_values() {
+        assert_eq!(quantity_mib("256Mi"), Some(256.0));
+        assert_eq!(quantity_mib("1Gi"), Some(1024.0));
+        assert_eq!(quantity_mib("x"), None);
+        let values = "resources:\n  requests:\n    memory: 64Mi\n  limits:\n    memory: 256Mi\n";
+        assert_eq!(chart_memory_of(values), Some((64.0, 256.0)));
+        // The chart as it is: a request below its limit.
+        let (request, limit) = chart_memory_mib().expect("the chart's values.yaml");
+        assert!(request > 0.0 && request <= limit);
+    }
 
     fn point(t: f64, calls: u64, throttled: u64) -> RatePoint {
         RatePoint {
