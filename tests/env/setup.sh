@@ -16,7 +16,7 @@
 #     containerd/               containerd, ctr, containerd-shim-runc-v2
 #     cni-bin/                  the bridge, host-local and loopback CNI plugins
 #     images/pause.tar          the sandbox image (tests/env/node/pause.c)
-#   and apt-get installs runc, iptables, conntrack and socat when missing (as root).
+#   and apt-get installs runc, iptables, conntrack, socat and nftables when missing (as root).
 #
 # Go's default module and build caches are used (keep them between CI runs:
 # `go env GOMODCACHE GOCACHE`). A cold build takes many minutes on two cores.
@@ -195,8 +195,8 @@ CNI_PLUGINS_VERSION=v1.10.0
 NODE_SRC=$SCRIPT_DIR/node
 if [ "${SIGNALMAN_NODE:-0}" = 1 ]; then
   need_apt=()
-  for tool in runc iptables conntrack socat; do
-    command -v $tool >/dev/null || [ -x /usr/sbin/$tool ] || need_apt+=("$tool")
+  for tool in runc iptables conntrack socat nft; do
+    command -v $tool >/dev/null || [ -x /usr/sbin/$tool ] || need_apt+=("${tool/#nft/nftables}")
   done
   if [ ${#need_apt[@]} -gt 0 ]; then
     apt_install "${need_apt[@]}" || die "the node needs ${need_apt[*]}: apt-get install ${need_apt[*]}"

@@ -75,6 +75,8 @@ type config struct {
 	logFile    string
 	verbosity  int
 	watchStdin bool
+	// ServiceAccount admission on: pods get their token volume (for a node's pods).
+	saAdmission bool
 }
 
 func main() {
@@ -222,6 +224,7 @@ func parseArgs(args []string) (*config, error) {
 	fs.IntVar(&cfg.port, "port", 0, "secure port on 127.0.0.1; 0 picks a free one")
 	fs.StringVar(&cfg.logFile, "log-file", "", "server log (apiserver and etcd); default DATA_DIR/apiserver.log, '-' for stderr")
 	fs.IntVar(&cfg.verbosity, "v", 0, "klog verbosity of the apiserver")
+	fs.BoolVar(&cfg.saAdmission, "service-account-admission", false, "run the ServiceAccount admission plugin (pods get their token volume; for a node, whose controller-manager creates the default ServiceAccounts)")
 	fs.BoolVar(&cfg.watchStdin, "exit-on-stdin-eof", false, "shut down when stdin reaches EOF (the parent closed the pipe or died)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -321,12 +324,15 @@ func serve(cfg *config, start time.Time) error {
 		"--service-account-signing-key-file=" + saKeyFile,
 		"--token-auth-file=" + tokenFile,
 		"--authorization-mode=RBAC",
-		"--disable-admission-plugins=ServiceAccount",
 		"--allow-privileged=true",
 		// Nothing but the apiserver runs: no Endpoints for "kubernetes" (the
 		// loopback address is not a valid endpoint anyway).
 		"--endpoint-reconciler-type=none",
 		"--profiling=false",
+	}
+	if !cfg.saAdmission {
+		// Without a controller-manager no namespace has a default ServiceAccount to admit pods.
+		flags = append(flags, "--disable-admission-plugins=ServiceAccount")
 	}
 	if err := fs.Parse(flags); err != nil {
 		return fmt.Errorf("apiserver flags: %w", err)
