@@ -54,7 +54,8 @@ declare -A PIDS=()
 start() { # start NAME CMD...: in the background, logging to $S/logs/NAME.log, dying with us
   local name=$1
   shift
-  setpriv --pdeathsig KILL -- "$@" >"$S/logs/$name.log" 2>&1 &
+  # Not holding the lock (8): a straggler would keep the next node from starting.
+  setpriv --pdeathsig KILL -- "$@" >"$S/logs/$name.log" 2>&1 8>&- &
   PIDS[$name]=$!
 }
 stop() { # stop NAME...: SIGTERM, then SIGKILL after 10 s
