@@ -144,13 +144,25 @@ async fn the_chart_runs_on_a_node_and_its_pods_deliver_exactly_once() {
         assert_eq!(sc.read_only_root_filesystem, Some(true));
         assert_eq!(sc.run_as_non_root, Some(true));
         let name = pod.metadata.name.as_deref().expect("a pod name");
-        // The kubelet ran it as that user, with that root filesystem.
         let status = run(env.kubectl().args([
             "get",
             "--raw",
             &format!("/api/v1/namespaces/{release_ns}/pods/{name}:8080/proxy/readyz"),
         ]));
         assert!(!status.is_empty(), "{name}: /readyz through the API server");
+        // What runc was given: that user, that root filesystem.
+        let id = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|c| c[0].container_id.as_deref())
+            .and_then(|id| id.strip_prefix("containerd://"))
+            .expect("a containerd container id");
+        let info: serde_json::Value =
+            serde_json::from_str(&run(node.ctr().args(["containers", "info", id])))
+                .expect("ctr containers info is JSON");
+        assert_eq!(info["Spec"]["process"]["user"]["uid"], 65532, "{name}");
+        assert_eq!(info["Spec"]["root"]["readonly"], true, "{name}");
     }
 
     // A signal in a namespace of its own, with a policy that allows it.
