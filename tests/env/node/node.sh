@@ -77,7 +77,7 @@ for k in "${SYSCTLS[@]}"; do
 done >"$S/sysctl.saved"
 for p in "${HOST_PATHS[@]}"; do [ -e "$p" ] || echo "$p"; done >"$S/paths.absent"
 nft list tables >"$S/nft.before" 2>/dev/null || die "nft is missing (apt-get install nftables)"
-cgroup_before=$(ls -d /sys/fs/cgroup/*/kubepods 2>/dev/null)
+cgroup_before=$(ls -d /sys/fs/cgroup/kubepods /sys/fs/cgroup/*/kubepods 2>/dev/null)
 [ -z "$cgroup_before" ] || die "kubepods cgroups exist already ($cgroup_before): another kubelet?"
 
 restore_sysctls() {
@@ -132,7 +132,7 @@ cleanup() {
   done
   findmnt -rn -o TARGET | grep -F "$S/" | sort -r | while IFS= read -r m; do umount -l "$m"; done
   findmnt -rn -o TARGET | grep -qxF "$S/kubelet" && umount -l "$S/kubelet"
-  for d in /sys/fs/cgroup/*/kubepods; do
+  for d in /sys/fs/cgroup/kubepods /sys/fs/cgroup/*/kubepods; do # v2, v1
     [ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null
   done
   ip link del $BRIDGE 2>/dev/null
