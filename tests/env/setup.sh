@@ -12,6 +12,12 @@
 #     bin/oras, bin/registry    an OCI client and the CNCF registry (scripts/release.sh, tests/release.rs)
 #     venv/                     Python venv with tests/env/moto/requirements.txt
 #     stamps/                   hashes of the inputs each of the above was built from
+#   with SIGNALMAN_NODE=1 also (a node for `signalman-env up --node`):
+#     bin/kubelet, bin/kube-proxy, bin/kube-controller-manager, bin/kube-scheduler
+#     containerd/               containerd, ctr, containerd-shim-runc-v2
+#     cni-bin/                  the bridge, host-local and loopback CNI plugins
+#     images/pause.tar          the sandbox image (tests/env/node/pause.c)
+#   and apt-get installs runc, iptables, conntrack, socat and nftables when missing (as root).
 #
 # Go's default module and build caches are used (keep them between CI runs:
 # `go env GOMODCACHE GOCACHE`). A cold build takes many minutes on two cores.
@@ -219,6 +225,70 @@ else
   log "signalman-health: built in $(since "$t")"
 fi
 
+# ---------------------------------------------------------------- node (SIGNALMAN_NODE=1)
+# The programs of a real kubelet node (`signalman-env up --node`, tests/it/node.rs): the
+# kubelet and the control-plane controllers from the API server's module, containerd, the CNI
+# plugins and a sandbox image; and the Debian tools they call.
+CONTAINERD_VERSION=v2.4.2
+CNI_PLUGINS_VERSION=v1.10.0
+NODE_SRC=$SCRIPT_DIR/node
+if [ "${SIGNALMAN_NODE:-0}" = 1 ]; then
+  need_apt=()
+  for tool in runc iptables conntrack socat nft; do
+    command -v $tool >/dev/null || [ -x /usr/sbin/$tool ] || need_apt+=("${tool/#nft/nftables}")
+  done
+  if [ ${#need_apt[@]} -gt 0 ]; then
+    apt_install "${need_apt[@]}" || die "the node needs ${need_apt[*]}: apt-get install ${need_apt[*]}"
+  fi
+  command -v gcc >/dev/null || apt_install gcc libc6-dev || die "gcc is missing (it builds the sandbox image)"
+
+  node_hash=$({ echo "$GO_ENV_KEY"; echo "$mod_hash"; } | hash_of)
+  for cmd in kubelet kube-proxy kube-controller-manager kube-scheduler; do
+    go_build "$cmd" "k8s.io/kubernetes/cmd/$cmd" "$node_hash"
+  done
+
+  # go_install NAME VERSION_HASH_KEY DIR PACKAGE@VERSION...: outside any module, so that each
+  # module's own go.mod decides its dependencies.
+  go_install() {
+    local name=$1 key=$2 dir=$3 t hash
+    shift 3
+    hash=$({ echo "$GO_VERSION $(go env GOOS GOARCH) CGO_ENABLED=$CGO_ENABLED ${GO_BUILD_FLAGS[*]}"; echo "$key $*"; } | hash_of)
+    if stamp_ok "$name" "$hash" "$dir"; then
+      log "$name: up to date"
+      return
+    fi
+    log "$name: go install $* ..."
+    t=$(now)
+    rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
+    (cd "$dir.tmp" && GOBIN="$dir.tmp" GOFLAGS= go install "${GO_BUILD_FLAGS[@]}" -ldflags="$key" "$@")
+    rm -rf "$dir" && mv "$dir.tmp" "$dir"
+    stamp_write "$name" "$hash"
+    log "$name: built in $(since "$t")"
+  }
+  ctrd=github.com/containerd/containerd/v2
+  go_install containerd "-s -w -X $ctrd/version.Version=$CONTAINERD_VERSION" "$ENV_HOME/containerd" \
+    "$ctrd/cmd/containerd@$CONTAINERD_VERSION" "$ctrd/cmd/ctr@$CONTAINERD_VERSION" \
+    "$ctrd/cmd/containerd-shim-runc-v2@$CONTAINERD_VERSION"
+  cni=github.com/containernetworking/plugins/plugins
+  # loopback too: containerd sets up each pod's lo with it.
+  go_install cni-plugins "-s -w" "$ENV_HOME/cni-bin" "$cni/main/bridge@$CNI_PLUGINS_VERSION" \
+    "$cni/ipam/host-local@$CNI_PLUGINS_VERSION" "$cni/main/loopback@$CNI_PLUGINS_VERSION"
+
+  pause_hash=$({ gcc --version | head -1; cat "$NODE_SRC/pause.c" "$NODE_SRC/pause_image.py"; } | hash_of)
+  if stamp_ok pause-image "$pause_hash" "$ENV_HOME/images/pause.tar"; then
+    log "pause image: up to date"
+  else
+    t=$(now)
+    mkdir -p "$ENV_HOME/images"
+    gcc -Os -static -o "$ENV_HOME/images/pause" "$NODE_SRC/pause.c"
+    strip "$ENV_HOME/images/pause"
+    python3 "$NODE_SRC/pause_image.py" "$ENV_HOME/images/pause" registry.local/pause:3.10 "$ENV_HOME/images/pause.tar.tmp"
+    mv -f "$ENV_HOME/images/pause.tar.tmp" "$ENV_HOME/images/pause.tar"
+    stamp_write pause-image "$pause_hash"
+    log "pause image: built in $(since "$t")"
+  fi
+fi
+
 # ---------------------------------------------------------------- Python venv
 if [ ! -f "$REQUIREMENTS" ]; then
   log "$REQUIREMENTS is missing: writing a placeholder"
@@ -240,3 +310,4 @@ else
 fi
 
 log "done in $(since "$T0"): $ENV_HOME/{bin/signalman-apiserver,bin/kubectl,bin/helm,bin/signalman-health,bin/promtool,bin/oras,bin/registry,venv}"
+[ "${SIGNALMAN_NODE:-0}" != 1 ] || log "node: $ENV_HOME/{bin/kubelet,bin/kube-*,containerd,cni-bin,images/pause.tar}"

@@ -16,6 +16,7 @@ mod lag;
 mod leader;
 mod malformed;
 mod metrics;
+mod node;
 mod paging;
 mod plugin;
 mod policy;

@@ -80,6 +80,8 @@ type config struct {
 	runtimeConfig string
 	// kube-apiserver's --disable-admission-plugins.
 	disabledAdmission string
+	// ServiceAccount admission on: pods get their token volume (for a node's pods).
+	saAdmission bool
 }
 
 func main() {
@@ -227,9 +229,11 @@ func parseArgs(args []string) (*config, error) {
 	fs.IntVar(&cfg.port, "port", 0, "secure port on 127.0.0.1; 0 picks a free one")
 	fs.StringVar(&cfg.logFile, "log-file", "", "server log (apiserver and etcd); default DATA_DIR/apiserver.log, '-' for stderr")
 	fs.IntVar(&cfg.verbosity, "v", 0, "klog verbosity of the apiserver")
+	fs.BoolVar(&cfg.saAdmission, "service-account-admission", false, "run the ServiceAccount admission plugin (pods get their token volume; for a node, whose controller-manager creates the default ServiceAccounts)")
 	fs.BoolVar(&cfg.watchStdin, "exit-on-stdin-eof", false, "shut down when stdin reaches EOF (the parent closed the pipe or died)")
 	fs.StringVar(&cfg.runtimeConfig, "runtime-config", "", "kube-apiserver --runtime-config (e.g. admissionregistration.k8s.io/v1/mutatingadmissionpolicies=false)")
-	// ServiceAccount is off: no controller-manager runs to create the tokens it expects.
+	// ServiceAccount is off by default: without a controller-manager no namespace has a
+	// default ServiceAccount to admit pods with.
 	fs.StringVar(&cfg.disabledAdmission, "disable-admission-plugins", "ServiceAccount", "kube-apiserver --disable-admission-plugins (an API turned off needs its plugin off too, e.g. ServiceAccount,MutatingAdmissionPolicy)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -329,7 +333,6 @@ func serve(cfg *config, start time.Time) error {
 		"--service-account-signing-key-file=" + saKeyFile,
 		"--token-auth-file=" + tokenFile,
 		"--authorization-mode=RBAC",
-		"--disable-admission-plugins=" + cfg.disabledAdmission,
 		"--allow-privileged=true",
 		// Nothing but the apiserver runs: no Endpoints for "kubernetes" (the
 		// loopback address is not a valid endpoint anyway).
@@ -338,6 +341,16 @@ func serve(cfg *config, start time.Time) error {
 	}
 	if cfg.runtimeConfig != "" {
 		flags = append(flags, "--runtime-config="+cfg.runtimeConfig)
+	}
+	var disabled []string
+	for _, plugin := range strings.Split(cfg.disabledAdmission, ",") {
+		// With a node (--service-account-admission) pods get their ServiceAccount token.
+		if plugin != "" && !(cfg.saAdmission && plugin == "ServiceAccount") {
+			disabled = append(disabled, plugin)
+		}
+	}
+	if len(disabled) > 0 {
+		flags = append(flags, "--disable-admission-plugins="+strings.Join(disabled, ","))
 	}
 	if err := fs.Parse(flags); err != nil {
 		return fmt.Errorf("apiserver flags: %w", err)

@@ -20,8 +20,11 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
+mod node;
+
 pub use aws_emulator;
 pub use aws_emulator::EmulatorHandle;
+pub use node::{node_built, Node, GATEWAY};
 
 /// The admin token the API server accepts (user `admin`, group `system:masters`).
 pub const ADMIN_TOKEN: &str = "signalman-admin-token";
@@ -92,6 +95,17 @@ impl Env {
     /// Starts everything and returns once all of it answers. Blocking; call outside async code
     /// or through [`shared`].
     pub fn start() -> anyhow::Result<Env> {
+        Env::start_with(false)
+    }
+
+    /// [`Env::start`] for a [`Node`]: the API server runs the ServiceAccount admission plugin,
+    /// so that pods get their token volume (the node's controller-manager creates every
+    /// namespace's default ServiceAccount, without which that plugin refuses pods).
+    pub fn start_for_node() -> anyhow::Result<Env> {
+        Env::start_with(true)
+    }
+
+    fn start_with(service_account_admission: bool) -> anyhow::Result<Env> {
         let home = env_home();
         let bin_dir = home.join("bin");
         ensure_built(&home)?;
@@ -104,7 +118,13 @@ impl Env {
         std::thread::Builder::new()
             .name("testenv-owner".into())
             .spawn(move || {
-                owner_thread(owner_home, owner_bin_dir, owner_state_dir, tx);
+                owner_thread(
+                    owner_home,
+                    owner_bin_dir,
+                    owner_state_dir,
+                    service_account_admission,
+                    tx,
+                );
             })
             .context("spawning the environment's owner thread")?;
         let started = rx
@@ -488,6 +508,7 @@ fn owner_thread(
     home: PathBuf,
     bin_dir: PathBuf,
     state_dir: PathBuf,
+    service_account_admission: bool,
     tx: mpsc::Sender<anyhow::Result<Started>>,
 ) {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -505,8 +526,12 @@ fn owner_thread(
     let result = (|| -> anyhow::Result<(Started, Vec<Child>)> {
         let begin = Instant::now();
         let mut children = Vec::new();
+        let mut apiserver = Command::new(bin_dir.join("signalman-apiserver"));
+        if service_account_admission {
+            apiserver.arg("--service-account-admission");
+        }
         let (apiserver, api_server) = spawn_until_ready(
-            Command::new(bin_dir.join("signalman-apiserver"))
+            apiserver
                 .arg("--data-dir")
                 .arg(state_dir.join("apiserver"))
                 .arg("--kubeconfig")

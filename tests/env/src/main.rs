@@ -19,14 +19,25 @@ enum Cmd {
         /// Write `export` lines (KUBECONFIG, AWS_ENDPOINT_URL, ...) to this file once ready.
         #[arg(long)]
         env_file: Option<PathBuf>,
+        /// Also run a real node (containerd, kubelet, kube-proxy, kube-controller-manager,
+        /// kube-scheduler) as root; stopping undoes its changes to the machine.
+        #[arg(long)]
+        node: bool,
     },
 }
 
 fn main() -> anyhow::Result<()> {
     let Cli {
-        command: Cmd::Up { env_file },
+        command: Cmd::Up { env_file, node },
     } = Cli::parse();
-    let env = signalman_testenv::Env::start()?;
+    let env = if node {
+        signalman_testenv::Env::start_for_node()?
+    } else {
+        signalman_testenv::Env::start()?
+    };
+    let node = node
+        .then(|| signalman_testenv::Node::start(&env))
+        .transpose()?;
     let exports = env.shell_exports();
     if let Some(path) = env_file {
         let tmp = path.with_extension("tmp");
@@ -34,6 +45,12 @@ fn main() -> anyhow::Result<()> {
         std::fs::rename(&tmp, &path)?;
     }
     println!("{exports}");
+    if let Some(node) = &node {
+        println!(
+            "node {} Ready; pods reach the AWS emulator at {}",
+            node.name, node.aws_endpoint
+        );
+    }
     println!("ready (Ctrl-C to stop)");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -46,6 +63,9 @@ fn main() -> anyhow::Result<()> {
         }
         anyhow::Ok(())
     })?;
+    // The node before the API server: it removes its pods' containers and undoes its changes
+    // to the machine, and returns when that is done.
+    drop(node);
     // Exiting ends the owner thread; PDEATHSIG stops the API server and moto, and the next
     // start removes this run's state directory.
     Ok(())
