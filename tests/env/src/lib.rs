@@ -674,19 +674,31 @@ fn fresh_state_dir(home: &Path) -> anyhow::Result<PathBuf> {
     let runs = home.join("runs");
     std::fs::create_dir_all(&runs)?;
     for entry in std::fs::read_dir(&runs)?.flatten() {
+        // `<pid>` or `<pid>.<n>`: left by a process that is gone, it is removed.
         let alive = entry
             .file_name()
             .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
+            .and_then(|n| n.split('.').next()?.parse::<u32>().ok())
             .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
         if !alive {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
-    let dir = runs.join(std::process::id().to_string());
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
+    // One directory per environment: a process may start several (the shared one, a node's),
+    // and none may clear another's.
+    let pid = std::process::id();
+    for n in 0u32.. {
+        let dir = match n {
+            0 => runs.join(pid.to_string()),
+            n => runs.join(format!("{pid}.{n}")),
+        };
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    unreachable!("some directory name is free")
 }
 
 /// A port that was free a moment ago (for children that need one on their command line).
