@@ -154,6 +154,36 @@ impl Installed {
         }
     }
 
+    /// Puts `namespace` under the admission policies (the label their bindings select).
+    async fn judge(&self, client: &kube::Client, namespace: &str) {
+        let label = json!({"metadata": {"labels": {&self.label.0: &self.label.1}}});
+        Api::<Namespace>::all(client.clone())
+            .patch(namespace, &PatchParams::default(), &Patch::Merge(&label))
+            .await
+            .expect("labelling the namespace");
+    }
+
+    /// The operator as the chart's ServiceAccount (its RBAC, by impersonation), in the release
+    /// namespace, with the chart's lease name and requester source; `extra` adds variables.
+    fn operator(
+        &self,
+        world: &crate::common::World,
+        identity: &str,
+        extra: &[(&str, &str)],
+    ) -> crate::common::Operator {
+        let kubeconfig = crate::common::impersonating_kubeconfig(world.env, &self.operator);
+        let kubeconfig = kubeconfig.display().to_string();
+        let source = self.requester_source();
+        let mut vars = vec![
+            ("SIGNALMAN_KUBECONFIG", kubeconfig.as_str()),
+            ("POD_NAMESPACE", self.release_ns.as_str()),
+            ("SIGNALMAN_LEASE_NAME", self.fullname.as_str()),
+            ("SIGNALMAN_REQUESTER_SOURCE", source.as_str()),
+        ];
+        vars.extend_from_slice(extra);
+        world.operator(identity, &vars)
+    }
+
     /// What the chart's Deployment sets SIGNALMAN_REQUESTER_SOURCE to (`tests/chart.rs`
     /// checks it): the requested-by binding, believed only where it judged the signal.
     fn requester_source(&self) -> String {
@@ -350,11 +380,7 @@ async fn admission_refuses_what_no_policy_allows_and_policies_add_up() {
     // the policies exist (their names are random).
     let ns = namespace(&client, "pol-team", &[("team", &team)]).await;
     let mut inst = Installed::apply(&ops, &[&ns], "us-east-1");
-    let label = json!({"metadata": {"labels": {&inst.label.0: &inst.label.1}}});
-    Api::<Namespace>::all(client.clone())
-        .patch(&ns, &PatchParams::default(), &Patch::Merge(&label))
-        .await
-        .expect("labelling the namespace");
+    inst.judge(&client, &ns).await;
 
     // No policy at all: refused, naming namespace, fields and the policy needed.
     let outside = workflow_yaml(&ns, "outside", "orders", "order-1", "");
@@ -521,11 +547,7 @@ async fn requested_by_is_stamped_and_cannot_be_forged_or_changed() {
             "swf": {"domains": ["*"], "workflowIds": ["*"]},
         }),
     );
-    let label = json!({"metadata": {"labels": {&inst.label.0: &inst.label.1}}});
-    Api::<Namespace>::all(admin.clone())
-        .patch(&ns, &PatchParams::default(), &Patch::Merge(&label))
-        .await
-        .unwrap();
+    inst.judge(&admin, &ns).await;
     let author_role = format!("{}-signal-author", inst.fullname);
     bind(&admin, &ns, &author_role, "alice@example.com").await;
     let alice = env.client_as("alice@example.com").await;
@@ -627,11 +649,7 @@ async fn approved_by_cannot_change_after_creation() {
             "swf": {"domains": ["*"], "workflowIds": ["*"]},
         }),
     );
-    let label = json!({"metadata": {"labels": {&inst.label.0: &inst.label.1}}});
-    Api::<Namespace>::all(admin.clone())
-        .patch(&ns, &PatchParams::default(), &Patch::Merge(&label))
-        .await
-        .unwrap();
+    inst.judge(&admin, &ns).await;
     let api: Api<WorkflowSignal> = Api::namespaced(admin.clone(), &ns);
     let key = signalman::api::APPROVED_BY_ANNOTATION;
     let mut approved = wf_signal("approved", "d", "w", None);
@@ -760,11 +778,7 @@ async fn only_the_operator_writes_status_and_finished_stays_finished() {
             "swf": {"domains": ["*"], "workflowIds": ["*"]},
         }),
     );
-    let label = json!({"metadata": {"labels": {&inst.label.0: &inst.label.1}}});
-    Api::<Namespace>::all(admin.clone())
-        .patch(&ns, &PatchParams::default(), &Patch::Merge(&label))
-        .await
-        .unwrap();
+    inst.judge(&admin, &ns).await;
     let operator = env.client_as(&inst.operator).await;
     bind(
         &admin,
@@ -1278,11 +1292,7 @@ async fn a_delivered_signal_whose_status_is_attacked_is_not_sent_again() {
             "swf": {"domains": ["*"], "workflowIds": ["*"]},
         }),
     );
-    let label = json!({"metadata": {"labels": {&inst.label.0: &inst.label.1}}});
-    Api::<Namespace>::all(admin.clone())
-        .patch(&ns, &PatchParams::default(), &Patch::Merge(&label))
-        .await
-        .unwrap();
+    inst.judge(&admin, &ns).await;
     bind(
         &admin,
         &ns,
@@ -1308,13 +1318,11 @@ async fn a_delivered_signal_whose_status_is_attacked_is_not_sent_again() {
 
     let swf = crate::common::SwfWorld::new(env, &unique("attack")).await;
     let run_id = swf.start("wf").await;
-    let kubeconfig = crate::common::impersonating_kubeconfig(env, &inst.operator);
     let world = crate::common::World {
         env,
         client: admin.clone(),
         ns: ns.clone(),
     };
-    let kubeconfig = kubeconfig.display().to_string();
     // The API server loads the admission policies asynchronously: the signal is created (before
     // the operator runs) until the requested-by stamp is in force.
     inst.wait_in_force().await;
@@ -1344,16 +1352,7 @@ async fn a_delivered_signal_whose_status_is_attacked_is_not_sent_again() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let source = inst.requester_source();
-    let operator = world.operator(
-        "op-attack",
-        &[
-            ("SIGNALMAN_KUBECONFIG", kubeconfig.as_str()),
-            ("POD_NAMESPACE", ops.as_str()),
-            ("SIGNALMAN_LEASE_NAME", inst.fullname.as_str()),
-            ("SIGNALMAN_REQUESTER_SOURCE", source.as_str()),
-        ],
-    );
+    let operator = inst.operator(&world, "op-attack", &[]);
     let status = world
         .wait_done::<WorkflowSignal>("once", Duration::from_secs(60))
         .await;
@@ -1418,11 +1417,7 @@ async fn a_requester_is_believed_only_where_admission_judged_the_signal() {
             "approvedByAsserters": [{"namespace": "argocd", "name": "argocd-application-controller"}],
         }),
     );
-    let label = json!({"metadata": {"labels": {&inst.label.0: &inst.label.1}}});
-    Api::<Namespace>::all(admin.clone())
-        .patch(&judged, &PatchParams::default(), &Patch::Merge(&label))
-        .await
-        .unwrap();
+    inst.judge(&admin, &judged).await;
     let author_role = format!("{}-signal-author", inst.fullname);
     for ns in [&judged, &free] {
         bind(&admin, ns, &author_role, "eve").await;
@@ -1458,24 +1453,16 @@ async fn a_requester_is_believed_only_where_admission_judged_the_signal() {
         .await
         .expect("nothing judges this namespace at admission");
 
-    let kubeconfig = crate::common::impersonating_kubeconfig(env, &inst.operator);
-    let kubeconfig = kubeconfig.display().to_string();
     let watched = format!("{judged},{free}");
-    let source = inst.requester_source();
     let world = crate::common::World {
         env,
         client: admin.clone(),
         ns: judged.clone(),
     };
-    let operator = world.operator(
+    let operator = inst.operator(
+        &world,
         "op-requester",
-        &[
-            ("SIGNALMAN_KUBECONFIG", kubeconfig.as_str()),
-            ("SIGNALMAN_NAMESPACES", watched.as_str()),
-            ("POD_NAMESPACE", ops.as_str()),
-            ("SIGNALMAN_LEASE_NAME", inst.fullname.as_str()),
-            ("SIGNALMAN_REQUESTER_SOURCE", source.as_str()),
-        ],
+        &[("SIGNALMAN_NAMESPACES", watched.as_str())],
     );
     let status = world
         .wait_done::<WorkflowSignal>("mine", Duration::from_secs(60))
