@@ -66,10 +66,17 @@ pub(super) async fn reconcile<T: SignalTarget>(
     // The requester recorded at the first claim stands; before that, the leader asks whether
     // the annotation is evidence (followers write nothing, so they need not know).
     let recorded_requester = status.as_ref().and_then(|s| s.requested_by.clone());
-    let namespace_labels = ctx
-        .policy
-        .labels_of(obj.metadata.namespace.as_deref().unwrap_or_default());
-    let requester = if recorded_requester.is_none() && ctx.leadership.is_leader() {
+    // The namespace's labels are copied only when there is something to judge.
+    let namespace_labels;
+    let requester = if recorded_requester.is_none()
+        && ctx.leadership.is_leader()
+        && obj
+            .annotations()
+            .contains_key(crate::api::REQUESTED_BY_ANNOTATION)
+    {
+        namespace_labels = ctx
+            .policy
+            .labels_of(obj.metadata.namespace.as_deref().unwrap_or_default());
         ctx.requester.requester(&obj, &namespace_labels).await
     } else {
         Requester::None
