@@ -85,10 +85,12 @@ bash tests/env/setup.sh 2>&1 || die "tests/env/setup.sh failed"
 info "cargo build (quiet; the first build on a machine takes minutes)"
 cargo build --quiet --bin signalman -p signalman
 cargo build --quiet -p signalman-testenv --bin signalman-env
+# Where cargo put them: a CARGO_TARGET_DIR set in the environment is honoured.
+BIN_DIR=${CARGO_TARGET_DIR:-target}/debug
 info "built in $(elapsed)"
 
 heading "Starting the local environment (kube-apiserver, moto SWF, SSM Automation emulator)"
-target/debug/signalman-env up --env-file "$WORK/env.sh" >"$WORK/env.log" 2>&1 &
+"$BIN_DIR/signalman-env" up --env-file "$WORK/env.sh" >"$WORK/env.log" 2>&1 &
 ENV_PID=$!
 for _ in $(seq 600); do
   [ -f "$WORK/env.sh" ] && break
@@ -140,7 +142,7 @@ info "(stop-step-deploy follows once start-step-deploy has started the step it s
 
 heading "Running the operator"
 SIGNALMAN_KUBECONFIG=$KUBECONFIG POD_NAME=demo NO_COLOR=1 \
-  target/debug/signalman run >"$WORK/operator.log" 2>&1 &
+  "$BIN_DIR/signalman" run >"$WORK/operator.log" 2>&1 &
 OP_PID=$!
 info "signalman run (pid $OP_PID), log: $WORK/operator.log"
 SEND_T0=$(date +%s.%N)
