@@ -115,6 +115,41 @@ impl World {
             .expect("creating the object")
     }
 
+    /// Waits until the API server's admission policies judge `obj` (a server-side dry run that
+    /// is not refused for a policy still loading); returns how long that took. Right after a
+    /// chart installs its CRDs and the policies that take a SignalPolicy as parameter, the API
+    /// server refuses writes for a few seconds with "failed to configure policy: failed to
+    /// find resource referenced by paramKind" (the chart README says so).
+    pub async fn wait_admission_ready<K>(&self, obj: &K) -> Duration
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + serde::Serialize
+            + std::fmt::Debug,
+    {
+        let began = Instant::now();
+        let dry_run = PostParams {
+            dry_run: true,
+            ..PostParams::default()
+        };
+        loop {
+            match self.api::<K>().create(&dry_run, obj).await {
+                Err(kube::Error::Api(e))
+                    if e.message.contains("failed to configure policy")
+                        || e.message.contains("not found") =>
+                {
+                    assert!(
+                        began.elapsed() < Duration::from_secs(60),
+                        "admission not ready 60 s after the chart's install: {e:?}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                _ => return began.elapsed(),
+            }
+        }
+    }
+
     /// Waits until the object's status reaches a terminal phase and returns it.
     pub async fn wait_done<K>(&self, name: &str, timeout: Duration) -> SignalStatus
     where

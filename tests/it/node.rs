@@ -1,9 +1,12 @@
 //! The chart on a real node: the operator image (scripts/oci_image.py, from the binary these
 //! tests run) imported into the node's containerd, `helm install` with the chart's defaults
-//! plus the emulator's endpoints, two Ready replicas that are non-root on a read-only root
-//! filesystem, and a WorkflowSignal delivered exactly once from inside a pod; /metrics through
-//! the chart's Service; the leader's pod deleted, another takes over and delivers the next
-//! signal once; `kubectl logs` in plain text.
+//! plus the emulator's endpoints and an IRSA role on the ServiceAccount (a MutatingAdmissionPolicy
+//! stands in for EKS's webhook: the pods get a projected token and no access key at all), two
+//! Ready replicas that are non-root on a read-only root filesystem, and a WorkflowSignal
+//! delivered exactly once from inside a pod, as the role; /metrics through the chart's Service;
+//! the leader's pod deleted, another takes over and delivers the next signal once;
+//! `kubectl rollout restart` while signals keep coming, every one delivered once and by the
+//! process that sent it (a stopping pod finishes its sends); `kubectl logs` in plain text.
 //!
 //! Root only (the node mounts, makes cgroups and iptables rules; it undoes them when it stops);
 //! elsewhere, or with SIGNALMAN_NODE=0, the test says so and passes. It has an environment of its own: its API server
@@ -13,13 +16,22 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
-use signalman::api::{Phase, WorkflowSignal};
-use signalman_testenv::{Env, Node, OPERATOR_ACCESS_KEY, REGION, SECRET_KEY};
+use signalman::api::{AutomationSignal, Phase, SignalType, WorkflowSignal};
+use signalman_testenv::aws_emulator::{
+    FaultConfig, FaultKind, FaultRule, RoleTrust, ServiceFaults, StsConfig, WebIdentityTrust,
+};
+use signalman_testenv::{Env, Node, REGION, SERVICE_ACCOUNT_ISSUER};
 
-use crate::common::{holder_identity, unique, wf_signal, SwfWorld, World};
+use crate::common::{
+    am_signal, holder_identity, ready_reason, start_automation, unique, wf_signal, SwfWorld, World,
+};
 
 const IMAGE: &str = "registry.local/signalman";
 const TAG: &str = "0.1.0";
+const RELEASE_NS: &str = "signalman-system";
+/// The IRSA role on the chart's ServiceAccount, and the sessions STS makes of it.
+const ROLE: &str = "arn:aws:iam::123456789012:role/SignalmanNode";
+const SESSION_PREFIX: &str = "arn:aws:sts::123456789012:assumed-role/SignalmanNode/";
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
@@ -83,7 +95,27 @@ async fn the_chart_runs_on_a_node_and_its_pods_deliver_exactly_once() {
         .args(["images", "import", "--base-name", IMAGE])
         .arg(&tar));
 
-    let release_ns = "signalman-system";
+    // IRSA as on EKS: STS trusts the API server's tokens for the chart's ServiceAccount, and
+    // the webhook's stand-in gives its pods the token and the variables; no access key anywhere.
+    env.emulator.set_sts(StsConfig {
+        oidc_providers: vec![env
+            .oidc_provider()
+            .await
+            .expect("the API server as an OIDC provider")],
+        roles: vec![RoleTrust {
+            role_arn: ROLE.into(),
+            web_identities: vec![WebIdentityTrust {
+                issuer: SERVICE_ACCOUNT_ISSUER.into(),
+                subject: format!("system:serviceaccount:{RELEASE_NS}:signalman"),
+            }],
+            ..RoleTrust::default()
+        }],
+        ..StsConfig::default()
+    });
+    tokio::task::block_in_place(|| node.stand_in_for_the_eks_webhook(env))
+        .expect("the EKS webhook's stand-in");
+
+    let release_ns = RELEASE_NS;
     let mut helm = env.helm();
     helm.args(["install", "signalman"])
         .arg(signalman_testenv::repo_root().join("charts/signalman"))
@@ -94,10 +126,7 @@ async fn the_chart_runs_on_a_node_and_its_pods_deliver_exactly_once() {
         "image.pullPolicy=Never".into(),
         format!("aws.endpoints.all={}", node.aws_endpoint),
         format!("aws.region={REGION}"),
-        "extraEnv[0].name=AWS_ACCESS_KEY_ID".into(),
-        format!("extraEnv[0].value={OPERATOR_ACCESS_KEY}"),
-        "extraEnv[1].name=AWS_SECRET_ACCESS_KEY".into(),
-        format!("extraEnv[1].value={SECRET_KEY}"),
+        format!("serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn={ROLE}"),
     ] {
         helm.args(["--set", &set]);
     }
@@ -143,6 +172,17 @@ async fn the_chart_runs_on_a_node_and_its_pods_deliver_exactly_once() {
             .expect("a security context");
         assert_eq!(sc.read_only_root_filesystem, Some(true));
         assert_eq!(sc.run_as_non_root, Some(true));
+        let env_names: Vec<&str> = spec.containers[0]
+            .env
+            .iter()
+            .flatten()
+            .map(|e| e.name.as_str())
+            .collect();
+        assert!(
+            env_names.contains(&"AWS_WEB_IDENTITY_TOKEN_FILE")
+                && !env_names.contains(&"AWS_ACCESS_KEY_ID"),
+            "IRSA's variables and no access key: {env_names:?}"
+        );
         let name = pod.metadata.name.as_deref().expect("a pod name");
         let status = run(env.kubectl().args([
             "get",
@@ -173,14 +213,12 @@ async fn the_chart_runs_on_a_node_and_its_pods_deliver_exactly_once() {
     };
     let swf = SwfWorld::new(env, &unique("node")).await;
     let run_id = swf.start("order-1").await;
-    world
-        .create(&wf_signal(
-            "sig",
-            &swf.domain,
-            "order-1",
-            Some("from-a-pod"),
-        ))
-        .await;
+    let first = wf_signal("sig", &swf.domain, "order-1", Some("from-a-pod"));
+    eprintln!(
+        "node: admission judged signals {:.1}s after the rollout",
+        world.wait_admission_ready(&first).await.as_secs_f64()
+    );
+    world.create(&first).await;
     let status = world
         .wait_done::<WorkflowSignal>("sig", Duration::from_secs(60))
         .await;
@@ -188,6 +226,28 @@ async fn the_chart_runs_on_a_node_and_its_pods_deliver_exactly_once() {
     assert_eq!(status.attempts, 1, "{status:?}");
     swf.assert_each_input_once("order-1", &run_id, ["from-a-pod".to_string()].into_iter())
         .await;
+    // Sent as the role, on credentials from the pod's projected token: an approval that only
+    // the role may give is accepted, and its principal is a session of the role.
+    let ssm = signalman_testenv::ssm_client_at(&env.aws_endpoint, "release-manager");
+    let execution = start_automation(&ssm, "Signalman-Approve", &[("Approvers", &[ROLE])]).await;
+    world
+        .create(&am_signal("approve", &execution, SignalType::Approve, &[]))
+        .await;
+    let approved = world
+        .wait_done::<AutomationSignal>("approve", Duration::from_secs(60))
+        .await;
+    assert_eq!(approved.phase, Some(Phase::Succeeded), "{approved:?}");
+    // The status names the role (its sessions' names change with every pod and refresh).
+    assert_eq!(approved.principal.as_deref(), Some(ROLE), "{approved:?}");
+    let sessions = env.emulator.sts_sessions();
+    assert!(
+        sessions
+            .iter()
+            .any(|s| s.issued_by == "AssumeRoleWithWebIdentity"
+                && s.role_arn == ROLE
+                && s.arn.starts_with(SESSION_PREFIX)),
+        "the pod's token was exchanged for the role: {sessions:?}"
+    );
 
     // /metrics through the chart's Service (the API server's service proxy picks an endpoint).
     let metrics = run(env.kubectl().args([
@@ -256,6 +316,8 @@ async fn the_chart_runs_on_a_node_and_its_pods_deliver_exactly_once() {
     swf.assert_each_input_once("order-1", &run_id, ["from-a-pod".to_string()].into_iter())
         .await;
 
+    restart_while_signals_arrive(env, &world, &swf).await;
+
     let logs = run(env.kubectl().args([
         "logs",
         "--namespace",
@@ -275,4 +337,114 @@ async fn the_chart_runs_on_a_node_and_its_pods_deliver_exactly_once() {
         begin.elapsed().as_secs_f64(),
         stopping.elapsed().as_secs_f64()
     );
+}
+
+/// `kubectl rollout restart` while a signal arrives every 400 ms and each send takes 3 s at
+/// AWS: the old leader gets SIGTERM with sends in flight. Every signal ends delivered once, and
+/// `Delivered` (the process that sent it recorded the answer: a stopping pod finishes its
+/// sends rather than leaving them to its successor's verification).
+async fn restart_while_signals_arrive(env: &'static Env, world: &World, swf: &SwfWorld) {
+    let run_id = swf.start("order-3").await;
+    env.emulator
+        .set_faults(FaultConfig {
+            swf: ServiceFaults {
+                rules: vec![FaultRule {
+                    operation: Some("SignalWorkflowExecution".into()),
+                    latency_ms: Some(3000),
+                    ..FaultRule::new(FaultKind::Latency)
+                }],
+                ..ServiceFaults::default()
+            },
+            ..FaultConfig::default()
+        })
+        .expect("a latency fault");
+    let leader = holder_identity(&lease_holder(env, RELEASE_NS)).to_string();
+    let pods: Api<Pod> = Api::namespaced(world.client.clone(), RELEASE_NS);
+    let signals = world.api::<WorkflowSignal>();
+
+    let rollout = tokio::task::spawn_blocking(move || {
+        run(env.kubectl().args([
+            "rollout",
+            "restart",
+            "deployment/signalman",
+            "--namespace",
+            RELEASE_NS,
+        ]));
+        run(env.kubectl().args([
+            "rollout",
+            "status",
+            "deployment/signalman",
+            "--namespace",
+            RELEASE_NS,
+            "--timeout=180s",
+        ]))
+    });
+    let began = Instant::now();
+    let mut names = Vec::new();
+    let mut in_flight_at_sigterm = None;
+    while !rollout.is_finished() || in_flight_at_sigterm.is_none() {
+        assert!(
+            began.elapsed() < Duration::from_secs(200),
+            "the rollout did not finish, or the leader {leader} was never stopped"
+        );
+        let name = format!("during-restart-{}", names.len());
+        world
+            .create(&wf_signal(&name, &swf.domain, "order-3", Some(&name)))
+            .await;
+        names.push(name);
+        if in_flight_at_sigterm.is_none() {
+            // The old leader's pod is told to stop (deletion timestamp set, or gone already).
+            let stopping = match pods
+                .get_opt(&leader)
+                .await
+                .expect("reading the leader's pod")
+            {
+                Some(pod) => pod.metadata.deletion_timestamp.is_some(),
+                None => true,
+            };
+            if stopping {
+                let list = signals
+                    .list(&ListParams::default())
+                    .await
+                    .expect("listing the signals");
+                in_flight_at_sigterm = Some(
+                    list.items
+                        .iter()
+                        .filter(|s| {
+                            s.status.as_ref().and_then(|st| st.phase) == Some(Phase::Sending)
+                        })
+                        .count(),
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    eprintln!(
+        "node: rollout restart in {:.1}s, {} signals created meanwhile, {:?} sending when the \
+         old leader {leader} was told to stop",
+        began.elapsed().as_secs_f64(),
+        names.len(),
+        in_flight_at_sigterm
+    );
+    let rolled = rollout.await.expect("the rollout task");
+    assert!(rolled.contains("successfully rolled out"), "{rolled}");
+    assert!(
+        in_flight_at_sigterm.is_some_and(|n| n > 0),
+        "a send was in flight when the leader was told to stop"
+    );
+    for name in &names {
+        let status = world
+            .wait_done::<WorkflowSignal>(name, Duration::from_secs(90))
+            .await;
+        assert_eq!(status.phase, Some(Phase::Succeeded), "{name}: {status:?}");
+        assert_eq!(status.attempts, 1, "{name}: {status:?}");
+        assert_eq!(
+            ready_reason(&status).as_deref(),
+            Some("Delivered"),
+            "{name}: recorded by the process that sent it: {status:?}"
+        );
+    }
+    swf.assert_each_input_once("order-3", &run_id, names.iter().cloned())
+        .await;
+    env.emulator.clear_faults();
 }

@@ -118,6 +118,72 @@ impl Node {
         cmd
     }
 
+    /// Does what EKS's Pod Identity Webhook does for IRSA (tests/env/node/
+    /// eks-pod-identity-webhook.yaml, a MutatingAdmissionPolicy): pods created from then on whose
+    /// ServiceAccount is annotated `eks.amazonaws.com/role-arn` get a projected token for
+    /// audience `sts.amazonaws.com` and `AWS_ROLE_ARN` + `AWS_WEB_IDENTITY_TOKEN_FILE`. Returns
+    /// once the API server applies it (policies load a moment after they are created).
+    pub fn stand_in_for_the_eks_webhook(&self, env: &Env) -> anyhow::Result<()> {
+        let manifest = repo_root().join("tests/env/node/eks-pod-identity-webhook.yaml");
+        let out = env
+            .kubectl()
+            .args(["apply", "-f"])
+            .arg(&manifest)
+            .output()
+            .context("kubectl apply")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "kubectl apply -f {}: {}",
+            manifest.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // A pod created with --dry-run=server in a probe namespace shows when it applies.
+        let probe_ns = "testenv-webhook-probe";
+        let probe = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "List",
+            "items": [
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": probe_ns}},
+                {"apiVersion": "v1", "kind": "ServiceAccount",
+                 "metadata": {"name": "probe", "namespace": probe_ns, "annotations":
+                     {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/probe"}}},
+            ],
+        });
+        let pod = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "probe", "namespace": probe_ns},
+            "spec": {
+                "serviceAccountName": "probe",
+                "automountServiceAccountToken": false,
+                "containers": [{"name": "c", "image": "probe"}],
+            },
+        });
+        kubectl_stdin(env, &["apply", "-f", "-"], &probe.to_string())?;
+        let started = Instant::now();
+        loop {
+            let out = kubectl_stdin(
+                env,
+                &["create", "--dry-run=server", "-o", "json", "-f", "-"],
+                &pod.to_string(),
+            );
+            if let Ok(json) = &out {
+                if json.contains("AWS_WEB_IDENTITY_TOKEN_FILE") {
+                    let _ = env
+                        .kubectl()
+                        .args(["delete", "namespace", probe_ns, "--wait=false"])
+                        .output();
+                    return Ok(());
+                }
+            }
+            anyhow::ensure!(
+                started.elapsed() < READY_TIMEOUT,
+                "the webhook's stand-in did not apply to a pod: {out:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+    }
+
     /// Stops the node and undoes its changes to the machine; returns when that is done.
     pub fn stop(mut self) {
         self.shut_down();
@@ -138,4 +204,30 @@ impl Drop for Node {
     fn drop(&mut self) {
         self.shut_down();
     }
+}
+
+/// `kubectl ARGS` with `input` on its standard input; its standard output.
+fn kubectl_stdin(env: &Env, args: &[&str], input: &str) -> anyhow::Result<String> {
+    use std::io::Write as _;
+    let mut child = env
+        .kubectl()
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("kubectl")?;
+    child
+        .stdin
+        .take()
+        .context("kubectl's stdin")?
+        .write_all(input.as_bytes())?;
+    let out = child.wait_with_output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "kubectl {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
