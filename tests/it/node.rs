@@ -4,9 +4,9 @@
 //! stands in for EKS's webhook: the pods get a projected token and no access key at all), two
 //! Ready replicas that are non-root on a read-only root filesystem, and a WorkflowSignal
 //! delivered exactly once from inside a pod, as the role; /metrics through the chart's Service;
-//! the leader's pod deleted, another takes over and delivers the next signal once;
-//! `kubectl rollout restart` while signals keep coming, every one delivered once and by the
-//! process that sent it (a stopping pod finishes its sends); `kubectl logs` in plain text.
+//! the leader's pod deleted, then `kubectl rollout restart`, each while signals keep coming and
+//! AWS is slow to answer: every signal delivered once and recorded by the process that sent it
+//! (a stopping pod finishes its sends), another pod leads; `kubectl logs` in plain text.
 //!
 //! Root only (the node mounts, makes cgroups and iptables rules; it undoes them when it stops);
 //! elsewhere, or with SIGNALMAN_NODE=0, the test says so and passes. It has an environment of its own: its API server
@@ -259,64 +259,55 @@ async fn the_chart_runs_on_a_node_and_its_pods_deliver_exactly_once() {
     ]));
     assert!(metrics.contains("signalman_"), "{metrics}");
 
-    // Deleting the leader's pod hands over: its successor delivers the next signal, once.
-    let holder = lease_holder(env, release_ns);
-    let leader = holder_identity(&holder).to_string();
+    // The leader's pod deleted mid-burst: it finishes its sends, its successor takes over, and
+    // every signal is delivered once.
+    let leader = holder_identity(&lease_holder(env, release_ns)).to_string();
     assert!(
         ready
             .iter()
             .any(|p| p.metadata.name.as_deref() == Some(leader.as_str())),
-        "the leader {holder} is one of the Ready pods"
+        "the leader {leader} is one of the Ready pods"
     );
-    let deleted = Instant::now();
-    run(env.kubectl().args([
-        "delete",
-        "pod",
-        &leader,
-        "--namespace",
-        release_ns,
-        "--wait=false",
-    ]));
-    let successor = loop {
-        let holder = lease_holder(env, release_ns);
-        let pod = holder_identity(&holder);
-        if !pod.is_empty() && pod != leader {
-            break pod.to_string();
-        }
-        assert!(
-            deleted.elapsed() < Duration::from_secs(90),
-            "no new leader 90 s after deleting {leader}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
-    eprintln!(
-        "node: {successor} took over from {leader} {:.1}s after its deletion",
-        deleted.elapsed().as_secs_f64()
-    );
-    let run_2 = swf.start("order-2").await;
-    world
-        .create(&wf_signal(
-            "sig-2",
-            &swf.domain,
-            "order-2",
-            Some("after-handover"),
-        ))
-        .await;
-    let status = world
-        .wait_done::<WorkflowSignal>("sig-2", Duration::from_secs(60))
-        .await;
-    assert_eq!(status.phase, Some(Phase::Succeeded), "{status:?}");
-    assert_eq!(status.attempts, 1, "{status:?}");
-    swf.assert_each_input_once(
-        "order-2",
-        &run_2,
-        ["after-handover".to_string()].into_iter(),
-    )
+    let deleted = leader.clone();
+    while_signals_arrive(env, &world, &swf, "order-2", move || {
+        run(env.kubectl().args([
+            "delete",
+            "pod",
+            &deleted,
+            "--namespace",
+            RELEASE_NS,
+            "--wait=true",
+        ]))
+    })
     .await;
+    let successor = holder_identity(&lease_holder(env, release_ns)).to_string();
+    assert!(
+        !successor.is_empty() && successor != leader,
+        "another pod leads after {leader}'s deletion: {successor:?}"
+    );
     swf.assert_each_input_once("order-1", &run_id, ["from-a-pod".to_string()].into_iter())
         .await;
 
-    restart_while_signals_arrive(env, &world, &swf).await;
+    // `kubectl rollout restart` the same way: both pods replaced, one at a time.
+    let rolled = while_signals_arrive(env, &world, &swf, "order-3", move || {
+        run(env.kubectl().args([
+            "rollout",
+            "restart",
+            "deployment/signalman",
+            "--namespace",
+            RELEASE_NS,
+        ]));
+        run(env.kubectl().args([
+            "rollout",
+            "status",
+            "deployment/signalman",
+            "--namespace",
+            RELEASE_NS,
+            "--timeout=180s",
+        ]))
+    })
+    .await;
+    assert!(rolled.contains("successfully rolled out"), "{rolled}");
 
     let logs = run(env.kubectl().args([
         "logs",
@@ -339,12 +330,20 @@ async fn the_chart_runs_on_a_node_and_its_pods_deliver_exactly_once() {
     );
 }
 
-/// `kubectl rollout restart` while a signal arrives every 400 ms and each send takes 3 s at
-/// AWS: the old leader gets SIGTERM with sends in flight. Every signal ends delivered once, and
-/// `Delivered` (the process that sent it recorded the answer: a stopping pod finishes its
-/// sends rather than leaving them to its successor's verification).
-async fn restart_while_signals_arrive(env: &'static Env, world: &World, swf: &SwfWorld) {
-    let run_id = swf.start("order-3").await;
+/// Runs `disruption` (a blocking command that stops the leader's pod one way or another) while
+/// a signal for `workflow_id` arrives every 400 ms and each send takes 3 s at AWS, so the
+/// leader is told to stop with sends in flight; returns what `disruption` printed. Every signal
+/// ends delivered once and `Delivered`: the process that sent it recorded the answer (a
+/// stopping pod finishes its sends rather than leaving them to its successor's verification,
+/// which would say `DeliveryVerified`).
+async fn while_signals_arrive(
+    env: &'static Env,
+    world: &World,
+    swf: &SwfWorld,
+    workflow_id: &str,
+    disruption: impl FnOnce() -> String + Send + 'static,
+) -> String {
+    let run_id = swf.start(workflow_id).await;
     env.emulator
         .set_faults(FaultConfig {
             swf: ServiceFaults {
@@ -362,34 +361,28 @@ async fn restart_while_signals_arrive(env: &'static Env, world: &World, swf: &Sw
     let pods: Api<Pod> = Api::namespaced(world.client.clone(), RELEASE_NS);
     let signals = world.api::<WorkflowSignal>();
 
-    let rollout = tokio::task::spawn_blocking(move || {
-        run(env.kubectl().args([
-            "rollout",
-            "restart",
-            "deployment/signalman",
-            "--namespace",
-            RELEASE_NS,
-        ]));
-        run(env.kubectl().args([
-            "rollout",
-            "status",
-            "deployment/signalman",
-            "--namespace",
-            RELEASE_NS,
-            "--timeout=180s",
-        ]))
-    });
+    // The disruption starts once five signals are on their way; signals keep coming until the
+    // leader's pod has been told to stop and the disruption is over.
+    let mut disruption = Some(disruption);
+    let mut disrupted = None;
     let began = Instant::now();
     let mut names = Vec::new();
     let mut in_flight_at_sigterm = None;
-    while !rollout.is_finished() || in_flight_at_sigterm.is_none() {
+    while !disrupted
+        .as_ref()
+        .is_some_and(tokio::task::JoinHandle::is_finished)
+        || in_flight_at_sigterm.is_none()
+    {
+        if names.len() == 5 {
+            disrupted = disruption.take().map(tokio::task::spawn_blocking);
+        }
         assert!(
             began.elapsed() < Duration::from_secs(200),
-            "the rollout did not finish, or the leader {leader} was never stopped"
+            "the disruption did not end, or the leader {leader} was never stopped"
         );
-        let name = format!("during-restart-{}", names.len());
+        let name = format!("{workflow_id}-{}", names.len());
         world
-            .create(&wf_signal(&name, &swf.domain, "order-3", Some(&name)))
+            .create(&wf_signal(&name, &swf.domain, workflow_id, Some(&name)))
             .await;
         names.push(name);
         if in_flight_at_sigterm.is_none() {
@@ -420,14 +413,16 @@ async fn restart_while_signals_arrive(env: &'static Env, world: &World, swf: &Sw
         tokio::time::sleep(Duration::from_millis(400)).await;
     }
     eprintln!(
-        "node: rollout restart in {:.1}s, {} signals created meanwhile, {:?} sending when the \
-         old leader {leader} was told to stop",
+        "node: {workflow_id}: disruption over in {:.1}s, {} signals created meanwhile, {:?} \
+         sending when the leader {leader} was told to stop",
         began.elapsed().as_secs_f64(),
         names.len(),
         in_flight_at_sigterm
     );
-    let rolled = rollout.await.expect("the rollout task");
-    assert!(rolled.contains("successfully rolled out"), "{rolled}");
+    let printed = disrupted
+        .expect("the disruption started")
+        .await
+        .expect("the disruption's task");
     assert!(
         in_flight_at_sigterm.is_some_and(|n| n > 0),
         "a send was in flight when the leader was told to stop"
@@ -444,7 +439,8 @@ async fn restart_while_signals_arrive(env: &'static Env, world: &World, swf: &Sw
             "{name}: recorded by the process that sent it: {status:?}"
         );
     }
-    swf.assert_each_input_once("order-3", &run_id, names.iter().cloned())
+    swf.assert_each_input_once(workflow_id, &run_id, names.iter().cloned())
         .await;
     env.emulator.clear_faults();
+    printed
 }
