@@ -775,4 +775,24 @@ impl World {
             .expect("creating a namespace");
         name
     }
+
+    /// A SignalPolicy that selects `namespace` alone (by its name label), in every region, with
+    /// `spec`'s kinds (e.g. `{"swf": {"domains": [...], "workflowIds": ["*"]}}`).
+    pub async fn policy_for(&self, namespace: &str, mut spec: serde_json::Value) {
+        spec["namespaceSelector"] =
+            serde_json::json!({"matchLabels": {"kubernetes.io/metadata.name": namespace}});
+        spec["regions"] = serde_json::json!(["*"]);
+        let obj: kube::api::DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "signalman.dev/v1alpha1",
+            "kind": "SignalPolicy",
+            "metadata": {"name": format!("test-{namespace}")},
+            "spec": spec,
+        }))
+        .expect("a SignalPolicy");
+        let ar = kube::api::ApiResource::erase::<signalman::api::SignalPolicy>(&());
+        Api::<kube::api::DynamicObject>::all_with(self.client.clone(), &ar)
+            .create(&PostParams::default(), &obj)
+            .await
+            .expect("creating the SignalPolicy");
+    }
 }

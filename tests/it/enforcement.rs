@@ -5,8 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aws_sdk_ssm::types::ExecutionMode;
-use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, DynamicObject, ObjectMeta, PostParams};
+use kube::api::{Api, PostParams};
 use signalman::api::{
     AutomationSignal, AutomationSignalSpec, Phase, SignalType, WorkflowSignal,
     REQUESTED_BY_ANNOTATION,
@@ -17,44 +16,6 @@ use signalman_testenv::{aws_env_at, Emulator, OPERATOR_ACCESS_KEY};
 use crate::common::{condition_reason, ready_reason, unique, wf_signal, SwfWorld, World};
 
 const ACCOUNT: &str = "123456789012";
-
-/// A namespace without the test environment's allow-everything policy.
-async fn bare_namespace(world: &World, prefix: &str) -> String {
-    let name = unique(prefix);
-    Api::<Namespace>::all(world.client.clone())
-        .create(
-            &PostParams::default(),
-            &Namespace {
-                metadata: ObjectMeta {
-                    name: Some(name.clone()),
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("namespace");
-    name
-}
-
-/// A SignalPolicy for `namespace` with `spec` (namespaceSelector and regions added).
-async fn policy(world: &World, namespace: &str, mut spec: serde_json::Value) {
-    spec["namespaceSelector"] =
-        serde_json::json!({"matchLabels": {"kubernetes.io/metadata.name": namespace}});
-    spec["regions"] = serde_json::json!(["*"]);
-    let obj: DynamicObject = serde_json::from_value(serde_json::json!({
-        "apiVersion": "signalman.dev/v1alpha1",
-        "kind": "SignalPolicy",
-        "metadata": {"name": format!("test-{namespace}")},
-        "spec": spec,
-    }))
-    .expect("policy");
-    let ar = kube::api::ApiResource::erase::<signalman::api::SignalPolicy>(&());
-    Api::<DynamicObject>::all_with(world.client.clone(), &ar)
-        .create(&PostParams::default(), &obj)
-        .await
-        .expect("creating the SignalPolicy");
-}
 
 fn approve(name: &str, execution: &str, requested_by: Option<&str>) -> AutomationSignal {
     let mut s = AutomationSignal::new(
@@ -120,7 +81,7 @@ fn role(name: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_policy_nothing_is_sent() {
     let world = World::new("deny-home").await;
-    let ns = bare_namespace(&world, "deny").await;
+    let ns = world.bare_namespace("deny").await;
     let emu = world.env.private_emulator().await;
     let swf = SwfWorld::new(world.env, &unique("deny")).await;
     swf.start("wf").await;
@@ -167,9 +128,8 @@ async fn without_a_policy_nothing_is_sent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_execution_of_a_document_not_allowed_is_never_signalled() {
     let world = World::new("deny-doc-home").await;
-    let ns = bare_namespace(&world, "deny-doc").await;
-    policy(
-        &world,
+    let ns = world.bare_namespace("deny-doc").await;
+    world.policy_for(
         &ns,
         serde_json::json!({"ssm": {"signalTypes": ["Approve", "Reject"], "documentNames": ["Change-*"]}}),
     )
@@ -217,16 +177,16 @@ async fn an_execution_of_a_document_not_allowed_is_never_signalled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_namespace_sends_as_its_role_and_verifies_only_its_own_decision() {
     let world = World::new("roles-home").await;
-    let a = bare_namespace(&world, "team-a").await;
-    let b = bare_namespace(&world, "team-b").await;
+    let a = world.bare_namespace("team-a").await;
+    let b = world.bare_namespace("team-b").await;
     let everything = |role_name: &str| {
         serde_json::json!({
             "ssm": {"signalTypes": ["Approve"], "documentNames": ["*"]},
             "roleArn": role(role_name),
         })
     };
-    policy(&world, &a, everything("TeamA")).await;
-    policy(&world, &b, everything("TeamB")).await;
+    world.policy_for(&a, everything("TeamA")).await;
+    world.policy_for(&b, everything("TeamB")).await;
     let emu = world.env.private_emulator().await;
     let id = execution(&emu, &[&role("TeamA"), &role("TeamB")], 2).await;
     let env = operator_env(&emu, &format!("{a},{b}"));
@@ -346,16 +306,16 @@ async fn each_namespace_sends_as_its_role_and_verifies_only_its_own_decision() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_role_that_cannot_be_assumed_is_retried_and_never_sent_otherwise() {
     let world = World::new("refused-home").await;
-    let ns = bare_namespace(&world, "refused").await;
-    policy(
-        &world,
-        &ns,
-        serde_json::json!({
-            "ssm": {"signalTypes": ["Approve"], "documentNames": ["*"]},
-            "roleArn": role("Nobody"),
-        }),
-    )
-    .await;
+    let ns = world.bare_namespace("refused").await;
+    world
+        .policy_for(
+            &ns,
+            serde_json::json!({
+                "ssm": {"signalTypes": ["Approve"], "documentNames": ["*"]},
+                "roleArn": role("Nobody"),
+            }),
+        )
+        .await;
     let emu = world.env.private_emulator().await;
     let mut sts = emu.handle.sts();
     sts.refuse_assume_role = true;
@@ -396,15 +356,15 @@ async fn a_role_that_cannot_be_assumed_is_retried_and_never_sent_otherwise() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_role_trusting_one_namespace_refuses_a_session_for_another() {
     let world = World::new("trust-home").await;
-    let a = bare_namespace(&world, "trust-a").await;
-    let b = bare_namespace(&world, "trust-b").await;
+    let a = world.bare_namespace("trust-a").await;
+    let b = world.bare_namespace("trust-b").await;
     let team_a = serde_json::json!({
         "ssm": {"signalTypes": ["Approve"], "documentNames": ["*"]},
         "roleArn": role("TeamA"),
     });
-    policy(&world, &a, team_a.clone()).await;
+    world.policy_for(&a, team_a.clone()).await;
     // The mistake: B's policy names A's role.
-    policy(&world, &b, team_a).await;
+    world.policy_for(&b, team_a).await;
     let emu = world.env.private_emulator().await;
     let mut sts = emu.handle.sts();
     sts.roles = vec![RoleTrust {
@@ -480,13 +440,13 @@ async fn a_role_trusting_one_namespace_refuses_a_session_for_another() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_policys_status_counts_the_namespaces_it_selects() {
     let world = World::new("policy-status-home").await;
-    let ns = bare_namespace(&world, "policy-status").await;
-    policy(
-        &world,
-        &ns,
-        serde_json::json!({"swf": {"domains": ["*"], "workflowIds": ["*"]}}),
-    )
-    .await;
+    let ns = world.bare_namespace("policy-status").await;
+    world
+        .policy_for(
+            &ns,
+            serde_json::json!({"swf": {"domains": ["*"], "workflowIds": ["*"]}}),
+        )
+        .await;
     let emu = world.env.private_emulator().await;
     let env = operator_env(&emu, &ns);
     let operator = world.operator("op-policy-status", &pairs(&env));
@@ -516,9 +476,8 @@ async fn a_policys_status_counts_the_namespaces_it_selects() {
 async fn approved_by_is_recorded_as_asserted_only_for_listed_service_accounts() {
     const ARGO: &str = "system:serviceaccount:argocd:argocd-application-controller";
     let world = World::new("asserted-home").await;
-    let ns = bare_namespace(&world, "asserted").await;
-    policy(
-        &world,
+    let ns = world.bare_namespace("asserted").await;
+    world.policy_for(
         &ns,
         serde_json::json!({
             "ssm": {"signalTypes": ["Approve"], "documentNames": ["*"]},

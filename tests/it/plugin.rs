@@ -387,6 +387,44 @@ async fn pending_lists_a_waiting_approval_as_a_manifest_that_gets_delivered() {
     }
 }
 
+/// `pending` without `--domain` looks the region's domains up (ListDomains, registered ones) and
+/// searches those the namespace's SignalPolicies allow: the open runs of two allowed domains are
+/// printed, a third domain's run is not, though its run is just as open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_without_a_domain_searches_every_domain_the_namespace_may_signal() {
+    let world = World::new("plugin-domains").await;
+    let ns = world.bare_namespace("plugin-domains").await;
+    let prefix = unique("pd");
+    world
+        .policy_for(
+            &ns,
+            serde_json::json!({"swf": {"domains": [format!("{prefix}-allowed-*")],
+                                       "workflowIds": ["*"]}}),
+        )
+        .await;
+    let mut runs = Vec::new();
+    for domain in ["allowed-1", "allowed-2", "other"] {
+        let swf = SwfWorld::new(world.env, &format!("{prefix}-{domain}")).await;
+        runs.push(swf.start(&format!("order-{domain}")).await);
+    }
+
+    let text = ok(run(
+        &world,
+        &world.env.aws_endpoint,
+        &["pending", "-n", &ns, "--region", signalman_testenv::REGION],
+    ));
+    eprintln!("{text}");
+    assert!(text.contains(&runs[0]) && text.contains(&runs[1]), "{text}");
+    assert!(
+        text.contains(&format!("domain: {prefix}-allowed-1")),
+        "a manifest for the allowed domain:\n{text}"
+    );
+    assert!(
+        !text.contains(&runs[2]) && !text.contains(&format!("{prefix}-other")),
+        "no SignalPolicy lets {ns} signal {prefix}-other:\n{text}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_ends_a_long_backoff_at_once_and_sends_once() {
     let world = World::new("plugin-retry").await;
