@@ -55,7 +55,7 @@ pub struct Cost {
     /// Event objects the operator recorded on these signals, per signal (each one write; a
     /// repeated event's series patch counts once more).
     pub events_per_signal: f64,
-    /// SignalReceipt objects the operator wrote for these signals, per signal.
+    /// Writes of the SignalReceipts for these signals (create and delivery mark), per signal.
     #[serde(default)]
     pub receipts_per_signal: f64,
     /// Status writes + Events + receipts, per signal.
@@ -962,7 +962,7 @@ impl Report {
         let _ = writeln!(o, "## 7. Cost per delivered signal\n");
         let _ = writeln!(
             o,
-            "AWS calls counted by the emulator; status writes = new resourceVersions after creation seen by a watch; Events = Event objects on the signals (+ series updates); receipts = SignalReceipt objects for these signals; Kubernetes writes = the three together.\n"
+            "AWS calls counted by the emulator; status writes = new resourceVersions after creation seen by a watch; Events = Event objects on the signals (+ series updates); receipts = writes of the SignalReceipts for these signals (each receipt's generation: created at the first attempt, marked delivered after); Kubernetes writes = the three together.\n"
         );
         let _ = writeln!(
             o,

@@ -79,8 +79,10 @@ async fn events_written(client: &kube::Client, ns: &str, kind: &str) -> anyhow::
     }
 }
 
-/// Kubernetes writes besides status writes: Events on objects of `kind`, and the SignalReceipts
-/// for them (each a create; the receipts live in the operator's namespace, here `ns`).
+/// Kubernetes writes besides status writes: Events on objects of `kind`, and the writes of the
+/// SignalReceipts for them (the receipts live in the operator's namespace, here `ns`). A
+/// receipt's writes are its `metadata.generation`: the create at the first attempt and each
+/// change of its spec since (the delivery mark).
 #[derive(Clone, Copy, Debug, Default)]
 struct Writes {
     events: u64,
@@ -98,7 +100,8 @@ async fn writes_on(client: &kube::Client, ns: &str, kind: &str) -> anyhow::Resul
             .items
             .iter()
             .filter(|r| r.spec.signal_kind == kind)
-            .count() as u64;
+            .map(|r| r.metadata.generation.unwrap_or(1).max(1) as u64)
+            .sum::<u64>();
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
             Some(c) => lp = lp.continue_token(&c),
             None => return Ok(Writes { events, receipts }),
