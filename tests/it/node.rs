@@ -215,7 +215,7 @@ async fn the_chart_runs_on_a_node_and_its_pods_deliver_exactly_once() {
     let run_id = swf.start("order-1").await;
     let first = wf_signal("sig", &swf.domain, "order-1", Some("from-a-pod"));
     eprintln!(
-        "node: admission judged signals {:.1}s after the rollout",
+        "node: admission admitted a signal {:.1}s after the rollout",
         world.wait_admission_ready(&first).await.as_secs_f64()
     );
     world.create(&first).await;

@@ -387,6 +387,53 @@ async fn pending_lists_a_waiting_approval_as_a_manifest_that_gets_delivered() {
     }
 }
 
+/// A WorkflowSignal `name` with an hour's backoff, in a world of its own whose emulator has
+/// `faults`, and an operator working it: started, and returned once the signal is in `phase`.
+struct LongWait {
+    world: World,
+    emu: signalman_testenv::Emulator,
+    swf: SwfWorld,
+    run_id: String,
+    /// The signal's status once in that phase.
+    status: signalman::api::SignalStatus,
+    _operator: crate::common::Operator,
+}
+
+impl LongWait {
+    async fn start(prefix: &str, name: &str, faults: FaultConfig, phase: Phase) -> LongWait {
+        let world = World::new(prefix).await;
+        let emu = world.env.private_emulator().await;
+        emu.handle.set_faults(faults).expect("faults");
+        let swf = SwfWorld::new(world.env, &unique(prefix)).await;
+        let run_id = swf.start("wf").await;
+        let mut signal = wf_signal(name, &swf.domain, "wf", Some("once"));
+        signal.spec.retry = Some(RetryPolicy {
+            initial_backoff_seconds: Some(3600),
+            max_backoff_seconds: Some(3600),
+            ..Default::default()
+        });
+        world.create(&signal).await;
+        let env = aws_env_at(&emu.endpoint, OPERATOR_ACCESS_KEY);
+        let _operator = world.operator(&format!("op-{prefix}"), &pairs(&env));
+        world.wait_phase::<WorkflowSignal>(name, phase).await;
+        let status = world
+            .api::<WorkflowSignal>()
+            .get(name)
+            .await
+            .expect("get")
+            .status
+            .expect("a status");
+        LongWait {
+            world,
+            emu,
+            swf,
+            run_id,
+            status,
+            _operator,
+        }
+    }
+}
+
 /// `pending` without `--domain` looks the region's domains up (ListDomains, registered ones) and
 /// searches those the namespace's SignalPolicies allow: the open runs of two allowed domains are
 /// printed, a third domain's run is not, though its run is just as open.
@@ -427,41 +474,22 @@ async fn pending_without_a_domain_searches_every_domain_the_namespace_may_signal
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_ends_a_long_backoff_at_once_and_sends_once() {
-    let world = World::new("plugin-retry").await;
-    let emu = world.env.private_emulator().await;
     // The first send fails with a 5xx: an attempt of unknown fate, to be verified after a
     // backoff of half an hour or more.
-    emu.handle
-        .set_faults(
-            FaultConfig::none().with_rule(
-                Service::Swf,
-                FaultRule::server_error()
-                    .on("SignalWorkflowExecution")
-                    .times(1),
-            ),
-        )
-        .expect("faults");
-    let swf = SwfWorld::new(world.env, &unique("plugin-retry")).await;
-    let run_id = swf.start("wf").await;
-    let mut signal = wf_signal("slow", &swf.domain, "wf", Some("once"));
-    signal.spec.retry = Some(RetryPolicy {
-        initial_backoff_seconds: Some(3600),
-        max_backoff_seconds: Some(3600),
-        ..Default::default()
-    });
-    world.create(&signal).await;
-    let env = aws_env_at(&emu.endpoint, OPERATOR_ACCESS_KEY);
-    let _operator = world.operator("op-plugin-retry", &pairs(&env));
-    world
-        .wait_phase::<WorkflowSignal>("slow", Phase::Verifying)
-        .await;
-    let api: Api<WorkflowSignal> = world.api();
-    let waiting = api
-        .get("slow")
-        .await
-        .expect("get")
-        .status
-        .expect("a status");
+    let faults = FaultConfig::none().with_rule(
+        Service::Swf,
+        FaultRule::server_error()
+            .on("SignalWorkflowExecution")
+            .times(1),
+    );
+    let LongWait {
+        world,
+        emu,
+        swf,
+        run_id,
+        status: waiting,
+        _operator,
+    } = LongWait::start("plugin-retry", "slow", faults, Phase::Verifying).await;
     let next = waiting
         .next_attempt_time
         .as_ref()
@@ -505,36 +533,19 @@ async fn retry_ends_a_long_backoff_at_once_and_sends_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_makes_a_throttled_signal_attempt_at_once() {
-    let world = World::new("plugin-retry-pending").await;
-    let emu = world.env.private_emulator().await;
     // Every send throttled: the signal waits, Pending, for half an hour or more.
-    emu.handle
-        .set_faults(FaultConfig::none().with_throttle(
-            Service::Swf,
-            ThrottleRule::new("SignalWorkflowExecution", 0.0, 0.0),
-        ))
-        .expect("faults");
-    let swf = SwfWorld::new(world.env, &unique("plugin-retry-pending")).await;
-    let run_id = swf.start("wf").await;
-    let mut signal = wf_signal("throttled", &swf.domain, "wf", Some("once"));
-    signal.spec.retry = Some(RetryPolicy {
-        initial_backoff_seconds: Some(3600),
-        max_backoff_seconds: Some(3600),
-        ..Default::default()
-    });
-    world.create(&signal).await;
-    let env = aws_env_at(&emu.endpoint, OPERATOR_ACCESS_KEY);
-    let _operator = world.operator("op-plugin-retry-pending", &pairs(&env));
-    world
-        .wait_phase::<WorkflowSignal>("throttled", Phase::Pending)
-        .await;
-    let api: Api<WorkflowSignal> = world.api();
-    let waiting = api
-        .get("throttled")
-        .await
-        .expect("get")
-        .status
-        .expect("a status");
+    let faults = FaultConfig::none().with_throttle(
+        Service::Swf,
+        ThrottleRule::new("SignalWorkflowExecution", 0.0, 0.0),
+    );
+    let LongWait {
+        world,
+        emu,
+        swf,
+        run_id,
+        status: waiting,
+        _operator,
+    } = LongWait::start("plugin-retry-pending", "throttled", faults, Phase::Pending).await;
     assert_eq!(
         condition_reason(&waiting, "Reconciling").as_deref(),
         Some("Throttled")

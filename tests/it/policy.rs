@@ -275,16 +275,22 @@ fn apply(yaml: &str) -> Result<String, String> {
     run(env().kubectl().args(["apply", "-f", "-"]), Some(yaml))
 }
 
-/// Applies `yaml` until the admission policies (which the API server loads asynchronously)
-/// refuse it; returns the refusal.
-fn refused_eventually(yaml: &str) -> String {
+/// Applies `yaml` until an admission policy refuses it with `because` in its message; returns
+/// the refusal. The API server loads policies asynchronously and not all at once: meanwhile
+/// the object may be admitted, or refused by another policy (the requested-by check, before
+/// the mutating policy that stamps it is in force).
+fn refused_eventually(yaml: &str, because: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         match apply(yaml) {
-            Err(e) if e.contains("AdmissionPolicy") => return e,
+            Err(e) if e.contains("AdmissionPolicy") && e.contains(because) => return e,
             Err(e) => {
-                // E.g. the CRD not yet served by this API server.
-                assert!(Instant::now() < deadline, "never refused by admission: {e}");
+                // E.g. the CRD not yet served by this API server, or another policy's refusal
+                // while the mutating policies are still loading (no requested-by stamped yet).
+                assert!(
+                    Instant::now() < deadline,
+                    "never refused by admission because {because:?}: {e}"
+                );
                 std::thread::sleep(Duration::from_millis(500));
             }
             Ok(out) => {
@@ -384,7 +390,7 @@ async fn admission_refuses_what_no_policy_allows_and_policies_add_up() {
 
     // No policy at all: refused, naming namespace, fields and the policy needed.
     let outside = workflow_yaml(&ns, "outside", "orders", "order-1", "");
-    let e = refused_eventually(&outside);
+    let e = refused_eventually(&outside, "no SignalPolicy allows");
     for part in [
         format!("namespace {ns}: no SignalPolicy allows this WorkflowSignal"),
         "spec.domain \"orders\", spec.workflowId \"order-1\", spec.region \"us-east-1\"".into(),
@@ -516,7 +522,7 @@ async fn admission_refuses_what_no_policy_allows_and_policies_add_up() {
     let receipt = format!(
         "apiVersion: signalman.dev/v1alpha1\nkind: SignalReceipt\nmetadata: {{name: unknown-kind, namespace: {ns}}}\nspec: {{signalNamespace: {ns}, signalKind: WorkflowSignal, signalName: outside, signalHash: '0', expiresAt: '2099-01-01T00:00:00Z'}}\n"
     );
-    let e = refused_eventually(&receipt);
+    let e = refused_eventually(&receipt, "has no rule for kind SignalReceipt");
     assert!(
         e.contains(&format!(
             "namespace {ns}: signalman admission has no rule for kind SignalReceipt (it judges a WorkflowSignal by the swf and an AutomationSignal by the ssm of a SignalPolicy); refused"
@@ -1255,7 +1261,10 @@ async fn the_charts_values_policy_admits_its_namespace() {
         &[("signalman.dev/policy-test", &release)],
     )
     .await;
-    let e = refused_eventually(&workflow_yaml(&other, "refused", "any", "thing", ""));
+    let e = refused_eventually(
+        &workflow_yaml(&other, "refused", "any", "thing", ""),
+        "no SignalPolicy allows",
+    );
     assert!(
         e.contains(&format!("namespace {other}: no SignalPolicy allows")),
         "{e}"
