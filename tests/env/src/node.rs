@@ -125,18 +125,9 @@ impl Node {
     /// once the API server applies it (policies load a moment after they are created).
     pub fn stand_in_for_the_eks_webhook(&self, env: &Env) -> anyhow::Result<()> {
         let manifest = repo_root().join("tests/env/node/eks-pod-identity-webhook.yaml");
-        let out = env
-            .kubectl()
-            .args(["apply", "-f"])
-            .arg(&manifest)
-            .output()
-            .context("kubectl apply")?;
-        anyhow::ensure!(
-            out.status.success(),
-            "kubectl apply -f {}: {}",
-            manifest.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let policy = std::fs::read_to_string(&manifest)
+            .with_context(|| format!("reading {}", manifest.display()))?;
+        kubectl_stdin(env, &["apply", "-f", "-"], &policy)?;
         // A pod created with --dry-run=server in a probe namespace shows when it applies.
         let probe_ns = "testenv-webhook-probe";
         let probe = serde_json::json!({
