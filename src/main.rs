@@ -131,13 +131,13 @@ struct RunArgs {
     lease_name: String,
     /// Seconds a lease lasts unrenewed; a standby takes over this long after the leader's
     /// last renewal, and the leader stops sending a third of it earlier.
-    #[arg(long, env = "SIGNALMAN_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    #[arg(long, env = "SIGNALMAN_LEASE_DURATION_SECONDS", default_value_t = signalman::leader::DEFAULT_LEASE_SECONDS)]
     lease_duration_seconds: u64,
     /// Seconds between the leader's renewals.
-    #[arg(long, env = "SIGNALMAN_LEASE_RENEW_SECONDS", default_value_t = 5)]
+    #[arg(long, env = "SIGNALMAN_LEASE_RENEW_SECONDS", default_value_t = signalman::leader::DEFAULT_RENEW_SECONDS)]
     lease_renew_seconds: u64,
     /// Seconds between a standby's looks at the lease, and before a failed lease call is retried.
-    #[arg(long, env = "SIGNALMAN_LEASE_RETRY_SECONDS", default_value_t = 2)]
+    #[arg(long, env = "SIGNALMAN_LEASE_RETRY_SECONDS", default_value_t = signalman::leader::DEFAULT_RETRY_SECONDS)]
     lease_retry_seconds: u64,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(

@@ -338,6 +338,32 @@ impl Operator {
         Ok(())
     }
 
+    /// SIGKILL, as an OOM kill or a lost node: no lease release, no draining.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Waits until `/readyz` answers 200 (caches listed; leading or not).
+    pub async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<Duration> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.check_alive()?;
+            if let Ok((200, _)) = http(&self.base, "GET", "/readyz").await {
+                return Ok(self.spawned_at.elapsed());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the operator was not ready within {timeout:?} (log: {})",
+                    self.log.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// SIGTERM (a rolling update), then SIGKILL if it has not exited within 30 s.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

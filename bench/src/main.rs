@@ -133,6 +133,10 @@ struct RunArgs {
     /// Signals sent one by one with the aws CLI [100].
     #[arg(long)]
     cli: Option<usize>,
+    /// Leader kills in the failover measurement, at the scale curve's largest point [3; 1 in
+    /// smoke mode; 0 skips it].
+    #[arg(long)]
+    failover_kills: Option<usize>,
     /// Requests at once when the benchmark itself creates objects (set-up, not measured).
     #[arg(long, default_value_t = 32)]
     setup_concurrency: usize,
@@ -162,6 +166,7 @@ impl RunArgs {
             finished_curve: curve,
             instructions: d(self.instructions, 200, 0),
             cli: d(self.cli, 100, 3),
+            failover_kills: d(self.failover_kills, 3, 1),
             unknown_swf: d(self.unknown_swf, 100, 10),
             unknown_ssm: d(self.unknown_ssm, 100, 5),
         }
@@ -480,6 +485,9 @@ fn run(args: RunArgs) -> anyhow::Result<bool> {
             report.memory = scenario!("memory and restart", bench.memory());
             if let Some(e) = report.memory.as_ref().and_then(|m| m.curve_error.clone()) {
                 report.errors.push(format!("memory and restart: {e}"));
+            }
+            if let Some(e) = report.memory.as_ref().and_then(|m| m.failover_error.clone()) {
+                report.errors.push(format!("failover: {e}"));
             }
         }
         save(&mut report, &ran, true, sampler.samples())
@@ -848,6 +856,38 @@ fn finish(r: &mut Report) {
         ));
     }
 
+    // Failover after SIGKILL at the curve's largest point.
+    if let Some(fo) = r.memory.as_ref().and_then(|m| m.failover.as_ref()) {
+        let worst = fo.worst_seconds();
+        let full = fo.finished == 100_000;
+        t.push(target(
+            "failover-100k",
+            format!(
+                "leader SIGKILLed with {} finished signals: kill → a new signal delivered by the standby ({} kills)",
+                thousands(fo.finished),
+                fo.rounds.len()
+            ),
+            "< 10 s",
+            format!(
+                "worst {worst:.2} s (kill → standby leads: {})",
+                fo.rounds
+                    .iter()
+                    .map(|x| format!("{:.2}", x.kill_to_leading_seconds))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            if full { yes(worst < 10.0) } else { None },
+            if !full {
+                format!("measured with {}, not 100,000", thousands(fo.finished))
+            } else if worst < 10.0 {
+                String::new()
+            } else {
+                format!("over by {:.2} s", worst - 10.0)
+            },
+            Some(&fo.cpu),
+        ));
+    }
+
     // Burst throughput against the bare-SDK ceiling.
     if let Some(tp) = &r.throughput {
         let ok = tp.share_of_ceiling >= 0.9;
@@ -1030,6 +1070,11 @@ const ISSUE_ROWS: &[(&str, &str, &str)] = &[
         "restart-100k",
         "restart over 100,000 finished signals: AWS calls, status writes, time to idle",
         "0, 0, < 10 s",
+    ),
+    (
+        "failover-100k",
+        "leader SIGKILLed with 100,000 finished signals: kill → a new signal delivered by the standby",
+        "< 10 s",
     ),
     (
         "throughput-ceiling",

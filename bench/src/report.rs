@@ -240,6 +240,39 @@ pub struct MemoryResults {
     /// Why the curve stops short of its last point, when it does.
     #[serde(default)]
     pub curve_error: Option<String>,
+    /// The leader SIGKILLed beside a standby, at the curve's largest point.
+    #[serde(default)]
+    pub failover: Option<Failover>,
+    /// Why the failover was not measured, when it was not.
+    #[serde(default)]
+    pub failover_error: Option<String>,
+}
+
+/// A leader killed without releasing its Lease, a standby beside it, a new signal created at
+/// the kill: how long until it is delivered.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Failover {
+    pub finished: usize,
+    pub how: String,
+    /// One entry per kill: kill → the standby leads, kill → the new signal seen Ready.
+    pub rounds: Vec<FailoverRound>,
+    pub cpu: CpuWindow,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FailoverRound {
+    pub kill_to_leading_seconds: f64,
+    pub kill_to_ready_seconds: f64,
+}
+
+impl Failover {
+    /// The slowest round: kill → new signal Ready.
+    pub fn worst_seconds(&self) -> f64 {
+        self.rounds
+            .iter()
+            .map(|r| r.kill_to_ready_seconds)
+            .fold(0.0, f64::max)
+    }
 }
 
 /// One point of the scale curve: the operator restarted onto `finished` finished signals.
@@ -340,6 +373,9 @@ pub struct Sizes {
     #[serde(default)]
     pub instructions: usize,
     pub cli: usize,
+    /// Leader kills in the failover measurement (0: not measured).
+    #[serde(default)]
+    pub failover_kills: usize,
     #[serde(default)]
     pub unknown_swf: usize,
     #[serde(default)]
@@ -858,6 +894,25 @@ impl Report {
                 r.reconciles
             );
             let _ = writeln!(o, "\n- CPU: {}\n", cpu_line(&r.cpu));
+            if let Some(f) = &mr.failover {
+                let _ = writeln!(o, "## 5b. Failover after SIGKILL\n");
+                let _ = writeln!(o, "{}\n", f.how);
+                let _ = writeln!(
+                    o,
+                    "| kill | kill → standby leads s | kill → new signal Ready s |"
+                );
+                let _ = writeln!(o, "|---|---|---|");
+                for (i, round) in f.rounds.iter().enumerate() {
+                    let _ = writeln!(
+                        o,
+                        "| {} | {:.2} | {:.2} |",
+                        i + 1,
+                        round.kill_to_leading_seconds,
+                        round.kill_to_ready_seconds
+                    );
+                }
+                let _ = writeln!(o, "\n- CPU: {}\n", cpu_line(&f.cpu));
+            }
             if !mr.curve.is_empty() {
                 let _ = writeln!(o, "## 4 + 5. Scale curve\n");
                 let _ = writeln!(

@@ -945,11 +945,113 @@ impl Bench {
             }
         }
         let (memory, restart) = chosen.context("no point of the scale curve was measured")?;
+        let (failover, failover_error) = if self.sizes.failover_kills == 0 {
+            (None, None)
+        } else {
+            match self.failover(&api, &ns, &emu, &fx, have).await {
+                Ok(f) => (Some(f), None),
+                Err(e) => (None, Some(format!("at {have} finished signals: {e:#}"))),
+            }
+        };
         Ok(MemoryResults {
             memory,
             restart,
             curve,
             curve_error,
+            failover,
+            failover_error,
+        })
+    }
+
+    /// Two operators on one Lease over the `f` finished signals in `ns`. The leader is
+    /// SIGKILLed (no release, as an OOM kill or a lost node) `--failover-kills` times; at each
+    /// kill a new signal is created and timed until the standby has delivered it. The killed
+    /// one comes back as the next standby.
+    async fn failover(
+        &self,
+        api: &Api<WorkflowSignal>,
+        ns: &str,
+        emu: &Emulator,
+        fx: &SwfFixture,
+        f: usize,
+    ) -> anyhow::Result<Failover> {
+        const LABEL: &str = "signalman-bench/failover";
+        let list_timeout = Duration::from_secs(300 + f as u64 / 100);
+        let tracker = Tracker::start_with(
+            api.clone(),
+            kube::runtime::watcher::Config::default().labels(&format!("{LABEL}=true")),
+        )
+        .await?;
+        let identities = ["bench-failover-a", "bench-failover-b"];
+        let mut leader = self.operator(ns, identities[0], emu, &[])?;
+        leader.wait_leading(list_timeout).await?;
+        let mut standby = self.operator(ns, identities[1], emu, &[])?;
+        let cpu = CpuMeter::start(&[]);
+        let mut rounds = Vec::new();
+        for round in 0..self.sizes.failover_kills {
+            standby.wait_ready(list_timeout).await?;
+            // A few of the standby's looks at the Lease, as a standby that has run a while.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            leader.kill();
+            let killed = Instant::now();
+            let mut signal = fx.signal("failover", f + round, false);
+            signal
+                .labels_mut()
+                .insert(LABEL.to_string(), "true".to_string());
+            let name = signal.name_any();
+            api.create(&PostParams::default(), &signal).await?;
+            let mut leading = None;
+            let ready = loop {
+                standby.check_alive()?;
+                if leading.is_none() {
+                    if let Ok(text) = standby.metrics().await {
+                        if metric(&text, "signalman_leader") == Some(1.0) {
+                            leading = Some(killed.elapsed());
+                        }
+                    }
+                }
+                if let Some(seen) = tracker.get(&name) {
+                    if let Some(at) = seen.ready_at {
+                        break at.saturating_duration_since(killed);
+                    }
+                    if let Some(why) = seen.failure {
+                        bail!("{name} failed after the failover: {why}");
+                    }
+                }
+                if killed.elapsed() > Duration::from_secs(120) {
+                    bail!(
+                        "{name} was not delivered within 120 s of the leader's kill (standby log: {})",
+                        standby.log.display()
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            eprintln!(
+                "signalman-bench: failover {}: the standby led {:.2} s and delivered {name} {:.2} s after the kill",
+                round + 1,
+                leading.unwrap_or_default().as_secs_f64(),
+                ready.as_secs_f64()
+            );
+            rounds.push(FailoverRound {
+                kill_to_leading_seconds: leading.unwrap_or(ready).as_secs_f64(),
+                kill_to_ready_seconds: ready.as_secs_f64(),
+            });
+            let back = identities[round % 2];
+            leader = std::mem::replace(&mut standby, self.operator(ns, back, emu, &[])?);
+        }
+        let cpu = cpu.stop();
+        leader.stop();
+        standby.stop();
+        Ok(Failover {
+            finished: f,
+            how: format!(
+                "Two operators (the default lease timing: {} s duration, a look every {} s) over the {f} finished signals; the leader SIGKILLed (no lease release, as an OOM kill or a lost node) {} times, each a few seconds after its standby was ready; at each kill a new WorkflowSignal is created and timed until the watch sees it Ready. The killed one comes back as the next standby.",
+                signalman::leader::DEFAULT_LEASE_SECONDS,
+                signalman::leader::DEFAULT_RETRY_SECONDS,
+                self.sizes.failover_kills,
+            ),
+            rounds,
+            cpu,
         })
     }
 

@@ -78,11 +78,20 @@ fn condition_true(status: &SignalStatus, type_: &str) -> bool {
 impl Tracker {
     /// Starts watching and returns once the initial list is in.
     pub async fn start<K: Signal + 'static>(api: Api<K>) -> anyhow::Result<Tracker> {
+        Self::start_with(api, watcher::Config::default()).await
+    }
+
+    /// As [`Tracker::start`], watching only the objects `config` selects (a namespace of
+    /// 100,000 finished signals need not be listed to time one new signal).
+    pub async fn start_with<K: Signal + 'static>(
+        api: Api<K>,
+        config: watcher::Config,
+    ) -> anyhow::Result<Tracker> {
         let state = Arc::new(Mutex::new(State::default()));
         let changed = Arc::new(Notify::new());
         let (st, ch) = (state.clone(), changed.clone());
         let task = tokio::spawn(async move {
-            let mut stream = watcher(api, watcher::Config::default()).boxed();
+            let mut stream = watcher(api, config).boxed();
             while let Some(event) = stream.next().await {
                 let now = Instant::now();
                 let mut s = st.lock().expect("tracker state");

@@ -17,8 +17,8 @@ use crate::common::{holder_identity, ready_reason, unique, wf_signal, Operator, 
 use crate::metrics::{bind_on_free_port, scrape, value, wait_for};
 
 /// Default lease timing of `signalman run` (what these tests run with).
-const LEASE_DURATION: Duration = Duration::from_secs(15);
-const LEASE_RETRY: Duration = Duration::from_secs(2);
+const LEASE_DURATION: Duration = Duration::from_secs(signalman::leader::DEFAULT_LEASE_SECONDS);
+const LEASE_RETRY: Duration = Duration::from_secs(signalman::leader::DEFAULT_RETRY_SECONDS);
 
 /// The holder named in the test's Lease (the harness names it after the namespace).
 async fn lease_holder(world: &World) -> Option<String> {
