@@ -13,6 +13,7 @@
 //! When several policies allow a request, the grant comes from one of them: a policy naming a
 //! role wins over one without (the assumed role is the narrower identity), then the first by
 //! name. The rule depends only on the policies, never on their order in a list.
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 
 use kube::core::{Selector, SelectorExt};
@@ -108,14 +109,17 @@ enum Step {
 
 /// Decides whether `namespace` (with `namespace_labels`) may send `request` under `policies`.
 /// Policies whose namespaceSelector cannot be evaluated allow nothing.
-pub fn evaluate(
-    policies: &[SignalPolicy],
+/// The policies may be owned or shared (`Arc`, as the operator's cache hands them out: no
+/// copy per decision).
+pub fn evaluate<P: Borrow<SignalPolicy>>(
+    policies: &[P],
     namespace: &str,
     namespace_labels: &BTreeMap<String, String>,
     request: &Request<'_>,
 ) -> Decision {
     let selecting: Vec<&SignalPolicy> = policies
         .iter()
+        .map(Borrow::borrow)
         .filter(|p| selects(p, namespace_labels) == Some(true))
         .collect();
     let mut allowing: Vec<&SignalPolicy> = Vec::new();
@@ -144,14 +148,15 @@ pub fn evaluate(
 /// The ServiceAccounts that may assert an approved-by value for `request`: those listed by the
 /// policies that allow it (a policy that does not allow the signal grants nothing). `request`
 /// should carry the document when it is an SSM request.
-pub fn may_assert_approved_by(
-    policies: &[SignalPolicy],
+pub fn may_assert_approved_by<P: Borrow<SignalPolicy>>(
+    policies: &[P],
     namespace_labels: &BTreeMap<String, String>,
     request: &Request<'_>,
     username: &str,
 ) -> bool {
     policies
         .iter()
+        .map(Borrow::borrow)
         .filter(|p| selects(p, namespace_labels) == Some(true))
         .filter(|p| first_failure(p, request).is_none())
         .flat_map(|p| p.spec.approved_by_asserters.iter())
@@ -489,7 +494,7 @@ mod tests {
 
     #[test]
     fn no_policy_denies_and_names_the_namespace() {
-        let d = denied(evaluate(
+        let d = denied(evaluate::<SignalPolicy>(
             &[],
             "team-a",
             &labels(&[]),

@@ -136,13 +136,9 @@ impl PolicyView {
             .unwrap_or_default()
     }
 
-    /// Every policy, as owned values for the pure decision.
-    pub fn policies(&self) -> Vec<crate::api::SignalPolicy> {
-        self.policies
-            .state()
-            .iter()
-            .map(|p| p.as_ref().clone())
-            .collect()
+    /// Every policy, shared with the cache (a decision copies none of them).
+    pub fn policies(&self) -> Vec<Arc<crate::api::SignalPolicy>> {
+        self.policies.state()
     }
 }
 

@@ -586,9 +586,12 @@ async fn claim_send_record<T: SignalTarget>(
     // Stamped at the time of the claim itself: the rate limit and the look-up may have taken a
     // while, and must not shorten the claim's live window.
     let dctx = dctx.at(Timestamp::now());
-    if !earlier.receipt_kept {
-        // Before anything is sent: should this object be deleted while the send's outcome is
-        // unknown, the same signal created again verifies before it sends.
+    // Before anything is sent: should this object be deleted while the send's outcome is
+    // unknown, the same signal created again verifies before it sends.
+    let attempt = async {
+        if earlier.receipt_kept {
+            return Ok(());
+        }
         ctx.receipts
             .record_attempt(
                 key,
@@ -596,14 +599,21 @@ async fn claim_send_record<T: SignalTarget>(
                 T::target_of(signal, &pinned),
                 dctx.now,
             )
-            .await?;
-    }
+            .await
+    };
     let claim = delivery::claim(&pinned, &dctx);
-    let claimed_obj = match write_status::<T>(obj, &claim.status, ctx).await {
+    // The receipt and the claim are independent writes, both made before the send: at once,
+    // they put one API server round trip on every signal's path instead of two. If either
+    // fails nothing is sent. A claim left without its receipt is this holder's own claim of
+    // unknown outcome: the next look verifies with AWS before anything goes (the receipt is
+    // written then). A receipt left without the claim is what a lost race leaves anyway.
+    let (attempted, claimed) = tokio::join!(attempt, write_status::<T>(obj, &claim.status, ctx));
+    let claimed_obj = match claimed {
         Ok(o) => o,
         Err(e) if e.is_conflict() => return Ok(Action::requeue(requeue::LOST_RACE)),
         Err(e) => return Err(e),
     };
+    attempted?;
     // No Sending Event: the status already says Sending, and an Event is one more write on
     // the path of every signal. Events tell what the status alone does not (delivery,
     // retries, verification, failures).

@@ -71,6 +71,8 @@ struct Script {
     sent: Vec<SignalStatus>,
     /// The phase the API server held for the object at the moment of each send.
     phase_on_server_at_send: Vec<Option<Phase>>,
+    /// Whether the API server held this signal's attempt receipt at the moment of each send.
+    receipt_on_server_at_send: Vec<bool>,
     verified: usize,
     /// Runs during the next send (someone else writing the object meanwhile).
     during_send: Option<Box<dyn FnOnce()>>,
@@ -197,11 +199,18 @@ impl SignalTarget for FakeKind {
             s.sent.push(claimed.clone());
             (s.send.pop_front(), s.during_send.take(), s.api.clone())
         });
-        let on_server = api.and_then(|api| {
+        let on_server = api.as_ref().and_then(|api| {
             api.status_of(signal.metadata.name.as_deref().unwrap_or_default())
                 .and_then(|s| s.phase)
         });
-        script(|s| s.phase_on_server_at_send.push(on_server));
+        let receipt_on_server = api.is_some_and(|api| {
+            api.receipt(&receipt_key(signal).object_name())
+                .is_some_and(|r| r.spec.attempted_at.is_some())
+        });
+        script(|s| {
+            s.phase_on_server_at_send.push(on_server);
+            s.receipt_on_server_at_send.push(receipt_on_server);
+        });
         if let Some(during) = during {
             during();
         }
@@ -1042,7 +1051,7 @@ async fn a_claim_that_conflicts_sends_nothing_and_the_next_look_claims_again() {
 }
 
 #[tokio::test]
-async fn a_receipt_that_cannot_be_written_before_the_first_claim_stops_the_send() {
+async fn a_receipt_that_cannot_be_written_before_the_first_send_stops_the_send() {
     let api = FakeApi::default();
     let ctx = allowed(&api);
     let sig = signal("approve-1");
@@ -1059,22 +1068,46 @@ async fn a_receipt_that_cannot_be_written_before_the_first_claim_stops_the_send(
         2,
         "the book, then the refused receipt"
     );
-    assert_eq!(
-        api.requests(Method::PUT, SIGNALS, STATUS),
-        0,
-        "no claim written"
-    );
-    assert!(api.status_of("approve-1").is_none());
     assert!(api.receipt(&receipt).is_none());
-    assert_eq!(sends(), 0);
-
-    // Once the receipt can be written, the signal goes, once.
-    prepare_answers(Ok(Prepared::Send));
-    send_answers(accepted());
+    assert_eq!(sends(), 0, "nothing sent without the receipt");
+    // The claim was written beside the receipt: it is this holder's own claim of an outcome
+    // nobody recorded, so the next look verifies before anything goes.
+    assert_eq!(
+        api.status_of("approve-1").and_then(|s| s.phase),
+        Some(Phase::Sending)
+    );
     pipeline::reconcile::<FakeKind>(api.signal("approve-1"), &ctx)
         .await
         .expect("reconciled");
-    assert_eq!(sends(), 1);
+    assert_eq!(
+        api.status_of("approve-1").and_then(|s| s.phase),
+        Some(Phase::Verifying)
+    );
+    // AWS says absent (twice: a first "absent" is read again before it counts), then the
+    // signal goes. Each wait is skipped by moving the next look into the past.
+    script(|s| {
+        s.verify.push_back(VerifyOutcome::Absent);
+        s.verify.push_back(VerifyOutcome::Absent);
+    });
+    prepare_answers(Ok(Prepared::Send));
+    send_answers(accepted());
+    for _ in 0..6 {
+        if api.status_of("approve-1").and_then(|s| s.phase) == Some(Phase::Succeeded) {
+            break;
+        }
+        api.edit_signal("approve-1", |o| {
+            o["status"]["nextAttemptTime"] = json!(Time(seconds_ago(1)));
+        });
+        pipeline::reconcile::<FakeKind>(api.signal("approve-1"), &ctx)
+            .await
+            .expect("reconciled");
+    }
+    assert_eq!(verifies(), 2, "checked with AWS first");
+    assert_eq!(sends(), 1, "then sent, once");
+    assert_eq!(
+        api.status_of("approve-1").and_then(|s| s.phase),
+        Some(Phase::Succeeded)
+    );
     assert!(api
         .receipt(&receipt)
         .is_some_and(|r| r.spec.delivered_at.is_some()));
@@ -1178,23 +1211,31 @@ async fn a_successful_send_marks_the_receipt_delivered_and_the_signal_delivered(
         .expect("a receipt");
     assert!(
         receipt.spec.attempted_at.is_some(),
-        "the attempt was recorded before the claim"
+        "the attempt was recorded before the send"
     );
     assert!(receipt.spec.delivered_at.is_some(), "and marked delivered");
     assert_eq!(receipt.spec.signal_uid, uid);
     assert_eq!(receipt.spec.target.as_deref(), Some(PINNED_RUN));
-    // The attempt's receipt before the claim; the delivery's before the outcome.
+    // The attempt's receipt and the claim (at once, in either order) before the send; the
+    // delivery's receipt before the outcome.
+    let mut log = api.log();
+    log[3..5].sort();
     assert_eq!(
-        api.log(),
+        log,
         [
             "GET signalreceipts",         // this signal's receipt: none
             "GET signalreceipts",         // the book: none yet
             "POST signalreceipts",        // the book, made once
-            "POST signalreceipts",        // the attempt
-            "PUT workflowsignals/status", // the claim
+            "POST signalreceipts",        // the attempt …
+            "PUT workflowsignals/status", // … and the claim
             "PATCH signalreceipts",       // delivered
             "PUT workflowsignals/status", // the outcome
         ]
+    );
+    assert_eq!(
+        script(|s| s.receipt_on_server_at_send.clone()),
+        [true],
+        "the attempt's receipt was on the API server before the send"
     );
     assert_eq!(api.event_reasons(), ["Delivered"]);
 }

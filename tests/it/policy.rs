@@ -345,6 +345,42 @@ async fn create_eventually(api: &Api<WorkflowSignal>, obj: &WorkflowSignal) -> W
     }
 }
 
+/// Creates `obj` through `api` until admission stamps its requested-by: the API server loads
+/// the admission policies one at a time after an install, and under load the stamp can come
+/// into force seconds after the check that refuses a forged one. An unstamped copy is deleted
+/// (by `admin`) before the next try, and no operator runs meanwhile.
+async fn create_stamped(
+    api: &Api<WorkflowSignal>,
+    admin: &kube::Client,
+    obj: &WorkflowSignal,
+) -> WorkflowSignal {
+    let name = obj.name_any();
+    let as_admin: Api<WorkflowSignal> =
+        Api::namespaced(admin.clone(), api.namespace().expect("a namespaced Api"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let created = create_eventually(api, obj).await;
+        if created
+            .annotations()
+            .contains_key(signalman::api::REQUESTED_BY_ANNOTATION)
+        {
+            return created;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "requested-by was never stamped on {name}"
+        );
+        as_admin
+            .delete(&name, &Default::default())
+            .await
+            .expect("deleting the unstamped signal");
+        while as_admin.get_opt(&name).await.expect("reading").is_some() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 fn annotation(obj: &ObjectMeta, key: &str) -> Option<String> {
     obj.annotations.as_ref()?.get(key).cloned()
 }
@@ -591,7 +627,7 @@ async fn requested_by_is_stamped_and_cannot_be_forged_or_changed() {
     );
 
     // Created by alice: stamped with alice.
-    let created = create_eventually(&api, &wf_signal("mine", "d", "w", None)).await;
+    let created = create_stamped(&api, &admin, &wf_signal("mine", "d", "w", None)).await;
     assert_eq!(
         annotation(&created.metadata, "signalman.dev/requested-by").as_deref(),
         Some("alice@example.com")
@@ -1336,31 +1372,12 @@ async fn a_delivered_signal_whose_status_is_attacked_is_not_sent_again() {
     // the operator runs) until the requested-by stamp is in force.
     inst.wait_in_force().await;
     let eve_api: Api<WorkflowSignal> = Api::namespaced(eve.clone(), &ns);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let created =
-            create_eventually(&eve_api, &wf_signal("once", &swf.domain, "wf", Some("x"))).await;
-        if created
-            .annotations()
-            .contains_key(signalman::api::REQUESTED_BY_ANNOTATION)
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "requested-by was never stamped");
-        Api::<WorkflowSignal>::namespaced(admin.clone(), &ns)
-            .delete("once", &Default::default())
-            .await
-            .expect("deleting the unstamped signal");
-        while Api::<WorkflowSignal>::namespaced(admin.clone(), &ns)
-            .get_opt("once")
-            .await
-            .expect("reading")
-            .is_some()
-        {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    create_stamped(
+        &eve_api,
+        &admin,
+        &wf_signal("once", &swf.domain, "wf", Some("x")),
+    )
+    .await;
     let operator = inst.operator(&world, "op-attack", &[]);
     let status = world
         .wait_done::<WorkflowSignal>("once", Duration::from_secs(60))
@@ -1437,8 +1454,9 @@ async fn a_requester_is_believed_only_where_admission_judged_the_signal() {
 
     inst.wait_in_force().await;
     let judged_api: Api<WorkflowSignal> = Api::namespaced(eve.clone(), &judged);
-    let mine = create_eventually(
+    let mine = create_stamped(
         &judged_api,
+        &admin,
         &wf_signal("mine", &swf.domain, "wf", Some("a")),
     )
     .await;
